@@ -1,0 +1,54 @@
+# tinylearn: `make demo` (train -> int8 -> STM32 firmware on QEMU, with a report) and
+# `make test` (every test). Both install what is missing first: Debian packages, a venv, pip.
+SHELL := /bin/bash
+.DEFAULT_GOAL := demo
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+
+# Debian packages: xtensor (training core), zlib, doctest (C++ tests), the Arm bare-metal
+# toolchain and newlib, QEMU for the emulated STM32F405, Fashion-MNIST.
+APT_PACKAGES := libxtensor-dev zlib1g-dev doctest-dev gcc-arm-none-eabi libnewlib-arm-none-eabi \
+                qemu-system-arm dataset-fashion-mnist
+PIP_TOOLS := pip scikit-build-core pybind11 cmake ninja
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo test setup apt venv build cpp-test py-test clean
+
+demo: build
+	$(PY) -m tinylearn.demo
+
+test: build cpp-test py-test
+
+setup: apt venv
+
+apt:
+	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
+	  echo "Installing Debian packages: $(APT_PACKAGES)"; \
+	  $(SUDO) apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $(APT_PACKAGES); \
+	fi
+
+$(VENV)/.deps: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade $(PIP_TOOLS)
+	$(PY) -m pip install -q numpy tqdm pyelftools pytest matplotlib nbclient nbformat ipykernel
+	touch $@
+
+venv: $(VENV)/.deps
+
+# Incremental: scikit-build-core keeps its CMake build folder under build/.
+build: apt venv
+	$(PY) -m pip install -q --no-build-isolation --no-deps .
+
+cpp-test: apt venv
+	cmake -S . -B build/cpp-tests -G Ninja -DTINYLEARN_BUILD_TESTS=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo
+	cmake --build build/cpp-tests
+	ctest --test-dir build/cpp-tests --output-on-failure
+
+py-test: build
+	$(PY) -m pytest
+
+clean:
+	rm -rf build $(VENV) .pytest_cache

@@ -1,0 +1,143 @@
+#include <cstring>
+#include <stdexcept>
+
+#include <zlib.h>
+
+#include "tinylearn/convert/convert.h"
+#include "tinylearn/micro/format.h"
+
+namespace tinylearn {
+
+namespace {
+void put_u16(std::vector<std::uint8_t>& b, std::size_t at, std::uint16_t v) {
+  std::memcpy(b.data() + at, &v, 2);
+}
+void put_u32(std::vector<std::uint8_t>& b, std::size_t at, std::uint32_t v) {
+  std::memcpy(b.data() + at, &v, 4);
+}
+std::uint32_t align4(std::size_t v) { return std::uint32_t((v + 3) & ~std::size_t{3}); }
+}  // namespace
+
+std::uint32_t crc32(const std::uint8_t* data, std::size_t n) {
+  return std::uint32_t(::crc32(::crc32(0L, Z_NULL, 0), data, uInt(n)));
+}
+
+std::uint16_t BlobBuilder::add(Tensor t) {
+  if (t.dims.empty() || t.dims.size() > 4)
+    throw std::invalid_argument("tensor rank must be 1..4, got " + std::to_string(t.dims.size()));
+  std::uint64_t n = 1;
+  for (std::int32_t d : t.dims) {
+    if (d < 1) throw std::invalid_argument("tensor dims must be >= 1");
+    n *= std::uint64_t(d);
+  }
+  t.bytes = std::uint32_t(n * (t.type == TLM_TYPE_INT32 ? 4 : 1));
+  if (tensors_.size() >= TLM_MAX_TENSORS) throw std::invalid_argument("too many tensors");
+  tensors_.push_back(std::move(t));
+  return std::uint16_t(tensors_.size() - 1);
+}
+
+std::uint16_t BlobBuilder::add_arena_tensor(std::uint8_t type, const std::vector<std::int32_t>& dims,
+                                            QuantParams q) {
+  return add({type, TLM_STORAGE_ARENA, dims, q, {}, 0});
+}
+
+std::uint16_t BlobBuilder::add_const_tensor(std::uint8_t type, const std::vector<std::int32_t>& dims,
+                                            const void* data, QuantParams q) {
+  const std::uint16_t i = add({type, TLM_STORAGE_BLOB, dims, q, {}, 0});
+  const auto* p = static_cast<const std::uint8_t*>(data);
+  tensors_[i].data.assign(p, p + tensors_[i].bytes);
+  return i;
+}
+
+void BlobBuilder::add_op(std::uint16_t opcode, const std::vector<std::uint16_t>& inputs,
+                         const std::vector<std::uint16_t>& outputs, const void* params,
+                         std::uint32_t params_bytes) {
+  if (inputs.size() > 6 || outputs.size() > 2 || outputs.empty())
+    throw std::invalid_argument("an operator takes at most 6 inputs and 1..2 outputs");
+  const auto* p = static_cast<const std::uint8_t*>(params);
+  ops_.push_back({opcode, inputs, outputs, std::vector<std::uint8_t>(p, p + params_bytes)});
+}
+
+std::vector<std::uint8_t> BlobBuilder::finish(std::uint16_t input, std::uint16_t output) const {
+  // Lifetimes of arena tensors: the model input is live from before the first operator, the
+  // output until after the last one; others from their producer to their last consumer.
+  const int op_count = int(ops_.size());
+  std::vector<int> first(tensors_.size(), op_count), last(tensors_.size(), -1);
+  for (int k = 0; k < op_count; ++k) {
+    for (std::uint16_t t : ops_[k].inputs)
+      if (t != TLM_NO_TENSOR) last[t] = std::max(last[t], k), first[t] = std::min(first[t], k);
+    for (std::uint16_t t : ops_[k].outputs)
+      first[t] = std::min(first[t], k), last[t] = std::max(last[t], k);
+  }
+  first[input] = 0;
+  last[output] = op_count;
+  std::vector<PlanBuffer> buffers;
+  std::vector<std::size_t> arena_index;
+  for (std::size_t t = 0; t < tensors_.size(); ++t) {
+    if (tensors_[t].storage != TLM_STORAGE_ARENA) continue;
+    buffers.push_back({tensors_[t].bytes, first[t], std::max(first[t], last[t])});
+    arena_index.push_back(t);
+  }
+  const MemoryPlan plan = plan_memory(buffers);
+
+  // Layout: header, records, then payload (op params, then constant data), 4-byte aligned.
+  const std::size_t records =
+      TLM_HEADER_BYTES + (tensors_.size() + ops_.size()) * TLM_TENSOR_RECORD_BYTES;
+  std::size_t size = records;
+  std::vector<std::uint32_t> param_at(ops_.size()), data_at(tensors_.size(), 0);
+  for (std::size_t k = 0; k < ops_.size(); ++k) {
+    param_at[k] = align4(size);
+    size = param_at[k] + ops_[k].params.size();
+  }
+  for (std::size_t t = 0; t < tensors_.size(); ++t) {
+    if (tensors_[t].storage != TLM_STORAGE_BLOB) continue;
+    data_at[t] = align4(size);
+    size = data_at[t] + tensors_[t].data.size();
+  }
+  size = align4(size);
+  if (size > 0xFFFFFFF0u) throw std::invalid_argument("model larger than 4 GiB");
+  std::vector<std::uint32_t> arena_at(tensors_.size(), 0);
+  for (std::size_t i = 0; i < arena_index.size(); ++i) arena_at[arena_index[i]] = plan.offsets[i];
+
+  std::vector<std::uint8_t> b(size, 0);
+  b[0] = TLM_MAGIC_0; b[1] = TLM_MAGIC_1; b[2] = TLM_MAGIC_2; b[3] = TLM_MAGIC_3;
+  put_u16(b, 4, TLM_FORMAT_VERSION);
+  put_u16(b, 6, TLM_HEADER_BYTES);
+  put_u32(b, 8, std::uint32_t(size));
+  put_u32(b, 16, plan.arena_bytes);
+  put_u16(b, 20, std::uint16_t(tensors_.size()));
+  put_u16(b, 22, std::uint16_t(ops_.size()));
+  put_u16(b, 24, input);
+  put_u16(b, 26, output);
+  for (std::size_t t = 0; t < tensors_.size(); ++t) {
+    const Tensor& ts = tensors_[t];
+    const std::size_t r = TLM_HEADER_BYTES + t * TLM_TENSOR_RECORD_BYTES;
+    b[r] = ts.type;
+    b[r + 1] = std::uint8_t(ts.dims.size());
+    b[r + 2] = ts.storage;
+    for (std::size_t k = 0; k < 4; ++k)
+      put_u32(b, r + 4 + 4 * k, std::uint32_t(k < ts.dims.size() ? ts.dims[k] : 1));
+    put_u32(b, r + 20, ts.storage == TLM_STORAGE_BLOB ? data_at[t] : arena_at[t]);
+    std::memcpy(b.data() + r + 24, &ts.q.scale, 4);
+    put_u32(b, r + 28, std::uint32_t(ts.q.zero_point));
+    if (!ts.data.empty()) std::memcpy(b.data() + data_at[t], ts.data.data(), ts.data.size());
+  }
+  for (std::size_t k = 0; k < ops_.size(); ++k) {
+    const Op& op = ops_[k];
+    const std::size_t r = TLM_HEADER_BYTES + (tensors_.size() + k) * TLM_OP_RECORD_BYTES;
+    put_u16(b, r, op.opcode);
+    b[r + 2] = std::uint8_t(op.inputs.size());
+    b[r + 3] = std::uint8_t(op.outputs.size());
+    for (std::size_t i = 0; i < 6; ++i)
+      put_u16(b, r + 4 + 2 * i, i < op.inputs.size() ? op.inputs[i] : TLM_NO_TENSOR);
+    for (std::size_t i = 0; i < 2; ++i)
+      put_u16(b, r + 16 + 2 * i, i < op.outputs.size() ? op.outputs[i] : TLM_NO_TENSOR);
+    put_u32(b, r + 20, param_at[k]);
+    put_u32(b, r + 24, std::uint32_t(op.params.size()));
+    if (!op.params.empty()) std::memcpy(b.data() + param_at[k], op.params.data(), op.params.size());
+  }
+  put_u32(b, 12, crc32(b.data() + 16, size - 16));
+  return b;
+}
+
+}  // namespace tinylearn

@@ -1,0 +1,117 @@
+// tinylearn conversion: post-training int8 quantization (TFLite int8 spec), memory planning and
+// serialization into the blob format of tinylearn/micro/format.h, plus a host-side runner.
+//
+// Usage:
+//   tinylearn::Sequential model = ...;                         // trained
+//   std::vector<uint8_t> blob = tinylearn::convert(model, x_calibration);
+//   tinylearn::Int8Model q(blob.data(), blob.size());         // validates (throws on bad blobs)
+//   xt::xtensor<float, 2> y = q.predict(x_test);
+#ifndef TINYLEARN_CONVERT_CONVERT_H
+#define TINYLEARN_CONVERT_CONVERT_H
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "tinylearn/micro/micro.h"
+#include "tinylearn/train/model.h"
+
+namespace tinylearn {
+
+struct QuantParams {
+  float scale;
+  std::int32_t zero_point;
+};
+
+// Asymmetric int8 parameters for a real range, widened to contain 0 (as TFLite's converter).
+QuantParams choose_activation_params(float min, float max);
+
+// TFLite's QuantizeMultiplier: real = multiplier * 2^(shift - 31), multiplier in [2^30, 2^31).
+struct QuantizedMultiplier {
+  std::int32_t multiplier;
+  int shift;
+};
+QuantizedMultiplier quantize_multiplier(double real);
+
+// TFLite's rounding (half away from zero) of x / scale + zero point, clamped to int8.
+std::int8_t quantize_value(float x, QuantParams p);
+
+// Arena planning. A buffer is live from the operator that writes it to the last that reads it
+// (inclusive); two buffers may share bytes only when their lifetimes are disjoint.
+struct PlanBuffer {
+  std::uint32_t bytes;
+  int first_op;
+  int last_op;
+};
+struct MemoryPlan {
+  std::vector<std::uint32_t> offsets;
+  std::uint32_t arena_bytes;
+};
+// Greedy by size (largest first), each at the lowest aligned offset free over its lifetime.
+MemoryPlan plan_memory(const std::vector<PlanBuffer>& buffers, std::uint32_t alignment = 4);
+
+// Writes a model blob: tensors, operators and payload; plans the arena and sets the checksum.
+class BlobBuilder {
+ public:
+  // Returns the tensor index. `data` (bytes of the tensor, little-endian) only for constants.
+  std::uint16_t add_arena_tensor(std::uint8_t type, const std::vector<std::int32_t>& dims,
+                                 QuantParams q);
+  std::uint16_t add_const_tensor(std::uint8_t type, const std::vector<std::int32_t>& dims,
+                                 const void* data, QuantParams q);
+  void add_op(std::uint16_t opcode, const std::vector<std::uint16_t>& inputs,
+              const std::vector<std::uint16_t>& outputs, const void* params,
+              std::uint32_t params_bytes);
+  std::vector<std::uint8_t> finish(std::uint16_t input, std::uint16_t output) const;
+
+ private:
+  struct Tensor {
+    std::uint8_t type, storage;
+    std::vector<std::int32_t> dims;
+    QuantParams q;
+    std::vector<std::uint8_t> data;
+    std::uint32_t bytes;
+  };
+  struct Op {
+    std::uint16_t opcode;
+    std::vector<std::uint16_t> inputs, outputs;
+    std::vector<std::uint8_t> params;
+  };
+  std::uint16_t add(Tensor t);
+  std::vector<Tensor> tensors_;
+  std::vector<Op> ops_;
+};
+
+// Quantizes a trained model to int8 with activation ranges calibrated on `representative`
+// (N, input_features). Dense kernels: per-tensor symmetric int8; biases: int32.
+std::vector<std::uint8_t> convert(const Sequential& model, const Matrix& representative);
+
+// The CRC-32 the blob header carries (zlib's), over `n` bytes.
+std::uint32_t crc32(const std::uint8_t* data, std::size_t n);
+
+// Runs a blob with the freestanding core on the host. Throws std::invalid_argument with the
+// core's status when the blob is rejected.
+class Int8Model {
+ public:
+  Int8Model(const std::uint8_t* blob, std::size_t bytes);
+  const tlm_model& model() const { return model_; }
+  tlm_tensor_info input_info() const;
+  tlm_tensor_info output_info() const;
+  std::uint32_t input_size() const { return input_info().bytes; }
+  std::uint32_t output_size() const { return output_info().bytes; }
+  // n samples: in (n, input_size) int8 -> out (n, output_size) int8.
+  void invoke(const std::int8_t* in, std::int8_t* out, std::size_t n);
+  // Float in, float out: quantize the input, invoke, dequantize the output.
+  void predict(const float* in, float* out, std::size_t n);
+  std::vector<std::uint8_t> blob() const;
+  std::size_t blob_bytes() const { return bytes_; }
+
+ private:
+  std::vector<std::uint32_t> storage_;  // 4-byte aligned copy of the blob
+  std::size_t bytes_;
+  tlm_model model_;
+  std::vector<std::uint32_t> arena_;
+};
+
+}  // namespace tinylearn
+
+#endif  // TINYLEARN_CONVERT_CONVERT_H

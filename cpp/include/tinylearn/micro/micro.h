@@ -1,0 +1,96 @@
+// tinylearn micro: the freestanding int8 inference core.
+//
+// Usage (bare metal or host, same source):
+//
+//   #include "tinylearn/micro/micro.h"
+//   #include "sine_model.h"                 // written by q.export_c(dir, "sine_model")
+//
+//   static uint8_t arena[SINE_MODEL_ARENA_BYTES] __attribute__((aligned(4)));
+//   tlm_model model;
+//   if (tlm_model_init(&model, sine_model, sine_model_len) != TLM_OK) { /* corrupt blob */ }
+//   tlm_input(&model, arena)[0] = x_q;      // int8 input, quantized with the input scale/zero point
+//   if (tlm_invoke(&model, arena, sizeof arena) != TLM_OK) { /* ... */ }
+//   int8_t y_q = tlm_output(&model, arena)[0];
+//
+// Rules of this core: C++17 compiled with a C-compatible API, no heap, no exceptions, no RTTI,
+// no static constructors. The model blob is read in place (it may live in flash) and is never
+// written; every tensor of the running model lives in the caller's arena. tlm_model_init()
+// validates the whole blob once (checksum, bounds, shapes, accumulator ranges), so tlm_invoke()
+// never reads or writes outside the blob or the arena, whatever the blob holds.
+//
+// The blob format is documented in tinylearn/micro/format.h.
+#ifndef TINYLEARN_MICRO_MICRO_H
+#define TINYLEARN_MICRO_MICRO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// Status codes. Append-only: the numbers are part of the Python error messages and of firmware logs.
+typedef enum tlm_status {
+  TLM_OK = 0,
+  TLM_ERR_NULL = 1,               // a required pointer was null
+  TLM_ERR_TRUNCATED = 2,          // the blob is shorter than its header says, or than a header
+  TLM_ERR_MAGIC = 3,              // not a tinylearn model blob
+  TLM_ERR_VERSION = 4,            // a format version this core does not know (newer)
+  TLM_ERR_CHECKSUM = 5,           // CRC-32 mismatch: the blob is corrupted
+  TLM_ERR_ALIGNMENT = 6,          // the blob or the arena is not 4-byte aligned
+  TLM_ERR_BAD_TENSOR = 7,         // a tensor record is invalid (type, rank, dims, offset, size)
+  TLM_ERR_BAD_OP = 8,             // an operator record is invalid (tensor index, params range)
+  TLM_ERR_UNKNOWN_OP = 9,         // an operator code this core does not implement
+  TLM_ERR_SHAPE = 10,             // operator operands do not have compatible shapes or types
+  TLM_ERR_ACCUMULATOR_RANGE = 11, // shapes or biases for which the int32 accumulator could overflow
+  TLM_ERR_ARENA_TOO_SMALL = 12,   // the arena given to tlm_invoke is smaller than the model needs
+  TLM_ERR_BAD_PARAMS = 13,        // operator parameters out of their valid range
+  TLM_ERR_BAD_HEADER = 14,        // header fields out of range (counts, header size, io tensors)
+} tlm_status;
+
+// A validated model: a few fields pointing into the caller's blob. Plain data, caller-owned.
+typedef struct tlm_model {
+  const uint8_t* blob;
+  uint32_t blob_bytes;
+  uint32_t arena_bytes;
+  uint16_t tensor_count;
+  uint16_t op_count;
+  uint16_t input_tensor;
+  uint16_t output_tensor;
+} tlm_model;
+
+// A tensor's description, as read from the blob.
+typedef struct tlm_tensor_info {
+  uint8_t type;        // TLM_TYPE_INT8 or TLM_TYPE_INT32 (format.h)
+  uint8_t rank;        // 1..4
+  int32_t dims[4];     // dims[rank..3] are 1
+  uint32_t bytes;      // element count times element size
+  float scale;         // real = scale * (q - zero_point); 0 for tensors without quantization
+  int32_t zero_point;
+} tlm_tensor_info;
+
+// Validates `blob` (bytes long, 4-byte aligned) and fills `model`. Nothing else reads the blob's
+// header, so after TLM_OK every other call may trust it.
+tlm_status tlm_model_init(tlm_model* model, const void* blob, size_t bytes);
+
+// Arena bytes the model needs, exact (computed by the memory planner at conversion).
+uint32_t tlm_arena_bytes(const tlm_model* model);
+
+// Describes tensor `index` (< tensor_count). Returns TLM_ERR_BAD_TENSOR for an index out of range.
+tlm_status tlm_tensor(const tlm_model* model, uint32_t index, tlm_tensor_info* info);
+
+// The model's input and output tensors inside `arena` (int8, one sample).
+int8_t* tlm_input(const tlm_model* model, void* arena);
+int8_t* tlm_output(const tlm_model* model, void* arena);
+
+// Runs every operator once. `arena` must be 4-byte aligned and at least tlm_arena_bytes() long.
+tlm_status tlm_invoke(const tlm_model* model, void* arena, size_t arena_bytes);
+
+// A short constant name for a status ("ok", "checksum mismatch", ...). Never null.
+const char* tlm_status_str(tlm_status status);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif  // TINYLEARN_MICRO_MICRO_H

@@ -1,0 +1,74 @@
+#include <cmath>
+#include <stdexcept>
+
+#include "tinylearn/train/model.h"
+
+namespace tinylearn {
+
+namespace {
+void check_lr(float lr) {
+  if (!(lr > 0.0f) || !std::isfinite(lr))
+    throw std::invalid_argument("learning_rate must be a positive finite number, got " +
+                                std::to_string(lr));
+}
+// One state vector per parameter, created (zeroed) on first use.
+void ensure_state(std::vector<std::vector<float>>& state, const std::vector<Param>& params) {
+  if (state.size() == params.size()) return;
+  state.clear();
+  for (const Param& p : params) state.emplace_back(p.size, 0.0f);
+}
+}  // namespace
+
+SGD::SGD(float lr, float momentum_, bool nesterov_)
+    : Optimizer(lr), momentum(momentum_), nesterov(nesterov_) {
+  check_lr(lr);
+  if (!(momentum >= 0.0f && momentum < 1.0f))
+    throw std::invalid_argument("SGD: momentum must be in [0, 1), got " + std::to_string(momentum));
+}
+
+void SGD::step(std::vector<Param>& params) {
+  if (momentum == 0.0f) {
+    for (Param& p : params)
+      for (std::size_t i = 0; i < p.size; ++i) p.value[i] -= learning_rate * p.grad[i];
+    return;
+  }
+  ensure_state(velocity_, params);
+  // Keras: v = momentum * v - lr * g; w += v (plain) or w += momentum * v - lr * g (Nesterov).
+  for (std::size_t k = 0; k < params.size(); ++k) {
+    Param& p = params[k];
+    float* v = velocity_[k].data();
+    for (std::size_t i = 0; i < p.size; ++i) {
+      v[i] = momentum * v[i] - learning_rate * p.grad[i];
+      p.value[i] += nesterov ? momentum * v[i] - learning_rate * p.grad[i] : v[i];
+    }
+  }
+}
+
+Adam::Adam(float lr, float b1, float b2, float eps)
+    : Optimizer(lr), beta_1(b1), beta_2(b2), epsilon(eps) {
+  check_lr(lr);
+  if (!(b1 >= 0.0f && b1 < 1.0f) || !(b2 >= 0.0f && b2 < 1.0f) || !(eps > 0.0f))
+    throw std::invalid_argument("Adam: expected 0 <= beta_1, beta_2 < 1 and epsilon > 0");
+}
+
+void Adam::step(std::vector<Param>& params) {
+  ensure_state(m_, params);
+  ensure_state(v_, params);
+  ++iterations;
+  const double t = double(iterations);
+  const float alpha = float(double(learning_rate) * std::sqrt(1.0 - std::pow(double(beta_2), t)) /
+                            (1.0 - std::pow(double(beta_1), t)));
+  for (std::size_t k = 0; k < params.size(); ++k) {
+    Param& p = params[k];
+    float* m = m_[k].data();
+    float* v = v_[k].data();
+    for (std::size_t i = 0; i < p.size; ++i) {
+      const float g = p.grad[i];
+      m[i] += (g - m[i]) * (1.0f - beta_1);
+      v[i] += (g * g - v[i]) * (1.0f - beta_2);
+      p.value[i] -= alpha * m[i] / (std::sqrt(v[i]) + epsilon);
+    }
+  }
+}
+
+}  // namespace tinylearn

@@ -1,0 +1,32 @@
+"""tinylearn: train, compress and deploy small neural networks to microcontrollers.
+
+    import tinylearn as tl
+    model = tl.Sequential([tl.layers.Dense(16, activation="relu", input_shape=(1,)),
+                           tl.layers.Dense(1)])
+    model.compile(optimizer="adam", loss="mse", metrics=["mae"])
+    model.fit(x, y, epochs=500, batch_size=64, seed=1)
+    q = tl.convert(model, representative_data=x)       # int8, TFLite int8 spec
+    fw = tl.deploy.build_firmware(q, board="netduinoplus2", out_dir="fw")
+"""
+
+from . import datasets, deploy, layers, optimizers
+from ._core import FORMAT_VERSION
+from .models import History, Sequential
+from .quantize import Int8Model, ModelFormatError, convert, load_int8
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "FORMAT_VERSION",
+    "History",
+    "Int8Model",
+    "ModelFormatError",
+    "Sequential",
+    "__version__",
+    "convert",
+    "datasets",
+    "deploy",
+    "layers",
+    "load_int8",
+    "optimizers",
+]
