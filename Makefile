@@ -33,7 +33,7 @@ apt:
 $(VENV)/.deps: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade $(PIP_TOOLS)
-	$(PY) -m pip install -q numpy tqdm pyelftools pytest matplotlib nbclient nbformat ipykernel
+	$(PY) -m pip install -q numpy tqdm pyelftools pytest matplotlib nbclient nbformat ipykernel ipywidgets
 	touch $@
 
 venv: $(VENV)/.deps

@@ -159,7 +159,7 @@ extern "C" {
 
 tlm_status tlm_model_init(tlm_model* model, const void* blob, size_t bytes) {
   if (!model || !blob) return TLM_ERR_NULL;
-  memset(model, 0, sizeof *model);
+  model->blob = nullptr;  // unusable until validated (no memset: it would link 160 B of newlib)
   const uint8_t* b = static_cast<const uint8_t*>(blob);
   if (!aligned4(b)) return TLM_ERR_ALIGNMENT;
   if (bytes < TLM_HEADER_BYTES) return TLM_ERR_TRUNCATED;
@@ -185,11 +185,17 @@ tlm_status tlm_model_init(tlm_model* model, const void* blob, size_t bytes) {
   if (m.tensor_count < 1 || m.tensor_count > TLM_MAX_TENSORS || m.op_count > TLM_MAX_OPS ||
       rd_u32(b + 28) != 0 || payload > total)
     return TLM_ERR_BAD_HEADER;
+  // No plan needs more arena than all arena tensors side by side: a larger claim is corrupt
+  // (and would make a host runner allocate it).
+  uint64_t arena_sum = 0;
+  Tensor t;
   for (uint32_t i = 0; i < m.tensor_count; ++i) {
     const tlm_status s = check_tensor(&m, i, payload);
     if (s != TLM_OK) return s;
+    read_tensor(&m, i, &t);
+    if (t.storage == TLM_STORAGE_ARENA) arena_sum += (t.bytes + 3u) & ~3u;
   }
-  Tensor t;
+  if (m.arena_bytes > arena_sum) return TLM_ERR_BAD_HEADER;
   const uint16_t io_tensors[2] = {m.input_tensor, m.output_tensor};
   for (const uint16_t io : io_tensors) {
     if (io >= m.tensor_count) return TLM_ERR_BAD_HEADER;

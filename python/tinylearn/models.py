@@ -61,8 +61,10 @@ class Sequential:
             raise RuntimeError("Sequential.add: the model already has weights; build a new model")
         if self._layers and layer.input_shape is not None:
             raise ValueError("only the first layer takes input_shape")
-        if layer.name is None:
-            layer.name = f"{type(layer).__name__.lower()}_{len(self._layers)}"
+        if layer.name is None:  # Keras's names: dense, dense_1, dense_2, ...
+            base = type(layer).__name__.lower()
+            taken = sum(1 for other in self._layers if type(other) is type(layer))
+            layer.name = base if taken == 0 else f"{base}_{taken}"
         self._layers.append(layer)
 
     @property
@@ -129,7 +131,11 @@ class Sequential:
     def fit(self, x, y, epochs: int = 1, batch_size: int = 32, verbose="auto",
             validation_data=None, shuffle: bool = True, seed: int | None = None) -> History:
         """Trains in C++ with the GIL released; Ctrl-C stops after the current step and raises
-        KeyboardInterrupt, leaving the model usable and `model.history` holding the epochs run."""
+        KeyboardInterrupt, leaving the model usable and `model.history` holding the epochs run.
+
+        `seed` drives the shuffling and, when the model has no weights yet, their initialization
+        (a model that already has weights, from build() or an earlier fit, keeps them).
+        """
         if self._compiled is None:
             raise RuntimeError("fit: the model is not compiled; call "
                                "model.compile(optimizer=..., loss=...) before fit()")
@@ -270,6 +276,10 @@ def _progress_bar(verbose, epochs: int):
         verbose = 1
     if verbose != 1:
         return None
-    from tqdm.auto import tqdm
+    try:  # tqdm.auto draws a widget in Jupyter, but only where ipywidgets is installed
+        import ipywidgets  # noqa: F401
+        from tqdm.auto import tqdm
+    except ImportError:
+        from tqdm.std import tqdm
 
     return tqdm(total=epochs, unit="epoch", file=sys.stdout, leave=True, dynamic_ncols=True)
