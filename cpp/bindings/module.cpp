@@ -154,9 +154,6 @@ PYBIND11_MODULE(_core, m) {
              return s.evaluate(to_matrix(x, "x"), to_matrix(y, "y"), batch_size);
            },
            py::arg("x"), py::arg("y"), py::arg("batch_size") = 1024)
-      .def("metric_names", &Sequential::metric_names)
-      .def("layer_units", [](Sequential& s, std::size_t i) { return dense_at(s, i).units(); })
-      .def("param_count", &Sequential::param_count)
       .def("get_layer_weights",
            [](Sequential& s, std::size_t i) {
              Dense& d = dense_at(s, i);

@@ -15,7 +15,8 @@ QuantParams choose_activation_params(float min, float max) {
   const double lo = std::min(double(min), 0.0), hi = std::max(double(max), 0.0);
   const double qmin = -128.0, qmax = 127.0;
   // A constant-zero tensor still needs a usable scale.
-  const double scale = hi > lo ? (hi - lo) / (qmax - qmin) : 1.0 / 255.0;
+  // (A range so narrow that its float scale would underflow is treated as constant too.)
+  const double scale = (hi - lo) / (qmax - qmin) >= 1e-30 ? (hi - lo) / (qmax - qmin) : 1.0 / 255.0;
   const double zp = std::round(qmin - lo / scale);
   return {float(scale), std::int32_t(std::clamp(zp, qmin, qmax))};
 }

@@ -126,7 +126,9 @@ tlm_status read_fc(const tlm_model* m, const uint8_t* r, FcOp* op) {
   op->dims.batches = static_cast<int32_t>(op->input.bytes / static_cast<uint32_t>(in_n));
   op->dims.in_features = in_n;
   op->dims.out_features = out_n;
-  if (op->output.bytes != static_cast<uint32_t>(op->dims.batches) * static_cast<uint32_t>(out_n))
+  // In 64 bits: batches * out_n can exceed 2^32 (and wrap onto output.bytes) for hostile shapes.
+  if (uint64_t{op->output.bytes} !=
+      uint64_t{static_cast<uint32_t>(op->dims.batches)} * static_cast<uint32_t>(out_n))
     return TLM_ERR_SHAPE;
   if (op->has_bias && (op->bias.rank != 1 || op->bias.dims[0] != out_n)) return TLM_ERR_SHAPE;
   if (overlap(op->input, op->output)) return TLM_ERR_BAD_OP;

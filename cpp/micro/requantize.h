@@ -3,7 +3,8 @@
 // TFLite has two variants of MultiplyByQuantizedMultiplier: "double rounding" (the default, used
 // unless TFLITE_SINGLE_ROUNDING is defined) and "single rounding". Both TFLite and TFLM build
 // with the double-rounding default, so this core does the same: first a rounding doubling high
-// multiply (rounds half away from zero), then a rounding right shift (rounds half away from zero).
+// multiply (gemmlowp's: exact halves round toward +infinity, -0.5 -> 0), then a rounding right
+// shift (exact halves round away from zero).
 #ifndef TINYLEARN_MICRO_REQUANTIZE_H
 #define TINYLEARN_MICRO_REQUANTIZE_H
 
@@ -11,7 +12,7 @@
 
 namespace tlm_detail {
 
-// round(a * b / 2^31), saturating the single overflow case a == b == INT32_MIN.
+// a * b / 2^31 rounded (halves toward +infinity), saturating the one overflow a == b == INT32_MIN.
 inline int32_t saturating_rounding_doubling_high_mul(int32_t a, int32_t b) {
   if (a == b && a == INT32_MIN) return INT32_MAX;
   const int64_t ab = static_cast<int64_t>(a) * static_cast<int64_t>(b);

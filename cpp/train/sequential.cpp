@@ -152,6 +152,7 @@ History Sequential::fit(const Matrix& x, const Matrix& y, const FitOptions& opt,
   if (x_val) check_data(*x_val, y_val, "fit (validation_data)");
   if (opt.epochs < 0) throw std::invalid_argument("fit: epochs must be >= 0");
   if (opt.batch_size == 0) throw std::invalid_argument("fit: batch_size must be positive");
+  if (opt.check_every == 0) throw std::invalid_argument("fit: check_every must be positive");
 
   const std::size_t n = x.shape()[0];
   std::vector<std::size_t> order(n);

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +34,9 @@ def _firmware_source() -> tuple[Path, Path]:
 
 
 def _tool(name: str) -> str:
-    path = shutil.which(name)
+    # The venv's own bin folder first (cmake and ninja come from pip there), then PATH.
+    venv_bin = str(Path(sys.executable).parent)
+    path = shutil.which(name, path=os.pathsep.join([venv_bin, os.environ.get("PATH", "")]))
     if path is None:
         raise RuntimeError(f"{name} was not found on PATH: {_APT_HINT}")
     return path
@@ -154,8 +157,10 @@ def build_firmware(model: Int8Model, board: str = "netduinoplus2", out_dir=None,
             f"-DTL_CORE_DIR={core.resolve()}", "-DTL_BUILD_CALIBRATION=OFF"]
     if stack_bytes is not None:
         args.append(f"-DTL_STACK_SIZE={int(stack_bytes)}")
-    if shutil.which("ninja"):
-        args += ["-G", "Ninja"]
+    try:
+        args += ["-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={_tool('ninja')}"]
+    except RuntimeError:
+        pass  # CMake's default generator (make)
     env = {k: v for k, v in os.environ.items() if k not in ("CC", "CXX", "CFLAGS", "CXXFLAGS", "LDFLAGS")}
     for step in (args, [cmake, "--build", str(build)]):
         p = subprocess.run(step, capture_output=True, text=True, env=env)
