@@ -14,12 +14,12 @@ APT_PACKAGES := libxtensor-dev zlib1g-dev doctest-dev gcc-arm-none-eabi libnewli
 PIP_TOOLS := pip scikit-build-core pybind11 cmake ninja
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test setup apt venv build cpp-test py-test clean
+.PHONY: demo test setup apt venv build cpp-test cpp-asan py-test clean
 
 demo: build
 	$(PY) -m tinylearn.demo
 
-test: build cpp-test py-test
+test: build cpp-test cpp-asan py-test
 
 setup: apt venv
 
@@ -46,6 +46,13 @@ cpp-test: apt venv
 	cmake -S . -B build/cpp-tests -G Ninja -DTINYLEARN_BUILD_TESTS=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo
 	cmake --build build/cpp-tests
 	ctest --test-dir build/cpp-tests --output-on-failure
+
+# The same C++ tests under AddressSanitizer and UBSan: the core must never read outside a buffer,
+# whatever blob it is given.
+cpp-asan: apt venv
+	cmake -S . -B build/cpp-asan -G Ninja -DTINYLEARN_BUILD_TESTS=ON -DTINYLEARN_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
+	cmake --build build/cpp-asan
+	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ctest --test-dir build/cpp-asan --output-on-failure
 
 py-test: build
 	$(PY) -m pytest
