@@ -8,7 +8,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tinylearn.deploy import qemu_command
+
 REPO = Path(__file__).resolve().parents[1]
+
+
+def build_firmware_project(build: Path, model_dir: Path, target: str, calibration: bool) -> Path:
+    """Configures and builds the repository's firmware project directly with CMake."""
+    subprocess.run(["cmake", "-S", str(REPO / "firmware"), "-B", str(build),
+                    f"-DCMAKE_TOOLCHAIN_FILE={REPO / 'firmware' / 'cmake' / 'arm-none-eabi.cmake'}",
+                    f"-DTL_MODEL_DIR={model_dir}", f"-DTL_BUILD_CALIBRATION={'ON' if calibration else 'OFF'}"],
+                   check=True, capture_output=True)
+    subprocess.run(["cmake", "--build", str(build), "--target", target], check=True, capture_output=True)
+    return build / f"{target}.elf"
+
+
+def run_qemu(elf: Path, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(qemu_command(elf), cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True,
+                          text=True, timeout=60)
 ALL_INT8 = np.arange(-128, 128, dtype=np.int8).reshape(-1, 1)
 
 
@@ -51,18 +68,9 @@ def test_footprint_within_budget(sine_firmware, sine_int8):
 
 def test_instruction_counter_calibration(sine_firmware, tmp_path):
     """The counter the firmware reports against hand-written code of known instruction counts."""
-    build = tmp_path / "calib"
-    model_dir = sine_firmware.elf.parent / "model"
-    subprocess.run(["cmake", "-S", str(REPO / "firmware"), "-B", str(build),
-                    f"-DCMAKE_TOOLCHAIN_FILE={REPO / 'firmware' / 'cmake' / 'arm-none-eabi.cmake'}",
-                    f"-DTL_MODEL_DIR={model_dir}", "-DTL_BUILD_CALIBRATION=ON"],
-                   check=True, capture_output=True)
-    subprocess.run(["cmake", "--build", str(build), "--target", "tinylearn_calib"], check=True,
-                   capture_output=True)
-    p = subprocess.run(["qemu-system-arm", "-M", "netduinoplus2", "-nographic", "-monitor", "none",
-                        "-serial", "stdio", "-semihosting-config", "enable=on,target=native",
-                        "-icount", "shift=0", "-kernel", str(build / "tinylearn_calib.elf")],
-                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    elf = build_firmware_project(tmp_path / "calib", sine_firmware.elf.parent / "model",
+                                 "tinylearn_calib", calibration=True)
+    p = run_qemu(elf, tmp_path)
     cases = re.findall(r"^CAL (\S+) (\d+) (\d+)$", p.stdout, re.M)
     assert len(cases) >= 5, p.stdout
     assert all(expected == measured for _, expected, measured in cases), p.stdout
@@ -95,17 +103,8 @@ def test_firmware_rejects_a_corrupt_model_with_a_status(sine_firmware, tmp_path)
     # Byte 40 of the blob lies in the records, which the checksum covers.
     at = first + 6 * 40
     source.write_text(text[:at] + "0x5a" + text[at + 4:])
-    build = tmp_path / "build"
-    subprocess.run(["cmake", "-S", str(REPO / "firmware"), "-B", str(build),
-                    f"-DCMAKE_TOOLCHAIN_FILE={REPO / 'firmware' / 'cmake' / 'arm-none-eabi.cmake'}",
-                    f"-DTL_MODEL_DIR={model_dir}", "-DTL_BUILD_CALIBRATION=OFF"],
-                   check=True, capture_output=True)
-    subprocess.run(["cmake", "--build", str(build)], check=True, capture_output=True)
+    elf = build_firmware_project(tmp_path / "build", model_dir, "tinylearn_fw", calibration=False)
     (tmp_path / "input.bin").write_bytes(bytes(1))
-    p = subprocess.run(["qemu-system-arm", "-M", "netduinoplus2", "-nographic", "-monitor", "none",
-                        "-serial", "stdio", "-semihosting-config", "enable=on,target=native",
-                        "-icount", "shift=0", "-kernel", str(build / "tinylearn_fw.elf")],
-                       cwd=tmp_path, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                       timeout=60)
+    p = run_qemu(elf, tmp_path)
     assert p.returncode != 0
     assert p.stdout.strip() == "ERR init 5"  # TLM_ERR_CHECKSUM

@@ -14,7 +14,7 @@ import numpy as np
 
 from .quantize import Int8Model
 
-__all__ = ["BOARDS", "Firmware", "FirmwareRun", "build_firmware"]
+__all__ = ["BOARDS", "Firmware", "FirmwareRun", "build_firmware", "qemu_command"]
 
 # Board name -> QEMU machine. Flash and RAM regions come from each board's linker script.
 BOARDS = {"netduinoplus2": {"qemu_machine": "netduinoplus2", "mcu": "STM32F405 (Cortex-M4F)",
@@ -75,14 +75,10 @@ class Firmware:
             x = x.reshape(-1, 1)
         if x.ndim != 2 or x.shape[1] != features or x.shape[0] == 0:
             raise ValueError(f"run: expected a non-empty int8 array of shape (N, {features}), got {x.shape}")
-        qemu = _tool("qemu-system-arm")
         with tempfile.TemporaryDirectory(prefix="tinylearn-fw-") as d:
             Path(d, "input.bin").write_bytes(np.ascontiguousarray(x).tobytes())
-            cmd = [qemu, "-M", BOARDS[self.board]["qemu_machine"], "-nographic", "-monitor", "none",
-                   "-serial", "stdio", "-semihosting-config", "enable=on,target=native",
-                   "-icount", "shift=0", "-kernel", str(self.elf.resolve())]
             try:
-                p = subprocess.run(cmd, cwd=d, stdin=subprocess.DEVNULL, capture_output=True,
+                p = subprocess.run(qemu_command(self.elf, self.board), cwd=d, stdin=subprocess.DEVNULL, capture_output=True,
                                    text=True, timeout=timeout)
             except subprocess.TimeoutExpired:
                 raise RuntimeError(f"the firmware did not finish within {timeout} s on QEMU") from None
@@ -90,6 +86,14 @@ class Firmware:
 
     def __repr__(self) -> str:
         return f"Firmware({self.elf.name}, board={self.board!r}, flash={self.flash_bytes} B, ram={self.ram_bytes} B)"
+
+
+def qemu_command(elf, board: str = "netduinoplus2") -> list[str]:
+    """The QEMU command line that runs a firmware ELF: USART1 on stdout, semihosting for input
+    and exit, and `-icount shift=0` so that the virtual clock counts guest instructions."""
+    return [_tool("qemu-system-arm"), "-M", BOARDS[board]["qemu_machine"], "-nographic",
+            "-monitor", "none", "-serial", "stdio", "-semihosting-config", "enable=on,target=native",
+            "-icount", "shift=0", "-kernel", str(Path(elf).resolve())]
 
 
 def _parse_run(p: subprocess.CompletedProcess, n: int, out_features: int) -> FirmwareRun:
