@@ -7,9 +7,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-# Debian packages: xtensor (training core), zlib, doctest (C++ tests), the Arm bare-metal
+# Debian packages: xtensor (training core), zlib, OpenBLAS (GEMM for training), doctest (C++ tests), the Arm bare-metal
 # toolchain and newlib, QEMU for the emulated STM32F405, Fashion-MNIST.
-APT_PACKAGES := libxtensor-dev zlib1g-dev doctest-dev gcc-arm-none-eabi libnewlib-arm-none-eabi \
+APT_PACKAGES := libxtensor-dev zlib1g-dev libopenblas-dev doctest-dev gcc-arm-none-eabi libnewlib-arm-none-eabi \
                 qemu-system-arm dataset-fashion-mnist
 PIP_TOOLS := pip scikit-build-core pybind11 cmake ninja
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
