@@ -5,6 +5,7 @@
 #include <pybind11/stl.h>
 
 #include <cstring>
+#include <map>
 #include <stdexcept>
 
 #include "tinylearn/convert/convert.h"
@@ -19,21 +20,45 @@ namespace {
 using FloatArray = py::array_t<float, py::array::c_style | py::array::forcecast>;
 using Int8Array = py::array_t<std::int8_t, py::array::c_style | py::array::forcecast>;
 
-// A (N, F) float32 copy of a 2-D array.
-Matrix to_matrix(const FloatArray& a, const char* name) {
-  if (a.ndim() != 2)
-    throw std::invalid_argument(std::string(name) + ": expected a 2-D array (samples, features), got " +
-                                std::to_string(a.ndim()) + "-D");
-  Matrix m({std::size_t(a.shape(0)), std::size_t(a.shape(1))});
-  if (m.size()) std::memcpy(m.data(), a.data(), m.size() * sizeof(float));
-  return m;
+// A float32 copy of an array with a batch dimension.
+Tensor to_tensor(const FloatArray& a, const char* name) {
+  if (a.ndim() < 1)
+    throw std::invalid_argument(std::string(name) + ": expected an array of samples, got a scalar");
+  std::vector<std::size_t> shape(a.shape(), a.shape() + a.ndim());
+  Tensor t(shape);
+  if (t.size()) std::memcpy(t.data(), a.data(), t.size() * sizeof(float));
+  return t;
 }
 
-py::array_t<float> to_array(const Matrix& m) {
-  py::array_t<float> a({m.shape()[0], m.shape()[1]});
-  if (m.size()) std::memcpy(a.mutable_data(), m.data(), m.size() * sizeof(float));
+template <class T>
+py::array_t<float> to_array(const T& t) {
+  std::vector<py::ssize_t> shape(t.shape().begin(), t.shape().end());
+  py::array_t<float> a(shape);
+  if (t.size()) std::memcpy(a.mutable_data(), t.data(), t.size() * sizeof(float));
   return a;
 }
+
+// Creates a layer from its Python-side configuration.
+std::shared_ptr<Layer> make_layer(const std::string& kind, const py::dict& config) {
+  if (kind == "Dense")
+    return std::make_shared<Dense>(config["units"].cast<std::size_t>(),
+                                   activation_from_name(config["activation"].cast<std::string>()),
+                                   config["use_bias"].cast<bool>());
+  throw std::invalid_argument("unknown layer kind '" + kind + "'");
+}
+
+// The C++ model and the layers created for it, keyed by the Python layer's id (so a layer used
+// twice shares its weights).
+struct PyModel {
+  Model model;
+  std::map<std::int64_t, std::shared_ptr<Layer>> layers;
+
+  Layer& layer(std::int64_t key) {
+    auto it = layers.find(key);
+    if (it == layers.end()) throw std::out_of_range("no layer with key " + std::to_string(key));
+    return *it->second;
+  }
+};
 
 std::unique_ptr<Optimizer> make_optimizer(const std::string& name, float lr, float momentum,
                                           bool nesterov, float beta_1, float beta_2, float eps) {
@@ -53,13 +78,6 @@ Metric metric_from_name(const std::string& name) {
   throw std::invalid_argument("unknown metric '" + name + "': expected 'mae' or 'mse'");
 }
 
-Dense& dense_at(Sequential& s, std::size_t i) {
-  if (i >= s.size()) throw std::out_of_range("layer index " + std::to_string(i) + " out of range");
-  auto* d = dynamic_cast<Dense*>(&s.layer(i));
-  if (!d) throw std::invalid_argument("layer " + std::to_string(i) + " is not Dense");
-  return *d;
-}
-
 py::dict tensor_dict(const tlm_tensor_info& t) {
   py::dict d;
   py::tuple shape(t.rank);
@@ -77,25 +95,37 @@ PYBIND11_MODULE(_core, m) {
   m.doc() = "tinylearn C++ core: training, int8 conversion and the freestanding inference core";
   m.attr("FORMAT_VERSION") = TLM_FORMAT_VERSION;
 
-  py::class_<Sequential>(m, "Sequential")
+  py::class_<PyModel>(m, "Model")
       .def(py::init<>())
-      .def("add_dense",
-           [](Sequential& s, std::size_t units, const std::string& activation, bool use_bias) {
-             s.add(std::make_unique<Dense>(units, activation_from_name(activation), use_bias));
+      .def("add_input",
+           [](PyModel& p, const std::vector<std::size_t>& shape) { return p.model.add_input(shape); })
+      .def("add_layer",
+           [](PyModel& p, std::int64_t key, const std::string& kind, const std::string& name,
+              const py::dict& config, const std::vector<int>& inputs) {
+             auto it = p.layers.find(key);
+             std::shared_ptr<Layer> layer;
+             if (it != p.layers.end()) {
+               layer = it->second;
+             } else {
+               layer = make_layer(kind, config);
+               layer->name = name;
+               p.layers[key] = layer;
+             }
+             return p.model.add_node(layer, inputs);
            },
-           py::arg("units"), py::arg("activation") = "linear", py::arg("use_bias") = true)
-      .def("build", &Sequential::build, py::arg("input_features"), py::arg("seed"))
-      .def_property_readonly("built", &Sequential::built)
-      .def_property_readonly("compiled", &Sequential::compiled)
-      .def("__len__", &Sequential::size)
+           py::arg("key"), py::arg("kind"), py::arg("name"), py::arg("config"), py::arg("inputs"))
+      .def("set_output", [](PyModel& p, int node) { p.model.set_output(node); })
+      .def("build", [](PyModel& p, std::uint64_t seed) { p.model.build(seed); }, py::arg("seed"))
+      .def_property_readonly("built", [](const PyModel& p) { return p.model.built(); })
+      .def("node_shape", [](const PyModel& p, int node) { return p.model.node(std::size_t(node)).shape; })
       .def("compile",
-           [](Sequential& s, const std::string& optimizer, float lr, float momentum, bool nesterov,
+           [](PyModel& p, const std::string& optimizer, float lr, float momentum, bool nesterov,
               float beta_1, float beta_2, float eps, const std::string& loss,
               const std::vector<std::string>& metrics) {
              std::vector<Metric> ms;
              for (const auto& name : metrics) ms.push_back(metric_from_name(name));
-             s.compile(make_optimizer(optimizer, lr, momentum, nesterov, beta_1, beta_2, eps),
-                       loss_from_name(loss), ms);
+             p.model.compile(make_optimizer(optimizer, lr, momentum, nesterov, beta_1, beta_2, eps),
+                             loss_from_name(loss), ms);
            },
            py::arg("optimizer"), py::arg("learning_rate"), py::arg("momentum") = 0.0f,
            py::arg("nesterov") = false, py::arg("beta_1") = 0.9f, py::arg("beta_2") = 0.999f,
@@ -103,14 +133,14 @@ PYBIND11_MODULE(_core, m) {
            py::arg("metrics") = std::vector<std::string>{})
       .def(
           "fit",
-          [](Sequential& s, const FloatArray& x, const FloatArray& y, int epochs,
+          [](PyModel& p, const FloatArray& x, const FloatArray& y, int epochs,
              std::size_t batch_size, bool shuffle, std::uint64_t seed,
              std::optional<FloatArray> x_val, std::optional<FloatArray> y_val,
              py::object on_epoch, std::size_t check_every) {
-            const Matrix xm = to_matrix(x, "x"), ym = to_matrix(y, "y");
-            Matrix xv, yv;
-            if (x_val) xv = to_matrix(*x_val, "validation x");
-            if (y_val) yv = to_matrix(*y_val, "validation y");
+            const Tensor xm = to_tensor(x, "x"), ym = to_tensor(y, "y");
+            Tensor xv, yv;
+            if (x_val) xv = to_tensor(*x_val, "validation x");
+            if (y_val) yv = to_tensor(*y_val, "validation y");
             FitOptions opt;
             opt.epochs = epochs;
             opt.batch_size = batch_size;
@@ -130,7 +160,7 @@ PYBIND11_MODULE(_core, m) {
             History h;
             {
               py::gil_scoped_release release;
-              h = s.fit(xm, ym, opt, x_val ? &xv : nullptr, y_val ? &yv : nullptr);
+              h = p.model.fit(xm, ym, opt, x_val ? &xv : nullptr, y_val ? &yv : nullptr);
             }
             return py::make_tuple(h.history, h.epochs_run, h.stopped);
           },
@@ -139,59 +169,56 @@ PYBIND11_MODULE(_core, m) {
           py::arg("y_val") = py::none(), py::arg("on_epoch") = py::none(),
           py::arg("check_every") = 256)
       .def("predict",
-           [](const Sequential& s, const FloatArray& x, std::size_t batch_size) {
-             const Matrix xm = to_matrix(x, "x");
-             Matrix out;
+           [](PyModel& p, const FloatArray& x, std::size_t batch_size) {
+             const Tensor xm = to_tensor(x, "x");
+             Tensor out;
              {
                py::gil_scoped_release release;
-               out = s.predict(xm, batch_size);
+               out = p.model.predict(xm, batch_size);
              }
              return to_array(out);
            },
            py::arg("x"), py::arg("batch_size") = 1024)
       .def("evaluate",
-           [](const Sequential& s, const FloatArray& x, const FloatArray& y, std::size_t batch_size) {
-             return s.evaluate(to_matrix(x, "x"), to_matrix(y, "y"), batch_size);
+           [](PyModel& p, const FloatArray& x, const FloatArray& y, std::size_t batch_size) {
+             const Tensor xm = to_tensor(x, "x"), ym = to_tensor(y, "y");
+             py::gil_scoped_release release;
+             return p.model.evaluate(xm, ym, batch_size);
            },
            py::arg("x"), py::arg("y"), py::arg("batch_size") = 1024)
-      .def("get_layer_weights",
-           [](Sequential& s, std::size_t i) {
-             Dense& d = dense_at(s, i);
+      .def("get_weights",
+           [](PyModel& p, std::int64_t key) {
              py::list out;
-             out.append(to_array(d.kernel));
-             if (d.use_bias()) {
-               py::array_t<float> b(d.bias.size());
-               std::memcpy(b.mutable_data(), d.bias.data(), d.bias.size() * sizeof(float));
-               out.append(b);
+             for (const Param& prm : p.layer(key).params()) {
+               py::array_t<float> a(prm.size);
+               std::memcpy(a.mutable_data(), prm.value, prm.size * sizeof(float));
+               out.append(a);
              }
              return out;
            })
-      .def("set_layer_weights",
-           [](Sequential& s, std::size_t i, const FloatArray& kernel, std::optional<FloatArray> bias) {
-             Dense& d = dense_at(s, i);
-             const auto& ks = d.kernel.shape();
-             if (kernel.ndim() != 2 || std::size_t(kernel.shape(0)) != ks[0] ||
-                 std::size_t(kernel.shape(1)) != ks[1])
-               throw std::invalid_argument("layer " + std::to_string(i) + ": expected a kernel of shape (" +
-                                           std::to_string(ks[0]) + ", " + std::to_string(ks[1]) + ")");
-             if (d.use_bias() != bias.has_value() ||
-                 (bias && (bias->ndim() != 1 || std::size_t(bias->shape(0)) != d.units())))
-               throw std::invalid_argument("layer " + std::to_string(i) + ": expected " +
-                                           (d.use_bias() ? "a bias of shape (" + std::to_string(d.units()) + ",)"
-                                                         : std::string("no bias")));
-             std::memcpy(d.kernel.data(), kernel.data(), d.kernel.size() * sizeof(float));
-             if (bias) std::memcpy(d.bias.data(), bias->data(), d.bias.size() * sizeof(float));
-           },
-           py::arg("index"), py::arg("kernel"), py::arg("bias") = py::none());
+      .def("set_weights", [](PyModel& p, std::int64_t key, const std::vector<FloatArray>& arrays) {
+        Layer& l = p.layer(key);
+        std::vector<Param> params = l.params();
+        if (arrays.size() != params.size())
+          throw std::invalid_argument("layer '" + l.name + "': expected " + std::to_string(params.size()) +
+                                      " weight arrays, got " + std::to_string(arrays.size()));
+        for (std::size_t i = 0; i < params.size(); ++i)
+          if (std::size_t(arrays[i].size()) != params[i].size)
+            throw std::invalid_argument("layer '" + l.name + "': " + params[i].name + " expects " +
+                                        std::to_string(params[i].size) + " values, got " +
+                                        std::to_string(arrays[i].size()));
+        for (std::size_t i = 0; i < params.size(); ++i)
+          std::memcpy(params[i].value, arrays[i].data(), params[i].size * sizeof(float));
+      });
 
   m.def(
       "convert",
-      [](const Sequential& s, const FloatArray& representative) {
-        const Matrix r = to_matrix(representative, "representative_data");
+      [](PyModel& p, const FloatArray& representative) {
+        const Tensor r = to_tensor(representative, "representative_data");
         std::vector<std::uint8_t> blob;
         {
           py::gil_scoped_release release;
-          blob = convert(s, r);
+          blob = convert(p.model, r);
         }
         return py::bytes(reinterpret_cast<const char*>(blob.data()), blob.size());
       },

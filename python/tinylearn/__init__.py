@@ -11,7 +11,8 @@
 
 from . import datasets, deploy, layers, optimizers
 from ._core import FORMAT_VERSION
-from .models import History, Sequential
+from .layers import Input
+from .models import History, Model, Sequential
 from .quantize import Int8Model, ModelFormatError, convert, load_int8
 
 __version__ = "0.1.0"
@@ -19,7 +20,9 @@ __version__ = "0.1.0"
 __all__ = [
     "FORMAT_VERSION",
     "History",
+    "Input",
     "Int8Model",
+    "Model",
     "ModelFormatError",
     "Sequential",
     "__version__",

@@ -5,8 +5,14 @@ from __future__ import annotations
 import numpy as np
 
 
-def as_float_matrix(a, name: str, features: int | None = None) -> np.ndarray:
-    """`a` as a C-contiguous float32 (N, features) array; 1-D accepted when features == 1."""
+def _shape_str(shape) -> str:
+    return "(N, " + ", ".join(str(d) for d in shape) + ")" if shape else "(N, ...)"
+
+
+def as_float_array(a, name: str, shape: tuple | None = None) -> np.ndarray:
+    """`a` as a C-contiguous float32 array of samples of `shape` (any when None).
+
+    A 1-D array is taken as N samples of one value when `shape` is (1,)."""
     if a is None:
         raise TypeError(f"{name}: expected an array, got None")
     arr = np.asarray(a)
@@ -16,13 +22,14 @@ def as_float_matrix(a, name: str, features: int | None = None) -> np.ndarray:
         raise TypeError(f"{name}: expected a numeric array, got dtype {arr.dtype}")
     if np.issubdtype(arr.dtype, np.complexfloating):
         raise TypeError(f"{name}: expected real numbers, got dtype {arr.dtype}")
-    if arr.ndim == 1 and features == 1:
-        arr = arr.reshape(-1, 1)
-    if arr.ndim != 2:
-        want = f"(N, {features})" if features is not None else "(N, features)"
-        raise ValueError(f"{name}: expected shape {want}, got shape {arr.shape}")
-    if features is not None and arr.shape[1] != features:
-        raise ValueError(f"{name}: expected shape (N, {features}), got shape {arr.shape}")
+    if shape is not None:
+        shape = tuple(shape)
+        if arr.ndim == 1 and shape == (1,):
+            arr = arr.reshape(-1, 1)
+        if arr.shape[1:] != shape:
+            raise ValueError(f"{name}: expected shape {_shape_str(shape)}, got shape {arr.shape}")
+    elif arr.ndim < 2:
+        raise ValueError(f"{name}: expected an array of samples (N, ...), got shape {arr.shape}")
     if arr.shape[0] == 0:
         raise ValueError(f"{name}: expected at least one sample, got an empty array {arr.shape}")
     out = np.ascontiguousarray(arr, dtype=np.float32)

@@ -1,38 +1,74 @@
-"""Layers, configured in Python and run by the C++ core."""
+"""Layers, configured in Python and run by the C++ core. Calling a layer on a symbolic tensor
+(from tl.Input) adds it to a graph, as in Keras's functional API."""
 
 from __future__ import annotations
 
 from numbers import Integral
 
-__all__ = ["Dense", "Layer"]
+__all__ = ["Dense", "Input", "Layer", "SymbolicTensor"]
 
 _ACTIVATIONS = {None: "linear", "linear": "linear", "relu": "relu"}
 
 
+class SymbolicTensor:
+    """The output of a layer in a graph under construction (no data)."""
+
+    def __init__(self, layer: "Layer | None", inputs: list["SymbolicTensor"], shape=None,
+                 name: str | None = None):
+        self.layer = layer
+        self.inputs = inputs
+        self.shape = shape  # per-sample shape; known for inputs only
+        self.name = name
+
+    def __repr__(self) -> str:
+        if self.layer is None:
+            return f"<tl.Input shape={(None, *self.shape)}>"
+        return f"<SymbolicTensor from {self.layer.name or type(self.layer).__name__}>"
+
+
+def Input(shape, name: str | None = None) -> SymbolicTensor:  # noqa: N802 (Keras's name)
+    """A model input: samples of `shape` (without the batch dimension)."""
+    shape = tuple(shape) if isinstance(shape, (tuple, list)) else (shape,)
+    if not shape or not all(isinstance(d, Integral) and not isinstance(d, bool) and d > 0 for d in shape):
+        raise ValueError(f"Input: shape must be a tuple of positive integers, got {shape!r}")
+    return SymbolicTensor(None, [], tuple(int(d) for d in shape), name)
+
+
 class Layer:
-    """Base of all layers: a name and, for the first layer of a model, an input shape."""
+    """Base of all layers: a name, a configuration and, for the first layer of a Sequential,
+    an input shape."""
+
+    kind = ""
 
     def __init__(self, input_shape=None, name: str | None = None):
         if input_shape is not None:
-            input_shape = tuple(input_shape)
+            input_shape = tuple(input_shape) if isinstance(input_shape, (tuple, list)) else (input_shape,)
             if not input_shape or not all(isinstance(d, Integral) and d > 0 for d in input_shape):
                 raise ValueError(f"input_shape must be a tuple of positive integers, got {input_shape!r}")
         self.input_shape = input_shape
         self.name = name
 
-    def output_features(self, input_features: int) -> int:
+    def get_config(self) -> dict:
         raise NotImplementedError
 
-    def param_count(self, input_features: int) -> int:
-        raise NotImplementedError
+    def __call__(self, inputs) -> SymbolicTensor:
+        many = isinstance(inputs, (list, tuple))
+        items = list(inputs) if many else [inputs]
+        for t in items:
+            if not isinstance(t, SymbolicTensor):
+                raise TypeError(f"{type(self).__name__}: call it on tl.Input() or another layer's "
+                                f"output, got {type(t).__name__}")
+        return SymbolicTensor(self, items)
 
-    def int8_bytes(self, input_features: int) -> int:
-        """Bytes of this layer's parameters once quantized (int8 weights, int32 biases)."""
-        raise NotImplementedError
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
 
 
 class Dense(Layer):
-    """Fully connected layer: activation(x @ kernel + bias), as keras.layers.Dense."""
+    """Fully connected layer on the last axis: activation(x @ kernel + bias), as keras.layers.Dense."""
+
+    kind = "Dense"
 
     def __init__(self, units: int, activation: str | None = None, use_bias: bool = True,
                  input_shape=None, name: str | None = None):
@@ -46,14 +82,5 @@ class Dense(Layer):
         self.activation = _ACTIVATIONS[activation]
         self.use_bias = bool(use_bias)
 
-    def output_features(self, input_features: int) -> int:
-        return self.units
-
-    def param_count(self, input_features: int) -> int:
-        return input_features * self.units + (self.units if self.use_bias else 0)
-
-    def int8_bytes(self, input_features: int) -> int:
-        return input_features * self.units + (4 * self.units if self.use_bias else 0)
-
-    def __repr__(self) -> str:
-        return f"Dense({self.units}, activation={self.activation!r})"
+    def get_config(self) -> dict:
+        return {"units": self.units, "activation": self.activation, "use_bias": self.use_bias}

@@ -8,10 +8,10 @@ import numpy as np
 
 from . import _core
 from . import optimizers as _optimizers
-from ._validate import as_float_matrix
-from .layers import Layer
+from ._validate import as_float_array
+from .layers import Dense, Input, Layer, SymbolicTensor
 
-__all__ = ["History", "Sequential"]
+__all__ = ["History", "Model", "Sequential"]
 
 _LOSSES = {"mse": "mse", "mean_squared_error": "mse"}
 _METRICS = {"mae": "mae", "mean_absolute_error": "mae", "mse": "mse", "mean_squared_error": "mse"}
@@ -34,82 +34,112 @@ class History:
         return f"History(epochs={len(self.epoch)}, keys={sorted(self.history)})"
 
 
-class Sequential:
-    """A linear stack of layers, trained by tinylearn's C++ core.
+class Model:
+    """A graph of layers from one input to one output (Keras's functional API):
+
+        inputs = tl.Input(shape=(32, 32, 3))
+        x = tl.layers.Dense(16, activation="relu")(inputs)
+        model = tl.Model(inputs, tl.layers.Dense(10)(x))
 
     Weights are created on first need (fit, predict, build) from a seed, so runs repeat.
     """
 
-    def __init__(self, layers=None, name: str | None = None):
-        self.name = name or "sequential"
-        self._layers: list[Layer] = []
+    def __init__(self, inputs=None, outputs=None, name: str | None = None):
+        self.name = name or "model"
         self._core = None
         self._compiled = None
         self.history: History | None = None
-        for layer in layers or []:
-            self.add(layer)
+        if inputs is not None or outputs is not None:
+            self._set_graph(inputs, outputs)
 
     # -- structure -------------------------------------------------------------------------
+    def _set_graph(self, inputs, outputs) -> None:
+        inputs = _single(inputs, "inputs")
+        outputs = _single(outputs, "outputs")
+        for what, t in (("inputs", inputs), ("outputs", outputs)):
+            if not isinstance(t, SymbolicTensor):
+                raise TypeError(f"Model: {what} must come from tl.Input() and layer calls, got {type(t).__name__}")
+        if inputs.layer is not None:
+            raise ValueError("Model: inputs must be a tl.Input(), not a layer's output")
+        # Every node the output depends on, in an order where inputs come first (post-order).
+        order, state = [], {}
+
+        def visit(t):
+            mark = state.get(id(t))
+            if mark == "done":
+                return
+            if mark == "active":  # unreachable through the public API, kept as a guard
+                raise ValueError("Model: the graph has a cycle")
+            state[id(t)] = "active"
+            for parent in t.inputs:
+                visit(parent)
+            state[id(t)] = "done"
+            order.append(t)
+
+        visit(outputs)
+        sources = [t for t in order if t.layer is None]
+        if inputs not in sources:
+            raise ValueError("Model: the outputs do not depend on the given input")
+        extra = [t for t in sources if t is not inputs]
+        if extra:
+            raise ValueError(f"Model: the outputs depend on an input that is not the model's input "
+                             f"({extra[0]!r}); a disconnected input cannot be fed")
+        names = {}
+        for t in order:
+            if t.layer is not None and t.layer.name is None:
+                base = type(t.layer).__name__.lower()
+                n = names.get(base, 0)
+                names[base] = n + 1
+                t.layer.name = base if n == 0 else f"{base}_{n}"
+        self._input, self._output, self._order = inputs, outputs, order
+
+    def _graph_ready(self) -> bool:
+        return getattr(self, "_order", None) is not None
+
     @property
     def layers(self) -> list[Layer]:
-        return list(self._layers)
-
-    def add(self, layer: Layer) -> None:
-        if not isinstance(layer, Layer):
-            raise TypeError(f"Sequential.add: expected a tinylearn layer, got {type(layer).__name__}")
-        if self._core is not None:
-            raise RuntimeError("Sequential.add: the model already has weights; build a new model")
-        if self._layers and layer.input_shape is not None:
-            raise ValueError("only the first layer takes input_shape")
-        if layer.name is None:  # Keras's names: dense, dense_1, dense_2, ...
-            base = type(layer).__name__.lower()
-            taken = sum(1 for other in self._layers if type(other) is type(layer))
-            layer.name = base if taken == 0 else f"{base}_{taken}"
-        self._layers.append(layer)
+        seen, out = set(), []
+        for t in getattr(self, "_order", None) or []:
+            if t.layer is not None and id(t.layer) not in seen:
+                seen.add(id(t.layer))
+                out.append(t.layer)
+        return out
 
     @property
-    def input_features(self) -> int | None:
-        if self._core is not None:
-            return self._input_features
-        if self._layers and self._layers[0].input_shape is not None:
-            shape = self._layers[0].input_shape
-            if len(shape) != 1:
-                raise ValueError(f"Dense models take 1-D samples; input_shape {shape} is not")
-            return int(shape[0])
-        return None
+    def input_shape(self) -> tuple | None:
+        return self._input.shape if self._graph_ready() else None
 
-    @property
-    def output_features(self) -> int | None:
-        f = self.input_features
-        if f is None:
-            return None
-        for layer in self._layers:
-            f = layer.output_features(f)
-        return f
+    def _make_core(self, seed: int):
+        """A C++ model of this graph, built (weights drawn from `seed`)."""
+        core = _core.Model()
+        ids = {}
+        for t in self._order:
+            if t.layer is None:
+                ids[id(t)] = core.add_input(list(t.shape))
+            else:
+                ids[id(t)] = core.add_layer(id(t.layer), t.layer.kind, t.layer.name,
+                                            t.layer.get_config(), [ids[id(p)] for p in t.inputs])
+        core.set_output(ids[id(self._output)])
+        core.build(seed)
+        return core, ids
 
     def build(self, input_shape=None, seed: int = 0) -> None:
-        """Creates the weights (Glorot uniform kernels, zero biases) from `seed`."""
-        if not self._layers:
-            raise ValueError("the model has no layers: add some before building it")
-        features = self.input_features
-        if input_shape is not None:
-            shape = tuple(input_shape)[-1:]
-            if features is not None and shape[0] != features:
-                raise ValueError(f"build: input_shape {input_shape} does not match the model's {features}")
-            features = int(shape[0])
-        if features is None:
-            raise ValueError("build: the input shape is unknown; pass input_shape=(features,)")
-        core = _core.Sequential()
-        for layer in self._layers:
-            core.add_dense(layer.units, layer.activation, layer.use_bias)
-        core.build(features, _seed(seed))
-        self._core, self._input_features = core, features
+        """Creates the weights (Keras's default initializers) from `seed`."""
+        if not self._graph_ready():
+            raise ValueError("build: the model has no graph yet")
+        self._core, self._ids = self._make_core(_seed(seed))
         if self._compiled is not None:
             self._compile_core()
 
     @property
     def built(self) -> bool:
         return self._core is not None
+
+    @property
+    def output_shape(self) -> tuple | None:
+        if self._core is not None:
+            return tuple(self._core.node_shape(self._ids[id(self._output)]))
+        return None
 
     # -- training --------------------------------------------------------------------------
     def compile(self, optimizer="adam", loss="mse", metrics=None) -> None:
@@ -120,6 +150,8 @@ class Sequential:
         for m in metrics:
             if m not in _METRICS:
                 raise ValueError(f"unknown metric {m!r}; expected one of {sorted(_METRICS)}")
+        if self._graph_ready() and self._core is None:
+            self._make_core(0)  # shapes that do not connect fail here, naming the layer
         self._compiled = (opt, _LOSSES[loss], [_METRICS[m] for m in metrics], metrics)
         if self._core is not None:
             self._compile_core()
@@ -127,6 +159,11 @@ class Sequential:
     def _compile_core(self) -> None:
         opt, loss, metrics, _ = self._compiled
         self._core.compile(**opt._config(), loss=loss, metrics=metrics)
+
+    def _prepare_fit(self, x, seed: int) -> None:
+        """Creates the weights if there are none yet (Sequential infers its input from x)."""
+        if self._core is None:
+            self.build(seed=seed)
 
     def fit(self, x, y, epochs: int = 1, batch_size: int = 32, verbose="auto",
             validation_data=None, shuffle: bool = True, seed: int | None = None) -> History:
@@ -142,18 +179,17 @@ class Sequential:
         epochs = _positive_int(epochs, "epochs", allow_zero=True)
         batch_size = _positive_int(batch_size, "batch_size")
         seed = _seed(0 if seed is None else seed)
-        x = as_float_matrix(x, "fit: x", self.input_features)
-        if self._core is None:
-            self.build((x.shape[1],), seed=seed)
-        y = as_float_matrix(y, "fit: y", self.output_features)
+        x = as_float_array(x, "fit: x", self.input_shape)
+        self._prepare_fit(x, seed)
+        y = as_float_array(y, "fit: y", self.output_shape)
         if len(y) != len(x):
             raise ValueError(f"fit: x has {len(x)} samples but y has {len(y)}")
         xv = yv = None
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise ValueError("fit: validation_data must be a tuple (x_val, y_val)")
-            xv = as_float_matrix(validation_data[0], "fit: validation x", self.input_features)
-            yv = as_float_matrix(validation_data[1], "fit: validation y", self.output_features)
+            xv = as_float_array(validation_data[0], "fit: validation x", self.input_shape)
+            yv = as_float_array(validation_data[1], "fit: validation y", self.output_shape)
             if len(xv) != len(yv):
                 raise ValueError(f"fit: validation x has {len(xv)} samples but y has {len(yv)}")
 
@@ -181,7 +217,7 @@ class Sequential:
 
     def predict(self, x, batch_size: int | None = None, verbose=0) -> np.ndarray:
         self._require_weights("predict")
-        x = as_float_matrix(x, "predict: x", self.input_features)
+        x = as_float_array(x, "predict: x", self.input_shape)
         return self._core.predict(x, _positive_int(batch_size or 1024, "batch_size"))
 
     def evaluate(self, x, y, batch_size: int | None = None, verbose=0):
@@ -189,54 +225,68 @@ class Sequential:
         self._require_weights("evaluate")
         if self._compiled is None:
             raise RuntimeError("evaluate: the model is not compiled; call model.compile() first")
-        x = as_float_matrix(x, "evaluate: x", self.input_features)
-        y = as_float_matrix(y, "evaluate: y", self.output_features)
+        x = as_float_array(x, "evaluate: x", self.input_shape)
+        y = as_float_array(y, "evaluate: y", self.output_shape)
         if len(y) != len(x):
             raise ValueError(f"evaluate: x has {len(x)} samples but y has {len(y)}")
         values = self._core.evaluate(x, y, _positive_int(batch_size or 1024, "batch_size"))
         return values[0] if len(values) == 1 else list(values)
 
     # -- weights ---------------------------------------------------------------------------
+    def _layer_weights(self, core, layer) -> list[np.ndarray]:
+        arrays = core.get_weights(id(layer))
+        if isinstance(layer, Dense):  # kernel (in, units) and bias (units,), as Keras
+            units = layer.units
+            arrays[0] = arrays[0].reshape(-1, units)
+        return arrays
+
     def get_weights(self) -> list[np.ndarray]:
         self._require_weights("get_weights")
-        return [w for i in range(len(self._layers)) for w in self._core.get_layer_weights(i)]
+        return [w for layer in self.layers for w in self._layer_weights(self._core, layer)]
 
     def set_weights(self, weights) -> None:
         self._require_weights("set_weights")
         weights = list(weights)
-        expected = sum(2 if layer.use_bias else 1 for layer in self._layers)
-        if len(weights) != expected:
-            raise ValueError(f"set_weights: expected {expected} arrays, got {len(weights)}")
+        current = self.get_weights()
+        if len(weights) != len(current):
+            raise ValueError(f"set_weights: expected {len(current)} arrays, got {len(weights)}")
+        for w, c in zip(weights, current):
+            if np.shape(w) != c.shape:
+                raise ValueError(f"set_weights: expected an array of shape {c.shape}, got {np.shape(w)}")
         it = iter(weights)
-        for i, layer in enumerate(self._layers):
-            kernel = np.ascontiguousarray(next(it), dtype=np.float32)
-            bias = np.ascontiguousarray(next(it), dtype=np.float32) if layer.use_bias else None
-            self._core.set_layer_weights(i, kernel, bias)
+        for layer in self.layers:
+            n = len(self._core.get_weights(id(layer)))
+            self._core.set_weights(id(layer), [np.ascontiguousarray(next(it), dtype=np.float32).ravel()
+                                               for _ in range(n)])
 
     def count_params(self) -> int:
-        f = self.input_features
-        if f is None:
-            raise ValueError("count_params: the input shape is unknown (give input_shape)")
-        total = 0
-        for layer in self._layers:
-            total += layer.param_count(f)
-            f = layer.output_features(f)
-        return total
+        return sum(int(w.size) for _, _, ws in self._describe() for w in ws)
+
+    def _describe(self):
+        """(layer, output shape, weights) per layer, from the model or a throwaway build."""
+        if not self._graph_ready():
+            raise ValueError("the input shape is unknown; give the first layer input_shape or call fit()")
+        core, ids = (self._core, self._ids) if self._core is not None else self._make_core(0)
+        rows, seen = [], set()
+        for t in self._order:
+            if t.layer is None or id(t.layer) in seen:
+                continue
+            seen.add(id(t.layer))
+            rows.append((t.layer, tuple(core.node_shape(ids[id(t)])), self._layer_weights(core, t.layer)))
+        return rows
 
     def summary(self, print_fn=None) -> None:
         """Per layer: output shape and parameters; totals in float32 and int8 bytes."""
         print_fn = print_fn or print
-        f = self.input_features
-        if f is None:
-            raise ValueError("summary: the input shape is unknown; give the first layer input_shape")
         rows, total, int8 = [], 0, 0
-        for layer in self._layers:
-            p = layer.param_count(f)
-            int8 += layer.int8_bytes(f)
-            f = layer.output_features(f)
+        for layer, shape, weights in self._describe():
+            p = sum(int(w.size) for w in weights)
+            # int8 weights, int32 biases (the last array of a layer with use_bias)
+            biases = int(weights[-1].size) if getattr(layer, "use_bias", False) else 0
+            int8 += (p - biases) + 4 * biases
             total += p
-            rows.append((f"{layer.name} ({type(layer).__name__})", f"(None, {f})", f"{p:,}"))
-        w = (34, 16, 10)
+            rows.append((f"{layer.name} ({type(layer).__name__})", str((None, *shape)), f"{p:,}"))
+        w = (34, 20, 10)
         line = "=" * sum(w)
         print_fn(f'Model: "{self.name}"')
         print_fn(line)
@@ -251,12 +301,70 @@ class Sequential:
 
     def _require_weights(self, what: str) -> None:
         if self._core is None:
-            if self.input_features is None:
+            if not self._graph_ready():
                 raise RuntimeError(f"{what}: the model has no weights yet; call fit() or build() first")
             self.build(seed=0)
 
     def __repr__(self) -> str:
-        return f"Sequential({self._layers!r})"
+        return f"{type(self).__name__}({self.layers!r})"
+
+
+class Sequential(Model):
+    """A linear stack of layers, trained by tinylearn's C++ core (a Model whose graph is a chain)."""
+
+    def __init__(self, layers=None, name: str | None = None):
+        super().__init__(name=name or "sequential")
+        self._layers: list[Layer] = []
+        for layer in layers or []:
+            self.add(layer)
+
+    def add(self, layer: Layer) -> None:
+        if not isinstance(layer, Layer):
+            raise TypeError(f"Sequential.add: expected a tinylearn layer, got {type(layer).__name__}")
+        if self._core is not None:
+            raise RuntimeError("Sequential.add: the model already has weights; build a new model")
+        if self._layers and layer.input_shape is not None:
+            raise ValueError("only the first layer takes input_shape")
+        self._layers.append(layer)
+        self._order = None
+        if self._layers[0].input_shape is not None:
+            self._chain(self._layers[0].input_shape)
+
+    def _chain(self, input_shape) -> None:
+        t = inputs = Input(input_shape)
+        for layer in self._layers:
+            t = layer(t)
+        self._set_graph(inputs, t)
+
+    @property
+    def layers(self) -> list[Layer]:
+        return list(self._layers)
+
+    def build(self, input_shape=None, seed: int = 0) -> None:
+        if not self._layers:
+            raise ValueError("the model has no layers: add some before building it")
+        if input_shape is not None:
+            shape = tuple(input_shape)
+            shape = shape[1:] if len(shape) > 1 and shape[0] is None else shape
+            if self.input_shape is not None and shape != self.input_shape:
+                raise ValueError(f"build: input_shape {shape} does not match the model's {self.input_shape}")
+            self._chain(shape)
+        if not self._graph_ready():
+            raise ValueError("build: the input shape is unknown; pass input_shape=(features,)")
+        super().build(seed=seed)
+
+    def _prepare_fit(self, x, seed: int) -> None:
+        if not self._graph_ready():
+            self._chain(x.shape[1:])
+        super()._prepare_fit(x, seed)
+
+
+def _single(t, what: str):
+    if isinstance(t, (list, tuple)):
+        if len(t) != 1:
+            raise ValueError(f"Model: one {what[:-1]} is supported, got {len(t)}")
+        return t[0]
+    return t
 
 
 def _seed(seed) -> int:

@@ -10,7 +10,7 @@ import numpy as np
 
 from . import _core
 from ._io import write_atomic
-from ._validate import as_float_matrix
+from ._validate import as_float_array
 
 __all__ = ["Int8Model", "ModelFormatError", "convert", "load_int8"]
 
@@ -76,7 +76,7 @@ class Int8Model:
     # -- running ---------------------------------------------------------------------------
     def quantize_input(self, x) -> np.ndarray:
         """Float inputs to int8 with the input scale and zero point (TFLite rounding)."""
-        x = as_float_matrix(x, "quantize_input: x", self.input_shape[1])
+        x = as_float_array(x, "quantize_input: x", self.input_shape[1:])
         r = x / np.float32(self.input_scale)  # float32 division, as TFLite's Quantize
         t = np.trunc(r)
         q = t + np.sign(r) * (np.abs(r - t) >= 0.5)  # round half away from zero (exact)
@@ -103,7 +103,7 @@ class Int8Model:
 
     def predict(self, x) -> np.ndarray:
         """Float in, float out: quantize, run int8, dequantize."""
-        x = as_float_matrix(x, "predict: x", self.input_shape[1])
+        x = as_float_array(x, "predict: x", self.input_shape[1:])
         return self._m.predict(x)
 
     # -- saving ----------------------------------------------------------------------------
@@ -168,13 +168,13 @@ def convert(model, representative_data) -> Int8Model:
     Activation ranges are calibrated on `representative_data`; kernels become per-tensor
     symmetric int8, biases int32, requantization fixed point.
     """
-    from .models import Sequential
+    from .models import Model
 
-    if not isinstance(model, Sequential):
-        raise TypeError(f"convert: expected a tinylearn Sequential model, got {type(model).__name__}")
+    if not isinstance(model, Model):
+        raise TypeError(f"convert: expected a tinylearn model, got {type(model).__name__}")
     if not model.built:
         raise RuntimeError("convert: the model has no weights yet; train it (fit) first")
-    x = as_float_matrix(representative_data, "convert: representative_data", model.input_features)
+    x = as_float_array(representative_data, "convert: representative_data", model.input_shape)
     return Int8Model(_core.convert(model._core, x))
 
 

@@ -179,7 +179,7 @@ TEST_CASE("Dense layer forward matches a naive loop (linear and ReLU, with and w
     for (bool use_bias : {true, false}) {
       tinylearn::Dense d(6, act, use_bias);
       tinylearn::Random init(7);
-      d.build(5, init);
+      d.build({{5}}, init);
       REQUIRE(d.kernel.shape()[0] == 5);
       REQUIRE(d.kernel.shape()[1] == 6);
       CHECK(d.param_count() == (use_bias ? 36u : 30u));
@@ -189,10 +189,10 @@ TEST_CASE("Dense layer forward matches a naive loop (linear and ReLU, with and w
       if (use_bias) {
         for (float& b : d.bias) b = float(rng.uniform(-1, 1));
       }
-      Matrix x({3, 5});
+      tinylearn::Tensor x = xt::zeros<float>({std::size_t(3), std::size_t(5)});
       for (float& v : x) v = float(rng.uniform(-2, 2));
-      Matrix y;
-      d.forward(x, y);
+      tinylearn::Tensor y;
+      d.forward({&x}, y, false);
       REQUIRE(y.shape()[0] == 3);
       REQUIRE(y.shape()[1] == 6);
       for (std::size_t b = 0; b < 3; ++b)
@@ -202,20 +202,20 @@ TEST_CASE("Dense layer forward matches a naive loop (linear and ReLU, with and w
           if (act == tinylearn::Activation::ReLU) s = std::max(s, 0.0);
           check_close(y(b, j), s, 1e-6, 1e-6);
         }
-      Matrix wrong({3, 4});
-      CHECK_THROWS_AS(d.forward(wrong, y), std::invalid_argument);
+      tinylearn::Tensor wrong = xt::zeros<float>({std::size_t(3), std::size_t(4)});
+      CHECK_THROWS_AS(d.forward({&wrong}, y, false), std::invalid_argument);
     }
 }
 
-TEST_CASE("Dense layer backward: parameter gradients accumulate, dx is overwritten, all match FD") {
+TEST_CASE("Dense layer backward: parameter and input gradients accumulate, all match FD") {
   tlref::Rng rng(51);
   tinylearn::Dense d(4, tinylearn::Activation::ReLU);
   tinylearn::Random init(3);
-  d.build(3, init);
+  d.build({{3}}, init);
   for (float& b : d.bias) b = float(rng.uniform(-0.5, 0.5));
   const std::size_t B = 5;
-  Matrix x({B, 3});
-  Matrix y;
+  tinylearn::Tensor x = xt::zeros<float>({B, std::size_t(3)});
+  tinylearn::Tensor y;
   // Draw inputs whose pre-activations stay >= 0.05 away from the ReLU kink.
   for (int attempt = 0;; ++attempt) {
     REQUIRE(attempt < 1000);
@@ -228,17 +228,17 @@ TEST_CASE("Dense layer backward: parameter gradients accumulate, dx is overwritt
       for (std::size_t j = 0; j < 4; ++j) ok = ok && std::fabs(z[b * 4 + j] + d.bias(j)) > 0.05;
     if (ok) break;
   }
-  d.forward(x, y);
-  Matrix R({B, 4});
+  d.forward({&x}, y, false);
+  tinylearn::Tensor R = xt::zeros<float>({B, std::size_t(4)});
   for (float& v : R) v = float(rng.uniform(-1, 1));
 
   const std::vector<float> old_kg = random_floats(rng, 12), old_bg = random_floats(rng, 4);
   std::copy(old_kg.begin(), old_kg.end(), d.kernel_grad.begin());
   std::copy(old_bg.begin(), old_bg.end(), d.bias_grad.begin());
-  Matrix dx = xt::ones<float>({std::size_t(2), std::size_t(2)}) * 99.0f;  // wrong shape, garbage
-  d.backward(x, y, R, &dx);
-  REQUIRE(dx.shape()[0] == B);
-  REQUIRE(dx.shape()[1] == 3);
+  const std::vector<float> old_dx = random_floats(rng, B * 3);
+  tinylearn::Tensor dx = xt::zeros<float>({B, std::size_t(3)});
+  std::copy(old_dx.begin(), old_dx.end(), dx.begin());
+  d.backward({&x}, y, R, {&dx});
 
   std::vector<double> xd(x.begin(), x.end()), wd(d.kernel.begin(), d.kernel.end()),
       bd(d.bias.begin(), d.bias.end());
@@ -250,7 +250,8 @@ TEST_CASE("Dense layer backward: parameter gradients accumulate, dx is overwritt
     return s;
   };
   const double eps = 1e-4;  // moves a pre-activation by < 1e-3, far from the 0.05 margin
-  for (std::size_t i = 0; i < xd.size(); ++i) check_close(dx.data()[i], central_diff(xd, i, eps, loss), 1e-5, 1e-5);
+  for (std::size_t i = 0; i < xd.size(); ++i)
+    check_close(dx.data()[i], double(old_dx[i]) + central_diff(xd, i, eps, loss), 1e-5, 1e-5);
   for (std::size_t i = 0; i < wd.size(); ++i)
     check_close(d.kernel_grad.data()[i], double(old_kg[i]) + central_diff(wd, i, eps, loss), 1e-5, 1e-5);
   for (std::size_t i = 0; i < bd.size(); ++i)
@@ -344,17 +345,21 @@ TEST_CASE("Sequential: layer-by-layer backward of a ReLU MLP with MSE matches fi
   check_close(ev[0], loss0, 1e-6, 1e-5);
 
   // Backward through the public Layer API, as fit does.
-  const std::vector<Matrix> acts = c.model.forward_all(c.x);
+  const std::vector<tinylearn::Tensor> all = c.model.forward_all(c.x);
+  const std::vector<int>& path = c.model.path();  // input, then one node per layer
+  std::vector<tinylearn::Tensor> acts;
+  for (std::size_t l = 1; l < path.size(); ++l) acts.push_back(all[std::size_t(path[l])]);
   for (std::size_t l = 0; l < 3; ++l) {
     auto& d = dynamic_cast<tinylearn::Dense&>(c.model.layer(l));
     d.kernel_grad.fill(0.0f);
     d.bias_grad.fill(0.0f);
   }
-  Matrix dpred = xt::zeros<float>(acts.back().shape());
-  tinylearn::ops::mse_backward(dpred.data(), acts.back().data(), c.y.data(), dpred.size());
-  Matrix g = dpred, gin;
+  tinylearn::Tensor g = xt::zeros<float>(acts.back().shape());
+  tinylearn::ops::mse_backward(g.data(), acts.back().data(), c.y.data(), g.size());
+  const tinylearn::Tensor x = c.x;
   for (std::size_t l = 3; l-- > 0;) {
-    c.model.layer(l).backward(l == 0 ? c.x : acts[l - 1], acts[l], g, l == 0 ? nullptr : &gin);
+    tinylearn::Tensor gin = xt::zeros<float>((l == 0 ? x : acts[l - 1]).shape());
+    c.model.layer(l).backward({l == 0 ? &x : &acts[l - 1]}, acts[l], g, {l == 0 ? nullptr : &gin});
     g = gin;
   }
   const double eps = 1e-6;

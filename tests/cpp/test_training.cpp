@@ -62,7 +62,8 @@ TEST_CASE("Sequential 1-16-16-1 with Adam learns sin(x) on 0..2pi with test MSE 
   opt.epochs = 300;
   opt.batch_size = 64;
   opt.seed = 1;
-  const History h = m->fit(x, y, opt, &xt_, &yt);
+  const Tensor xv = xt_, yv = yt;
+  const History h = m->fit(x, y, opt, &xv, &yv);
   CHECK(h.epochs_run == 300);
   CHECK_FALSE(h.stopped);
   REQUIRE(h.history.at("loss").size() == 300);
@@ -141,8 +142,9 @@ TEST_CASE("fit validates its inputs and compile state") {
     CHECK_THROWS_AS(m->fit(x, y_rows, opt), std::invalid_argument);
     CHECK_THROWS_AS(m->fit(x, y_cols, opt), std::invalid_argument);
     CHECK_THROWS_AS(m->fit(x_cols, y, opt), std::invalid_argument);
-    CHECK_THROWS_AS(m->fit(x, y, opt, &x, nullptr), std::invalid_argument);
-    CHECK_THROWS_AS(m->fit(x, y, opt, &x, &y_rows), std::invalid_argument);
+    const Tensor xv = x, yv_rows = y_rows;
+    CHECK_THROWS_AS(m->fit(x, y, opt, &xv, nullptr), std::invalid_argument);
+    CHECK_THROWS_AS(m->fit(x, y, opt, &xv, &yv_rows), std::invalid_argument);
     FitOptions bad = opt;
     bad.batch_size = 0;
     CHECK_THROWS_AS(m->fit(x, y, bad), std::invalid_argument);

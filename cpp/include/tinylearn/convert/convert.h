@@ -82,8 +82,9 @@ class BlobBuilder {
 };
 
 // Quantizes a trained model to int8 with activation ranges calibrated on `representative`
-// (N, input_features). Dense kernels: per-tensor symmetric int8; biases: int32.
-std::vector<std::uint8_t> convert(const Sequential& model, const Matrix& representative);
+// (N, input_features). Dense kernels: per-tensor symmetric int8; biases: int32. The model must
+// be a chain of Dense layers for now (the int8 kernels of other layers come with the converter).
+std::vector<std::uint8_t> convert(Model& model, const Tensor& representative);
 
 // The CRC-32 the blob header carries (zlib's), over `n` bytes.
 std::uint32_t crc32(const std::uint8_t* data, std::size_t n);

@@ -1,4 +1,4 @@
-// tinylearn training core: layers, optimizers and a sequential model, trained in C++.
+// tinylearn training core: a graph of layers (Model; Sequential for a chain), optimizers, fit.
 //
 // Usage (C++ only, no Python needed):
 //
@@ -10,8 +10,11 @@
 //   model.build(/*input_features=*/1, /*seed=*/1);
 //   model.compile(std::make_unique<Adam>(0.001f), Loss::MSE, {Metric::MAE});
 //   FitOptions opt; opt.epochs = 500; opt.batch_size = 64; opt.seed = 1;
-//   History h = model.fit(x, y, opt);            // x: (N, 1), y: (N, 1) xt::xtensor<float, 2>
-//   xt::xtensor<float, 2> y_pred = model.predict(x_test);
+//   History h = model.fit(x, y, opt);            // x: (N, 1), y: (N, 1) tinylearn::Tensor
+//   Tensor y_pred = model.predict(x_test);
+//
+// A graph (functional API): int in = m.add_input({28, 28, 1});
+//   int a = m.add_node(layer_a, {in}); int b = m.add_node(layer_b, {a}); m.set_output(b);
 //
 // Inputs are validated here (shapes, finiteness, compile state): bad input throws
 // std::invalid_argument or std::logic_error with a message saying what was expected.
@@ -25,76 +28,14 @@
 #include <string>
 #include <vector>
 
-#include <xtensor/xtensor.hpp>
-
+#include "tinylearn/train/layers.h"
 #include "tinylearn/train/random.h"
+#include "tinylearn/train/tensor.h"
 
 namespace tinylearn {
 
-using Matrix = xt::xtensor<float, 2>;  // (batch, features)
-using Vector = xt::xtensor<float, 1>;
-
-enum class Activation { Linear, ReLU };
 enum class Loss { MSE };
 enum class Metric { MAE, MSE };
-
-Activation activation_from_name(const std::string& name);
-std::string activation_name(Activation a);
-
-// One trainable array and its gradient, same shape.
-struct Param {
-  std::string name;
-  float* value;
-  float* grad;
-  std::size_t size;
-};
-
-class Layer {
- public:
-  virtual ~Layer() = default;
-  virtual std::string kind() const = 0;
-  // Creates the weights for `input_features` inputs, drawing from `rng`.
-  virtual void build(std::size_t input_features, Random& rng) = 0;
-  virtual bool built() const = 0;
-  virtual std::size_t input_features() const = 0;
-  virtual std::size_t output_features() const = 0;
-  // y = f(x). x: (B, input_features); y resized to (B, output_features).
-  virtual void forward(const Matrix& x, Matrix& y) const = 0;
-  // Given x, y = f(x) and dL/dy, accumulates parameter gradients and writes dL/dx into dx
-  // (when dx is not null; dx is resized and overwritten).
-  virtual void backward(const Matrix& x, const Matrix& y, const Matrix& dy, Matrix* dx) = 0;
-  virtual std::vector<Param> params() = 0;
-  std::size_t param_count();
-};
-
-class Dense final : public Layer {
- public:
-  explicit Dense(std::size_t units, Activation activation = Activation::Linear,
-                 bool use_bias = true);
-  std::string kind() const override { return "Dense"; }
-  void build(std::size_t input_features, Random& rng) override;  // Glorot uniform, zero bias
-  bool built() const override { return kernel.size() != 0; }
-  std::size_t input_features() const override { return kernel.shape()[0]; }
-  std::size_t output_features() const override { return units_; }
-  void forward(const Matrix& x, Matrix& y) const override;
-  void backward(const Matrix& x, const Matrix& y, const Matrix& dy, Matrix* dx) override;
-  std::vector<Param> params() override;
-
-  std::size_t units() const { return units_; }
-  Activation activation() const { return activation_; }
-  bool use_bias() const { return use_bias_; }
-
-  Matrix kernel;  // (input_features, units)
-  Vector bias;    // (units), empty without bias
-  Matrix kernel_grad;
-  Vector bias_grad;
-
- private:
-  std::size_t units_;
-  Activation activation_;
-  bool use_bias_;
-  mutable Matrix dz_;  // scratch of backward
-};
 
 class Optimizer {
  public:
@@ -153,43 +94,87 @@ struct History {
   bool stopped = false;  // the callback asked to stop
 };
 
-class Sequential {
+// A graph of layers with one input and one output, trained as a whole. Nodes are added in
+// topological order (a node's inputs must exist already), so a cycle cannot be built.
+class Model {
  public:
-  Sequential() = default;
-  void add(std::unique_ptr<Layer> layer);
-  // Creates the weights of every layer for inputs of `input_features` values.
-  void build(std::size_t input_features, std::uint64_t seed);
+  struct Node {
+    std::shared_ptr<Layer> layer;  // null for the input node; may be shared (tied weights)
+    std::vector<int> inputs;
+    Shape shape;  // per-sample output shape, known once built
+  };
+
+  Model() = default;
+  Model(const Model&) = delete;
+  Model& operator=(const Model&) = delete;
+  virtual ~Model() = default;
+
+  int add_input(const Shape& shape);
+  int add_node(std::shared_ptr<Layer> layer, const std::vector<int>& inputs);
+  void set_output(int node);
+
+  // Builds every layer on the path from the input to the output (weights from `seed`).
+  // Throws std::invalid_argument, naming the layer, when shapes do not connect, and when the
+  // output does not depend on the input.
+  void build(std::uint64_t seed);
   bool built() const { return built_; }
   void compile(std::unique_ptr<Optimizer> optimizer, Loss loss, std::vector<Metric> metrics = {});
   bool compiled() const { return optimizer_ != nullptr; }
 
-  History fit(const Matrix& x, const Matrix& y, const FitOptions& options,
-              const Matrix* x_val = nullptr, const Matrix* y_val = nullptr);
-  Matrix predict(const Matrix& x, std::size_t batch_size = 1024) const;
+  History fit(const Tensor& x, const Tensor& y, const FitOptions& options,
+              const Tensor* x_val = nullptr, const Tensor* y_val = nullptr);
+  Tensor predict(const Tensor& x, std::size_t batch_size = 1024);
   // Loss followed by the metrics, in compile order.
-  std::vector<float> evaluate(const Matrix& x, const Matrix& y, std::size_t batch_size = 1024) const;
-  // Outputs of every layer for x (used by the converter to calibrate ranges).
-  std::vector<Matrix> forward_all(const Matrix& x) const;
+  std::vector<float> evaluate(const Tensor& x, const Tensor& y, std::size_t batch_size = 1024);
+  // Outputs of every node on the path (in graph order) for x; used to calibrate int8 ranges.
+  std::vector<Tensor> forward_all(const Tensor& x);
 
-  std::size_t size() const { return layers_.size(); }
-  Layer& layer(std::size_t i) { return *layers_.at(i); }
-  const Layer& layer(std::size_t i) const { return *layers_.at(i); }
-  std::size_t input_features() const;
-  std::size_t output_features() const;
+  const Shape& input_shape() const;
+  const Shape& output_shape() const;
+  std::size_t node_count() const { return nodes_.size(); }
+  const Node& node(std::size_t i) const { return nodes_.at(i); }
+  int input_node() const { return input_; }
+  int output_node() const { return output_; }
+  // Nodes from the input to the output, in graph (topological) order.
+  const std::vector<int>& path() const { return path_; }
   std::size_t param_count();
   Optimizer* optimizer() { return optimizer_.get(); }
   const std::vector<Metric>& metrics() const { return metrics_; }
   std::vector<std::string> metric_names() const;
 
- private:
-  void check_data(const Matrix& x, const Matrix* y, const char* what) const;
-  std::vector<Param> all_params();
+ protected:
+  std::vector<Node> nodes_;
 
-  std::vector<std::unique_ptr<Layer>> layers_;
+ private:
+  void check_data(const Tensor& x, const Tensor* y, const char* what) const;
+  std::vector<Param> all_params();
+  // Runs the path on a batch; acts[node] receives each node's output.
+  void run_forward(const Tensor& xb, std::vector<Tensor>& acts, bool training);
+
+  int input_ = -1, output_ = -1;
+  std::vector<int> path_;
   std::unique_ptr<Optimizer> optimizer_;
   Loss loss_ = Loss::MSE;
   std::vector<Metric> metrics_;
   bool built_ = false;
+};
+
+// A chain of layers: a Model whose every layer takes the previous one's output.
+class Sequential : public Model {
+ public:
+  void add(std::unique_ptr<Layer> layer);
+  // Adds the input node (samples of `input_shape`) and builds the chain.
+  void build(const Shape& input_shape, std::uint64_t seed);
+  void build(std::size_t input_features, std::uint64_t seed) { build(Shape{input_features}, seed); }
+  using Model::build;
+  std::size_t size() const { return layers_.size(); }
+  Layer& layer(std::size_t i) { return *layers_.at(i); }
+  const Layer& layer(std::size_t i) const { return *layers_.at(i); }
+  History fit(const Tensor& x, const Tensor& y, const FitOptions& options,
+              const Tensor* x_val = nullptr, const Tensor* y_val = nullptr);
+
+ private:
+  std::vector<std::shared_ptr<Layer>> layers_;
 };
 
 }  // namespace tinylearn

@@ -10,30 +10,37 @@ namespace tinylearn {
 
 namespace {
 
-QuantParams range_params(const Matrix& m) {
+QuantParams range_params(const Tensor& m) {
   const auto [lo, hi] = std::minmax_element(m.begin(), m.end());
   return choose_activation_params(*lo, *hi);
 }
 
 }  // namespace
 
-std::vector<std::uint8_t> convert(const Sequential& model, const Matrix& representative) {
+std::vector<std::uint8_t> convert(Model& model, const Tensor& representative) {
   if (!model.built()) throw std::logic_error("convert: the model has no weights yet (train it first)");
-  if (representative.shape()[0] == 0)
+  if (representative.dimension() == 0 || representative.shape()[0] == 0)
     throw std::invalid_argument("convert: representative data is empty (0 samples)");
   // forward_all validates shape and finiteness of the calibration data.
-  const std::vector<Matrix> acts = model.forward_all(representative);
+  const std::vector<Tensor> acts = model.forward_all(representative);
+  if (model.input_shape().size() != 1)
+    throw std::invalid_argument("convert: only models on 1-D samples convert to int8 yet, got input " +
+                                shape_str(model.input_shape(), true));
 
   BlobBuilder builder;
   QuantParams in_q = range_params(representative);
   const std::uint16_t input = builder.add_arena_tensor(
-      TLM_TYPE_INT8, {1, std::int32_t(model.input_features())}, in_q);
+      TLM_TYPE_INT8, {1, std::int32_t(model.input_shape()[0])}, in_q);
   std::uint16_t current = input;
-  for (std::size_t i = 0; i < model.size(); ++i) {
-    const auto* dense = dynamic_cast<const Dense*>(&model.layer(i));
-    if (!dense)
-      throw std::invalid_argument("convert: layer " + std::to_string(i) + " (" +
-                                  model.layer(i).kind() + ") has no int8 kernel yet");
+  int previous = model.input_node();
+  for (int i : model.path()) {
+    const Model::Node& node = model.node(std::size_t(i));
+    if (!node.layer) continue;
+    const auto* dense = dynamic_cast<const Dense*>(node.layer.get());
+    if (!dense || node.inputs.size() != 1 || node.inputs[0] != previous)
+      throw std::invalid_argument("convert: layer '" + node.layer->name + "' (" + node.layer->kind() +
+                                  ") has no int8 kernel yet");
+    previous = i;
     const std::size_t C = dense->input_features(), OC = dense->units();
 
     // Per-tensor symmetric weights: scale = max|w| / 127, zero point 0, values in [-127, 127].
@@ -60,7 +67,7 @@ std::vector<std::uint8_t> convert(const Sequential& model, const Matrix& represe
     }
 
     // Output range calibrated after the activation; a fused ReLU clamps at the zero point.
-    const QuantParams out_q = range_params(acts[i]);
+    const QuantParams out_q = range_params(acts[std::size_t(i)]);
     const std::uint16_t out = builder.add_arena_tensor(TLM_TYPE_INT8, {1, std::int32_t(OC)}, out_q);
     // The effective scale, computed as TFLite does: double(float(s_in * s_w)) / double(s_out).
     const QuantizedMultiplier m = quantize_multiplier(double(b_scale) / double(out_q.scale));

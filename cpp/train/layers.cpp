@@ -1,0 +1,99 @@
+#include "tinylearn/train/layers.h"
+
+#include <cmath>
+#include <stdexcept>
+
+#include "tinylearn/train/ops.h"
+
+namespace tinylearn {
+
+Activation activation_from_name(const std::string& name) {
+  if (name.empty() || name == "linear" || name == "none") return Activation::Linear;
+  if (name == "relu") return Activation::ReLU;
+  throw std::invalid_argument("unknown activation '" + name + "': expected 'linear' or 'relu'");
+}
+
+std::string activation_name(Activation a) { return a == Activation::ReLU ? "relu" : "linear"; }
+
+Shape Layer::build(const std::vector<Shape>& inputs, Random& rng) {
+  if (built_) {  // a shared layer: every call must see the shapes it was built for
+    if (inputs != input_shapes_) fail("called again on inputs of another shape");
+    return output_shape_;
+  }
+  for (const Shape& s : inputs)
+    if (s.empty() || numel(s) == 0) fail("an input has an empty shape " + shape_str(s));
+  output_shape_ = do_build(inputs, rng);
+  input_shapes_ = inputs;
+  built_ = true;
+  return output_shape_;
+}
+
+void Layer::fail(const std::string& what) const {
+  throw std::invalid_argument("layer '" + (name.empty() ? kind() : name) + "' (" + kind() + "): " + what);
+}
+
+std::size_t Layer::param_count() {
+  std::size_t n = 0;
+  for (const Param& p : params()) n += p.size;
+  return n;
+}
+
+Dense::Dense(std::size_t units, Activation activation, bool use_bias)
+    : units_(units), activation_(activation), use_bias_(use_bias) {
+  if (units == 0) throw std::invalid_argument("Dense: units must be a positive integer, got 0");
+}
+
+Shape Dense::do_build(const std::vector<Shape>& inputs, Random& rng) {
+  if (inputs.size() != 1) fail("takes one input, got " + std::to_string(inputs.size()));
+  const std::size_t in = inputs[0].back();
+  // Glorot uniform, as Keras's default kernel initializer: U(-l, l), l = sqrt(6 / (in + out)).
+  const float limit = std::sqrt(6.0f / float(in + units_));
+  kernel = Matrix({in, units_});
+  for (float& w : kernel) w = rng.uniform(-limit, limit);
+  kernel_grad = xt::zeros<float>({in, units_});
+  if (use_bias_) {
+    bias = xt::zeros<float>({units_});
+    bias_grad = xt::zeros<float>({units_});
+  }
+  Shape out = inputs[0];
+  out.back() = units_;
+  return out;
+}
+
+void Dense::forward(const std::vector<const Tensor*>& in, Tensor& out, bool) {
+  const Tensor& x = *in[0];
+  const std::size_t C = input_features();
+  if (x.dimension() < 2 || x.shape().back() != C)
+    fail("expected inputs with " + std::to_string(C) + " features on the last axis, got shape " +
+         shape_str(Shape(x.shape().begin(), x.shape().end())));
+  const std::size_t rows = x.size() / C;
+  std::vector<std::size_t> shape(x.shape().begin(), x.shape().end());
+  shape.back() = units_;
+  out.resize(shape);
+  ops::dense_forward(out.data(), x.data(), kernel.data(), use_bias_ ? bias.data() : nullptr, rows,
+                     C, units_);
+  if (activation_ == Activation::ReLU) ops::relu_forward(out.data(), out.data(), out.size());
+}
+
+void Dense::backward(const std::vector<const Tensor*>& in, const Tensor& out, const Tensor& dout,
+                     const std::vector<Tensor*>& din) {
+  const Tensor& x = *in[0];
+  const std::size_t C = input_features(), rows = x.size() / C;
+  const float* dz = dout.data();
+  if (activation_ == Activation::ReLU) {
+    dz_.assign(dout.size(), 0.0f);
+    ops::relu_backward(dz_.data(), dout.data(), out.data(), dout.size());
+    dz = dz_.data();
+  }
+  float* dx = din.empty() || !din[0] ? nullptr : din[0]->data();
+  ops::dense_backward(dx, kernel_grad.data(), use_bias_ ? bias_grad.data() : nullptr, dz, x.data(),
+                      kernel.data(), rows, C, units_);
+}
+
+std::vector<Param> Dense::params() {
+  std::vector<Param> p{{"kernel", kernel.data(), kernel_grad.data(), kernel.size()}};
+  if (use_bias_) p.push_back({"bias", bias.data(), bias_grad.data(), bias.size()});
+  return p;
+}
+
+}  // namespace tinylearn

@@ -1,0 +1,311 @@
+#include "tinylearn/train/model.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+
+#include "tinylearn/train/ops.h"
+
+namespace tinylearn {
+
+namespace {
+
+Shape full_shape(const Tensor& t) { return Shape(t.shape().begin(), t.shape().end()); }
+
+float metric_value(Metric m, const float* pred, const float* target, std::size_t n) {
+  return m == Metric::MAE ? ops::mae_forward(pred, target, n) : ops::mse_forward(pred, target, n);
+}
+
+// Rows `idx[begin, end)` (samples of `sample` floats each) of `src` into `dst`.
+void gather(const Tensor& src, const std::vector<std::size_t>& idx, std::size_t begin,
+            std::size_t end, Tensor& dst) {
+  const std::size_t sample = src.size() / src.shape()[0];
+  std::vector<std::size_t> shape(src.shape().begin(), src.shape().end());
+  shape[0] = end - begin;
+  dst.resize(shape);
+  for (std::size_t r = begin; r < end; ++r)
+    std::memcpy(dst.data() + (r - begin) * sample, src.data() + idx[r] * sample, sample * sizeof(float));
+}
+
+// Samples [begin, end) of `src` into `dst`.
+void slice(const Tensor& src, std::size_t begin, std::size_t end, Tensor& dst) {
+  const std::size_t sample = src.size() / src.shape()[0];
+  std::vector<std::size_t> shape(src.shape().begin(), src.shape().end());
+  shape[0] = end - begin;
+  dst.resize(shape);
+  std::memcpy(dst.data(), src.data() + begin * sample, (end - begin) * sample * sizeof(float));
+}
+
+}  // namespace
+
+int Model::add_input(const Shape& shape) {
+  if (input_ >= 0) throw std::logic_error("the model already has an input");
+  if (built_) throw std::logic_error("the model is already built");
+  if (shape.empty() || numel(shape) == 0)
+    throw std::invalid_argument("input shape must have positive dimensions, got " + shape_str(shape));
+  nodes_.push_back({nullptr, {}, shape});
+  input_ = int(nodes_.size()) - 1;
+  return input_;
+}
+
+int Model::add_node(std::shared_ptr<Layer> layer, const std::vector<int>& inputs) {
+  if (built_) throw std::logic_error("the model is already built");
+  if (!layer) throw std::invalid_argument("add_node: expected a layer, got null");
+  if (inputs.empty()) throw std::invalid_argument("add_node: a layer needs at least one input");
+  for (int i : inputs)
+    if (i < 0 || i >= int(nodes_.size()))
+      throw std::invalid_argument("add_node: input node " + std::to_string(i) +
+                                  " does not exist (nodes are added in order, so no cycles)");
+  nodes_.push_back({std::move(layer), inputs, {}});
+  return int(nodes_.size()) - 1;
+}
+
+void Model::set_output(int node) {
+  if (node < 0 || node >= int(nodes_.size()))
+    throw std::invalid_argument("set_output: node " + std::to_string(node) + " does not exist");
+  output_ = node;
+}
+
+void Model::build(std::uint64_t seed) {
+  if (built_) return;
+  if (input_ < 0) throw std::logic_error("build: the model has no input");
+  if (output_ < 0) throw std::logic_error("build: the model has no output");
+  // The nodes the output depends on, found backwards; the input must be one of them.
+  std::vector<char> needed(nodes_.size(), 0);
+  needed[output_] = 1;
+  for (int i = output_; i >= 0; --i)
+    if (needed[i])
+      for (int j : nodes_[i].inputs) needed[j] = 1;
+  if (!needed[input_]) throw std::invalid_argument("build: the output does not depend on the input");
+  for (std::size_t i = 0; i < nodes_.size(); ++i)
+    if (needed[i] && nodes_[i].layer == nullptr && int(i) != input_)
+      throw std::invalid_argument("build: the graph has a second, disconnected input");
+  Random rng(seed);
+  path_.clear();
+  for (int i = 0; i <= output_; ++i) {
+    if (!needed[i]) continue;
+    path_.push_back(i);
+    Node& n = nodes_[i];
+    if (!n.layer) continue;
+    std::vector<Shape> in;
+    for (int j : n.inputs) in.push_back(nodes_[j].shape);
+    n.shape = n.layer->build(in, rng);
+  }
+  built_ = true;
+}
+
+void Model::compile(std::unique_ptr<Optimizer> optimizer, Loss loss, std::vector<Metric> metrics) {
+  if (!optimizer) throw std::invalid_argument("compile: expected an optimizer, got null");
+  optimizer_ = std::move(optimizer);
+  loss_ = loss;
+  metrics_ = std::move(metrics);
+}
+
+const Shape& Model::input_shape() const {
+  if (input_ < 0) throw std::logic_error("the model has no input yet");
+  return nodes_[input_].shape;
+}
+
+const Shape& Model::output_shape() const {
+  if (!built_) throw std::logic_error("the model is not built yet");
+  return nodes_[output_].shape;
+}
+
+std::size_t Model::param_count() {
+  std::size_t n = 0;
+  for (const Param& p : all_params()) n += p.size;
+  return n;
+}
+
+std::vector<std::string> Model::metric_names() const {
+  std::vector<std::string> names;
+  for (Metric m : metrics_) names.push_back(m == Metric::MAE ? "mae" : "mse");
+  return names;
+}
+
+std::vector<Param> Model::all_params() {
+  std::vector<Param> all;
+  std::vector<const Layer*> seen;  // a shared layer's weights are updated once
+  for (int i : path_) {
+    Layer* l = nodes_[i].layer.get();
+    if (!l || std::find(seen.begin(), seen.end(), l) != seen.end()) continue;
+    seen.push_back(l);
+    for (const Param& p : l->params()) all.push_back(p);
+  }
+  return all;
+}
+
+void Model::check_data(const Tensor& x, const Tensor* y, const char* what) const {
+  if (!built_) throw std::logic_error(std::string(what) + ": the model is not built yet");
+  const std::string w(what);
+  const Shape& in = input_shape();
+  if (x.dimension() == 0 || x.shape()[0] == 0)
+    throw std::invalid_argument(w + ": x is empty (0 samples)");
+  if (sample_shape(x) != in)
+    throw std::invalid_argument(w + ": expected x of shape " + shape_str(in, true) + ", got " +
+                                shape_str(full_shape(x)));
+  if (!std::all_of(x.begin(), x.end(), [](float v) { return std::isfinite(v); }))
+    throw std::invalid_argument(w + ": x contains NaN or infinity");
+  if (!y) return;
+  const Shape& out = output_shape();
+  if (y->dimension() == 0 || y->shape()[0] != x.shape()[0] || sample_shape(*y) != out)
+    throw std::invalid_argument(w + ": expected y of shape " +
+                                shape_str(Shape(batch_shape(x.shape()[0], out))) + " to match x, got " +
+                                shape_str(full_shape(*y)));
+  if (!std::all_of(y->begin(), y->end(), [](float v) { return std::isfinite(v); }))
+    throw std::invalid_argument(w + ": y contains NaN or infinity");
+}
+
+void Model::run_forward(const Tensor& xb, std::vector<Tensor>& acts, bool training) {
+  acts.resize(nodes_.size());
+  std::vector<const Tensor*> in;
+  for (int i : path_) {
+    const Node& n = nodes_[i];
+    if (!n.layer) continue;
+    in.clear();
+    for (int j : n.inputs) in.push_back(j == input_ ? &xb : &acts[j]);
+    n.layer->forward(in, acts[i], training);
+  }
+}
+
+std::vector<Tensor> Model::forward_all(const Tensor& x) {
+  check_data(x, nullptr, "forward");
+  std::vector<Tensor> acts;
+  run_forward(x, acts, false);
+  acts[input_] = x;
+  return acts;
+}
+
+Tensor Model::predict(const Tensor& x, std::size_t batch_size) {
+  check_data(x, nullptr, "predict");
+  if (batch_size == 0) throw std::invalid_argument("predict: batch_size must be positive");
+  const std::size_t n = x.shape()[0], out_n = numel(output_shape());
+  Tensor result(batch_shape(n, output_shape()));
+  std::vector<Tensor> acts;
+  Tensor xb;
+  for (std::size_t begin = 0; begin < n; begin += batch_size) {
+    const std::size_t end = std::min(n, begin + batch_size);
+    slice(x, begin, end, xb);
+    run_forward(xb, acts, false);
+    const Tensor& out = output_ == input_ ? xb : acts[output_];
+    std::memcpy(result.data() + begin * out_n, out.data(), out.size() * sizeof(float));
+  }
+  return result;
+}
+
+std::vector<float> Model::evaluate(const Tensor& x, const Tensor& y, std::size_t batch_size) {
+  check_data(x, &y, "evaluate");
+  const Tensor pred = predict(x, batch_size);
+  std::vector<float> out{ops::mse_forward(pred.data(), y.data(), pred.size())};
+  for (Metric m : metrics_) out.push_back(metric_value(m, pred.data(), y.data(), pred.size()));
+  return out;
+}
+
+History Model::fit(const Tensor& x, const Tensor& y, const FitOptions& opt, const Tensor* x_val,
+                   const Tensor* y_val) {
+  if (!optimizer_) throw std::logic_error("fit: call compile() before fit()");
+  if (!built_) build(opt.seed);
+  check_data(x, &y, "fit");
+  if ((x_val == nullptr) != (y_val == nullptr))
+    throw std::invalid_argument("fit: validation data needs both x and y");
+  if (x_val) check_data(*x_val, y_val, "fit (validation_data)");
+  if (opt.epochs < 0) throw std::invalid_argument("fit: epochs must be >= 0");
+  if (opt.batch_size == 0) throw std::invalid_argument("fit: batch_size must be positive");
+  if (opt.check_every == 0) throw std::invalid_argument("fit: check_every must be positive");
+  if (output_ == input_) throw std::invalid_argument("fit: the model has no layers to train");
+
+  const std::size_t n = x.shape()[0];
+  std::vector<std::size_t> order(n);
+  for (std::size_t i = 0; i < n; ++i) order[i] = i;
+  Random rng(opt.seed ^ 0x9E3779B97F4A7C15ull);
+  std::vector<Param> params = all_params();
+  const std::vector<std::string> names = metric_names();
+  std::vector<Tensor> acts, grads(nodes_.size());
+  std::vector<const Tensor*> in;
+  std::vector<Tensor*> din;
+  Tensor xb, yb;
+  History hist;
+  std::size_t batches_seen = 0;
+
+  for (int epoch = 0; epoch < opt.epochs; ++epoch) {
+    if (opt.shuffle) rng.shuffle(order);
+    double loss_sum = 0.0;
+    std::vector<double> metric_sum(metrics_.size(), 0.0);
+    for (std::size_t begin = 0; begin < n; begin += opt.batch_size) {
+      const std::size_t end = std::min(n, begin + opt.batch_size), bs = end - begin;
+      gather(x, order, begin, end, xb);
+      gather(y, order, begin, end, yb);
+      run_forward(xb, acts, true);
+      const Tensor& pred = acts[output_];
+      loss_sum += double(ops::mse_forward(pred.data(), yb.data(), pred.size())) * double(bs);
+      for (std::size_t k = 0; k < metrics_.size(); ++k)
+        metric_sum[k] += double(metric_value(metrics_[k], pred.data(), yb.data(), pred.size())) * double(bs);
+
+      // Backward in reverse graph order; every gradient accumulates, so a node read by several
+      // layers (a residual branch) receives the sum.
+      for (Param& p : params) std::fill(p.grad, p.grad + p.size, 0.0f);
+      for (int i : path_)
+        if (i != input_) grads[i] = xt::zeros<float>(acts[i].shape());
+      ops::mse_backward(grads[output_].data(), pred.data(), yb.data(), pred.size());
+      for (auto it = path_.rbegin(); it != path_.rend(); ++it) {
+        const Node& nd = nodes_[*it];
+        if (!nd.layer) continue;
+        in.clear();
+        din.clear();
+        for (int j : nd.inputs) {
+          in.push_back(j == input_ ? &xb : &acts[j]);
+          din.push_back(j == input_ ? nullptr : &grads[j]);
+        }
+        nd.layer->backward(in, acts[*it], grads[*it], din);
+      }
+      optimizer_->step(params);
+
+      if (opt.callback && ++batches_seen % opt.check_every == 0 && !opt.callback(-1, {})) {
+        hist.stopped = true;
+        return hist;
+      }
+    }
+    std::map<std::string, float> logs{{"loss", float(loss_sum / double(n))}};
+    for (std::size_t k = 0; k < metrics_.size(); ++k) logs[names[k]] = float(metric_sum[k] / double(n));
+    if (x_val) {
+      const std::vector<float> v = evaluate(*x_val, *y_val);
+      logs["val_loss"] = v[0];
+      for (std::size_t k = 0; k < metrics_.size(); ++k) logs["val_" + names[k]] = v[k + 1];
+    }
+    for (const auto& [key, value] : logs) hist.history[key].push_back(value);
+    hist.epochs_run = epoch + 1;
+    if (opt.callback && !opt.callback(epoch, logs)) {
+      hist.stopped = true;
+      break;
+    }
+  }
+  return hist;
+}
+
+void Sequential::add(std::unique_ptr<Layer> layer) {
+  if (!layer) throw std::invalid_argument("Sequential.add: expected a layer, got null");
+  if (built()) throw std::logic_error("Sequential.add: the model is already built");
+  layers_.push_back(std::move(layer));
+}
+
+void Sequential::build(const Shape& input_shape, std::uint64_t seed) {
+  if (layers_.empty()) throw std::logic_error("Sequential.build: the model has no layers");
+  if (built()) throw std::logic_error("Sequential.build: the model is already built");
+  int prev = add_input(input_shape);
+  for (auto& l : layers_) prev = add_node(l, {prev});
+  set_output(prev);
+  Model::build(seed);
+}
+
+History Sequential::fit(const Tensor& x, const Tensor& y, const FitOptions& options,
+                        const Tensor* x_val, const Tensor* y_val) {
+  if (!compiled()) throw std::logic_error("fit: call compile() before fit()");
+  if (!built()) {
+    if (x.dimension() < 2) throw std::invalid_argument("fit: expected x of shape (N, features...)");
+    build(sample_shape(x), options.seed);
+  }
+  return Model::fit(x, y, options, x_val, y_val);
+}
+
+}  // namespace tinylearn
