@@ -44,6 +44,12 @@ std::shared_ptr<Layer> make_layer(const std::string& kind, const py::dict& confi
     return std::make_shared<Dense>(config["units"].cast<std::size_t>(),
                                    activation_from_name(config["activation"].cast<std::string>()),
                                    config["use_bias"].cast<bool>());
+  if (kind == "Activation")
+    return std::make_shared<ActivationLayer>(activation_from_name(config["activation"].cast<std::string>()));
+  if (kind == "Flatten") return std::make_shared<Flatten>();
+  if (kind == "Reshape") return std::make_shared<Reshape>(config["target_shape"].cast<std::vector<long>>());
+  if (kind == "Add") return std::make_shared<Add>();
+  if (kind == "Concatenate") return std::make_shared<Concatenate>();
   throw std::invalid_argument("unknown layer kind '" + kind + "'");
 }
 
@@ -190,7 +196,9 @@ PYBIND11_MODULE(_core, m) {
            [](PyModel& p, std::int64_t key) {
              py::list out;
              for (const Param& prm : p.layer(key).params()) {
-               py::array_t<float> a(prm.size);
+               std::vector<py::ssize_t> shape(prm.shape.begin(), prm.shape.end());
+               if (shape.empty()) shape.push_back(py::ssize_t(prm.size));
+               py::array_t<float> a(shape);
                std::memcpy(a.mutable_data(), prm.value, prm.size * sizeof(float));
                out.append(a);
              }

@@ -1,19 +1,54 @@
 #include "tinylearn/train/layers.h"
 
+#include <algorithm>
 #include <cmath>
 #include <stdexcept>
 
+#include "tinylearn/train/nn_ops.h"
 #include "tinylearn/train/ops.h"
 
 namespace tinylearn {
 
-Activation activation_from_name(const std::string& name) {
-  if (name.empty() || name == "linear" || name == "none") return Activation::Linear;
-  if (name == "relu") return Activation::ReLU;
-  throw std::invalid_argument("unknown activation '" + name + "': expected 'linear' or 'relu'");
+namespace {
+const char* const kActivationNames[] = {"linear", "relu", "relu6", "sigmoid", "tanh", "softmax"};
 }
 
-std::string activation_name(Activation a) { return a == Activation::ReLU ? "relu" : "linear"; }
+Activation activation_from_name(const std::string& name) {
+  if (name.empty() || name == "none") return Activation::Linear;
+  for (int i = 0; i < 6; ++i)
+    if (name == kActivationNames[i]) return Activation(i);
+  throw std::invalid_argument("unknown activation '" + name +
+                              "': expected linear, relu, relu6, sigmoid, tanh or softmax");
+}
+
+std::string activation_name(Activation a) { return kActivationNames[int(a)]; }
+
+void activation_forward(Activation a, float* out, const float* in, std::size_t n, std::size_t last_dim) {
+  switch (a) {
+    case Activation::Linear:
+      if (out != in) std::copy(in, in + n, out);
+      break;
+    case Activation::ReLU: ops::relu_forward(out, in, n); break;
+    case Activation::ReLU6: ops::relu6_forward(out, in, n); break;
+    case Activation::Sigmoid: ops::sigmoid_forward(out, in, n); break;
+    case Activation::Tanh: ops::tanh_forward(out, in, n); break;
+    case Activation::Softmax: ops::softmax_forward(out, in, n / last_dim, last_dim); break;
+  }
+}
+
+void activation_backward(Activation a, float* dinp, const float* dout, const float* out,
+                         std::size_t n, std::size_t last_dim) {
+  switch (a) {
+    case Activation::Linear:
+      for (std::size_t i = 0; i < n; ++i) dinp[i] += dout[i];
+      break;
+    case Activation::ReLU: ops::relu_backward(dinp, dout, out, n); break;
+    case Activation::ReLU6: ops::relu6_backward(dinp, dout, out, n); break;
+    case Activation::Sigmoid: ops::sigmoid_backward(dinp, dout, out, n); break;
+    case Activation::Tanh: ops::tanh_backward(dinp, dout, out, n); break;
+    case Activation::Softmax: ops::softmax_backward(dinp, dout, out, n / last_dim, last_dim); break;
+  }
+}
 
 Shape Layer::build(const std::vector<Shape>& inputs, Random& rng) {
   if (built_) {  // a shared layer: every call must see the shapes it was built for
@@ -72,7 +107,7 @@ void Dense::forward(const std::vector<const Tensor*>& in, Tensor& out, bool) {
   out.resize(shape);
   ops::dense_forward(out.data(), x.data(), kernel.data(), use_bias_ ? bias.data() : nullptr, rows,
                      C, units_);
-  if (activation_ == Activation::ReLU) ops::relu_forward(out.data(), out.data(), out.size());
+  activation_forward(activation_, out.data(), out.data(), out.size(), units_);
 }
 
 void Dense::backward(const std::vector<const Tensor*>& in, const Tensor& out, const Tensor& dout,
@@ -80,9 +115,9 @@ void Dense::backward(const std::vector<const Tensor*>& in, const Tensor& out, co
   const Tensor& x = *in[0];
   const std::size_t C = input_features(), rows = x.size() / C;
   const float* dz = dout.data();
-  if (activation_ == Activation::ReLU) {
+  if (activation_ != Activation::Linear) {
     dz_.assign(dout.size(), 0.0f);
-    ops::relu_backward(dz_.data(), dout.data(), out.data(), dout.size());
+    activation_backward(activation_, dz_.data(), dout.data(), out.data(), dout.size(), units_);
     dz = dz_.data();
   }
   float* dx = din.empty() || !din[0] ? nullptr : din[0]->data();
@@ -91,8 +126,9 @@ void Dense::backward(const std::vector<const Tensor*>& in, const Tensor& out, co
 }
 
 std::vector<Param> Dense::params() {
-  std::vector<Param> p{{"kernel", kernel.data(), kernel_grad.data(), kernel.size()}};
-  if (use_bias_) p.push_back({"bias", bias.data(), bias_grad.data(), bias.size()});
+  std::vector<Param> p{{"kernel", kernel.data(), kernel_grad.data(), kernel.size(),
+                        {kernel.shape()[0], kernel.shape()[1]}}};
+  if (use_bias_) p.push_back({"bias", bias.data(), bias_grad.data(), bias.size(), {units_}});
   return p;
 }
 

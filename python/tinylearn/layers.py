@@ -5,9 +5,18 @@ from __future__ import annotations
 
 from numbers import Integral
 
-__all__ = ["Dense", "Input", "Layer", "SymbolicTensor"]
+__all__ = ["Activation", "Add", "Concatenate", "Dense", "Flatten", "Input", "Layer", "ReLU",
+           "Reshape", "Softmax", "SymbolicTensor"]
 
-_ACTIVATIONS = {None: "linear", "linear": "linear", "relu": "relu"}
+_ACTIVATIONS = {None: "linear", "linear": "linear", "relu": "relu", "relu6": "relu6",
+                "sigmoid": "sigmoid", "tanh": "tanh", "softmax": "softmax"}
+
+
+def _activation(name, layer: str) -> str:
+    if name not in _ACTIVATIONS:
+        raise ValueError(f"{layer}: unknown activation {name!r}; expected one of "
+                         "None, 'linear', 'relu', 'relu6', 'sigmoid', 'tanh', 'softmax'")
+    return _ACTIVATIONS[name]
 
 
 class SymbolicTensor:
@@ -75,12 +84,80 @@ class Dense(Layer):
         super().__init__(input_shape, name)
         if isinstance(units, bool) or not isinstance(units, Integral) or units <= 0:
             raise ValueError(f"Dense: units must be a positive integer, got {units!r}")
-        if activation not in _ACTIVATIONS:
-            raise ValueError(
-                f"Dense: unknown activation {activation!r}; expected one of None, 'linear', 'relu'")
         self.units = int(units)
-        self.activation = _ACTIVATIONS[activation]
+        self.activation = _activation(activation, "Dense")
         self.use_bias = bool(use_bias)
 
     def get_config(self) -> dict:
         return {"units": self.units, "activation": self.activation, "use_bias": self.use_bias}
+
+
+class Activation(Layer):
+    """An activation function as a layer (softmax over the last axis), as keras.layers.Activation."""
+
+    kind = "Activation"
+
+    def __init__(self, activation: str, name: str | None = None, input_shape=None):
+        super().__init__(input_shape, name)
+        self.activation = _activation(activation, "Activation")
+
+    def get_config(self) -> dict:
+        return {"activation": self.activation}
+
+
+class ReLU(Activation):
+    def __init__(self, name: str | None = None, input_shape=None):
+        super().__init__("relu", name, input_shape)
+
+
+class Softmax(Activation):
+    def __init__(self, name: str | None = None, input_shape=None):
+        super().__init__("softmax", name, input_shape)
+
+
+class Flatten(Layer):
+    """(batch, d1, d2, ...) -> (batch, d1 * d2 * ...)."""
+
+    kind = "Flatten"
+
+    def get_config(self) -> dict:
+        return {}
+
+
+class Reshape(Layer):
+    """Reshapes each sample to `target_shape` (one entry may be -1)."""
+
+    kind = "Reshape"
+
+    def __init__(self, target_shape, name: str | None = None, input_shape=None):
+        super().__init__(input_shape, name)
+        target = tuple(target_shape) if isinstance(target_shape, (tuple, list)) else (target_shape,)
+        if not target or not all(isinstance(d, Integral) and (d > 0 or d == -1) for d in target):
+            raise ValueError(f"Reshape: target_shape must hold positive integers (one may be -1), got {target_shape!r}")
+        self.target_shape = tuple(int(d) for d in target)
+
+    def get_config(self) -> dict:
+        return {"target_shape": list(self.target_shape)}
+
+
+class Add(Layer):
+    """Elementwise sum of a list of inputs of one shape."""
+
+    kind = "Add"
+
+    def get_config(self) -> dict:
+        return {}
+
+
+class Concatenate(Layer):
+    """Joins a list of inputs along the last axis."""
+
+    kind = "Concatenate"
+
+    def __init__(self, axis: int = -1, name: str | None = None):
+        super().__init__(None, name)
+        if axis != -1:
+            raise ValueError(f"Concatenate: only axis=-1 (the channels) is supported, got {axis!r}")
+
+    def get_config(self) -> dict:
+        return {}

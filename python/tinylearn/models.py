@@ -9,7 +9,7 @@ import numpy as np
 from . import _core
 from . import optimizers as _optimizers
 from ._validate import as_float_array
-from .layers import Dense, Input, Layer, SymbolicTensor
+from .layers import Input, Layer, SymbolicTensor
 
 __all__ = ["History", "Model", "Sequential"]
 
@@ -234,11 +234,7 @@ class Model:
 
     # -- weights ---------------------------------------------------------------------------
     def _layer_weights(self, core, layer) -> list[np.ndarray]:
-        arrays = core.get_weights(id(layer))
-        if isinstance(layer, Dense):  # kernel (in, units) and bias (units,), as Keras
-            units = layer.units
-            arrays[0] = arrays[0].reshape(-1, units)
-        return arrays
+        return core.get_weights(id(layer))  # in Keras's layouts
 
     def get_weights(self) -> list[np.ndarray]:
         self._require_weights("get_weights")

@@ -12,10 +12,16 @@
 
 namespace tinylearn {
 
-enum class Activation { Linear, ReLU };
+enum class Activation { Linear, ReLU, ReLU6, Sigmoid, Tanh, Softmax };
 
 Activation activation_from_name(const std::string& name);
 std::string activation_name(Activation a);
+
+// out = f(in) over n values; softmax normalizes each run of `last_dim` values. In place allowed.
+void activation_forward(Activation a, float* out, const float* in, std::size_t n, std::size_t last_dim);
+// dinp += f'(in) * dout, from the forward output `out`.
+void activation_backward(Activation a, float* dinp, const float* dout, const float* out,
+                         std::size_t n, std::size_t last_dim);
 
 // One trainable array and its gradient, same size.
 struct Param {
@@ -23,6 +29,7 @@ struct Param {
   float* value;
   float* grad;
   std::size_t size;
+  Shape shape;  // Keras's layout of the array (e.g. a Dense kernel is (inputs, units))
 };
 
 class Layer {
@@ -86,6 +93,75 @@ class Dense final : public Layer {
   Activation activation_;
   bool use_bias_;
   std::vector<float> dz_;  // backward scratch
+};
+
+// Applies an activation function elementwise (softmax: over the last axis).
+class ActivationLayer final : public Layer {
+ public:
+  explicit ActivationLayer(Activation activation) : activation_(activation) {}
+  std::string kind() const override { return "Activation"; }
+  Activation activation() const { return activation_; }
+  void forward(const std::vector<const Tensor*>& in, Tensor& out, bool training) override;
+  void backward(const std::vector<const Tensor*>& in, const Tensor& out, const Tensor& dout,
+                const std::vector<Tensor*>& din) override;
+
+ protected:
+  Shape do_build(const std::vector<Shape>& inputs, Random& rng) override;
+
+ private:
+  Activation activation_;
+};
+
+// (batch, d1, d2, ...) -> (batch, d1 * d2 * ...), as keras.layers.Flatten.
+class Flatten final : public Layer {
+ public:
+  std::string kind() const override { return "Flatten"; }
+  void forward(const std::vector<const Tensor*>& in, Tensor& out, bool training) override;
+  void backward(const std::vector<const Tensor*>& in, const Tensor& out, const Tensor& dout,
+                const std::vector<Tensor*>& din) override;
+
+ protected:
+  Shape do_build(const std::vector<Shape>& inputs, Random& rng) override;
+};
+
+// Samples reshaped to `target` (one entry may be -1: inferred), as keras.layers.Reshape.
+class Reshape final : public Layer {
+ public:
+  explicit Reshape(std::vector<long> target) : target_(std::move(target)) {}
+  std::string kind() const override { return "Reshape"; }
+  void forward(const std::vector<const Tensor*>& in, Tensor& out, bool training) override;
+  void backward(const std::vector<const Tensor*>& in, const Tensor& out, const Tensor& dout,
+                const std::vector<Tensor*>& din) override;
+
+ protected:
+  Shape do_build(const std::vector<Shape>& inputs, Random& rng) override;
+
+ private:
+  std::vector<long> target_;
+};
+
+// Elementwise sum of two or more inputs of one shape, as keras.layers.Add.
+class Add final : public Layer {
+ public:
+  std::string kind() const override { return "Add"; }
+  void forward(const std::vector<const Tensor*>& in, Tensor& out, bool training) override;
+  void backward(const std::vector<const Tensor*>& in, const Tensor& out, const Tensor& dout,
+                const std::vector<Tensor*>& din) override;
+
+ protected:
+  Shape do_build(const std::vector<Shape>& inputs, Random& rng) override;
+};
+
+// Joins two or more inputs along the last axis, as keras.layers.Concatenate(axis=-1).
+class Concatenate final : public Layer {
+ public:
+  std::string kind() const override { return "Concatenate"; }
+  void forward(const std::vector<const Tensor*>& in, Tensor& out, bool training) override;
+  void backward(const std::vector<const Tensor*>& in, const Tensor& out, const Tensor& dout,
+                const std::vector<Tensor*>& din) override;
+
+ protected:
+  Shape do_build(const std::vector<Shape>& inputs, Random& rng) override;
 };
 
 }  // namespace tinylearn

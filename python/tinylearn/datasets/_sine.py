@@ -1,10 +1,8 @@
-"""Small data sets for the TinyML examples."""
+"""The TinyML "hello world" data set."""
 
 from __future__ import annotations
 
 import numpy as np
-
-__all__ = ["sine"]
 
 
 def sine(n: int = 1000, noise: float = 0.1, seed: int = 0):
