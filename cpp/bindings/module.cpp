@@ -74,14 +74,17 @@ std::unique_ptr<Optimizer> make_optimizer(const std::string& name, float lr, flo
 }
 
 Loss loss_from_name(const std::string& name) {
-  if (name == "mse" || name == "mean_squared_error") return Loss::MSE;
-  throw std::invalid_argument("unknown loss '" + name + "': expected 'mse'");
+  for (Loss l : {Loss::MSE, Loss::MAE, Loss::BinaryCrossentropy, Loss::CategoricalCrossentropy,
+                 Loss::SparseCategoricalCrossentropy})
+    if (name == loss_name(l)) return l;
+  throw std::invalid_argument("unknown loss '" + name + "'");
 }
 
 Metric metric_from_name(const std::string& name) {
-  if (name == "mae" || name == "mean_absolute_error") return Metric::MAE;
-  if (name == "mse" || name == "mean_squared_error") return Metric::MSE;
-  throw std::invalid_argument("unknown metric '" + name + "': expected 'mae' or 'mse'");
+  if (name == "mae") return Metric::MAE;
+  if (name == "mse") return Metric::MSE;
+  if (name == "accuracy") return Metric::Accuracy;
+  throw std::invalid_argument("unknown metric '" + name + "': expected 'mae', 'mse' or 'accuracy'");
 }
 
 py::dict tensor_dict(const tlm_tensor_info& t) {
@@ -126,23 +129,33 @@ PYBIND11_MODULE(_core, m) {
       .def("node_shape", [](const PyModel& p, int node) { return p.model.node(std::size_t(node)).shape; })
       .def("compile",
            [](PyModel& p, const std::string& optimizer, float lr, float momentum, bool nesterov,
-              float beta_1, float beta_2, float eps, const std::string& loss,
+              float beta_1, float beta_2, float eps, const std::string& loss, bool from_logits,
               const std::vector<std::string>& metrics) {
              std::vector<Metric> ms;
              for (const auto& name : metrics) ms.push_back(metric_from_name(name));
              p.model.compile(make_optimizer(optimizer, lr, momentum, nesterov, beta_1, beta_2, eps),
-                             loss_from_name(loss), ms);
+                             loss_from_name(loss), ms, from_logits);
            },
            py::arg("optimizer"), py::arg("learning_rate"), py::arg("momentum") = 0.0f,
            py::arg("nesterov") = false, py::arg("beta_1") = 0.9f, py::arg("beta_2") = 0.999f,
-           py::arg("epsilon") = 1e-7f, py::arg("loss") = "mse",
+           py::arg("epsilon") = 1e-7f, py::arg("loss") = "mse", py::arg("from_logits") = false,
            py::arg("metrics") = std::vector<std::string>{})
+      .def_property("learning_rate",
+                    [](PyModel& p) {
+                      if (!p.model.optimizer()) throw std::logic_error("the model is not compiled");
+                      return p.model.optimizer()->learning_rate;
+                    },
+                    [](PyModel& p, float lr) {
+                      if (!p.model.optimizer()) throw std::logic_error("the model is not compiled");
+                      if (!(lr > 0.0f)) throw std::invalid_argument("learning_rate must be positive");
+                      p.model.optimizer()->learning_rate = lr;
+                    })
       .def(
           "fit",
           [](PyModel& p, const FloatArray& x, const FloatArray& y, int epochs,
              std::size_t batch_size, bool shuffle, std::uint64_t seed,
              std::optional<FloatArray> x_val, std::optional<FloatArray> y_val,
-             py::object on_epoch, std::size_t check_every) {
+             py::object on_epoch, std::size_t check_every, std::vector<float> class_weight) {
             const Tensor xm = to_tensor(x, "x"), ym = to_tensor(y, "y");
             Tensor xv, yv;
             if (x_val) xv = to_tensor(*x_val, "validation x");
@@ -153,6 +166,7 @@ PYBIND11_MODULE(_core, m) {
             opt.shuffle = shuffle;
             opt.seed = seed;
             opt.check_every = check_every;
+            opt.class_weight = std::move(class_weight);
             // Runs with the GIL released; takes it back once per epoch (and every check_every
             // batches) to report progress and to see Ctrl-C. A Python exception (KeyboardInterrupt
             // included) stops training after a completed step and propagates to the caller.
@@ -173,7 +187,7 @@ PYBIND11_MODULE(_core, m) {
           py::arg("x"), py::arg("y"), py::arg("epochs"), py::arg("batch_size"),
           py::arg("shuffle"), py::arg("seed"), py::arg("x_val") = py::none(),
           py::arg("y_val") = py::none(), py::arg("on_epoch") = py::none(),
-          py::arg("check_every") = 256)
+          py::arg("check_every") = 256, py::arg("class_weight") = std::vector<float>{})
       .def("predict",
            [](PyModel& p, const FloatArray& x, std::size_t batch_size) {
              const Tensor xm = to_tensor(x, "x");

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "tinylearn/train/nn_ops.h"
 #include "tinylearn/train/ops.h"
 
 namespace tinylearn {
@@ -12,10 +13,6 @@ namespace tinylearn {
 namespace {
 
 Shape full_shape(const Tensor& t) { return Shape(t.shape().begin(), t.shape().end()); }
-
-float metric_value(Metric m, const float* pred, const float* target, std::size_t n) {
-  return m == Metric::MAE ? ops::mae_forward(pred, target, n) : ops::mse_forward(pred, target, n);
-}
 
 // Rows `idx[begin, end)` (samples of `sample` floats each) of `src` into `dst`.
 void gather(const Tensor& src, const std::vector<std::size_t>& idx, std::size_t begin,
@@ -38,6 +35,89 @@ void slice(const Tensor& src, std::size_t begin, std::size_t end, Tensor& dst) {
 }
 
 }  // namespace
+
+std::string loss_name(Loss loss) {
+  switch (loss) {
+    case Loss::MSE: return "mse";
+    case Loss::MAE: return "mae";
+    case Loss::BinaryCrossentropy: return "binary_crossentropy";
+    case Loss::CategoricalCrossentropy: return "categorical_crossentropy";
+    case Loss::SparseCategoricalCrossentropy: return "sparse_categorical_crossentropy";
+  }
+  return "?";
+}
+
+struct Model::Targets {
+  std::vector<std::int32_t> labels;  // sparse loss only: one class index per sample
+};
+
+Model::Targets Model::targets(const Tensor& y, const char* what) const {
+  Targets t;
+  if (loss_ != Loss::SparseCategoricalCrossentropy) return t;
+  const std::size_t k = output_shape().back();
+  t.labels.resize(y.shape()[0]);
+  for (std::size_t i = 0; i < t.labels.size(); ++i) {
+    const float v = y.data()[i];
+    if (v != std::floor(v) || v < 0.0f || v >= float(k))
+      throw std::invalid_argument(
+          std::string(what) + ": label " + std::to_string(v) + " of sample " + std::to_string(i) +
+          " is out of range for sparse_categorical_crossentropy: layer '" +
+          nodes_[output_].layer->name + "' has " + std::to_string(k) + " classes (0.." +
+          std::to_string(k - 1) + ")");
+    t.labels[i] = std::int32_t(v);
+  }
+  return t;
+}
+
+float Model::loss_value(const Tensor& pred, const float* y, const std::int32_t* labels,
+                        const float* w) const {
+  const std::size_t K = pred.shape().back(), B = pred.size() / K;
+  switch (loss_) {
+    case Loss::MSE: return ops::mean_squared_error_forward(pred.data(), y, w, B, K);
+    case Loss::MAE: return ops::mean_absolute_error_forward(pred.data(), y, w, B, K);
+    case Loss::BinaryCrossentropy:
+      return ops::binary_crossentropy_forward(pred.data(), y, w, B, K, from_logits_);
+    case Loss::CategoricalCrossentropy:
+      return ops::categorical_crossentropy_forward(pred.data(), y, w, B, K, from_logits_);
+    case Loss::SparseCategoricalCrossentropy:
+      return ops::sparse_categorical_crossentropy_forward(pred.data(), labels, w, B, K, from_logits_);
+  }
+  return 0.0f;
+}
+
+void Model::loss_gradient(Tensor& dpred, const Tensor& pred, const float* y,
+                          const std::int32_t* labels, const float* w) const {
+  const std::size_t K = pred.shape().back(), B = pred.size() / K;
+  float* d = dpred.data();
+  switch (loss_) {
+    case Loss::MSE: ops::mean_squared_error_backward(d, pred.data(), y, w, B, K); break;
+    case Loss::MAE: ops::mean_absolute_error_backward(d, pred.data(), y, w, B, K); break;
+    case Loss::BinaryCrossentropy:
+      ops::binary_crossentropy_backward(d, pred.data(), y, w, B, K, from_logits_);
+      break;
+    case Loss::CategoricalCrossentropy:
+      ops::categorical_crossentropy_backward(d, pred.data(), y, w, B, K, from_logits_);
+      break;
+    case Loss::SparseCategoricalCrossentropy:
+      ops::sparse_categorical_crossentropy_backward(d, pred.data(), labels, w, B, K, from_logits_);
+      break;
+  }
+}
+
+float Model::metric_value(Metric m, const Tensor& pred, const float* y,
+                          const std::int32_t* labels) const {
+  const std::size_t K = pred.shape().back(), B = pred.size() / K;
+  switch (m) {
+    case Metric::MAE: return ops::mae_forward(pred.data(), y, pred.size());
+    case Metric::MSE: return ops::mse_forward(pred.data(), y, pred.size());
+    case Metric::Accuracy:
+      if (loss_ == Loss::SparseCategoricalCrossentropy)
+        return ops::sparse_categorical_accuracy(pred.data(), labels, B, K);
+      if (loss_ == Loss::CategoricalCrossentropy) return ops::categorical_accuracy(pred.data(), y, B, K);
+      return ops::binary_accuracy(pred.data(), y, pred.size(), from_logits_ ? 0.0f : 0.5f);
+  }
+  return 0.0f;
+}
 
 int Model::add_input(const Shape& shape) {
   if (input_ >= 0) throw std::logic_error("the model already has an input");
@@ -95,10 +175,12 @@ void Model::build(std::uint64_t seed) {
   built_ = true;
 }
 
-void Model::compile(std::unique_ptr<Optimizer> optimizer, Loss loss, std::vector<Metric> metrics) {
+void Model::compile(std::unique_ptr<Optimizer> optimizer, Loss loss, std::vector<Metric> metrics,
+                    bool from_logits) {
   if (!optimizer) throw std::invalid_argument("compile: expected an optimizer, got null");
   optimizer_ = std::move(optimizer);
   loss_ = loss;
+  from_logits_ = from_logits;
   metrics_ = std::move(metrics);
 }
 
@@ -120,7 +202,8 @@ std::size_t Model::param_count() {
 
 std::vector<std::string> Model::metric_names() const {
   std::vector<std::string> names;
-  for (Metric m : metrics_) names.push_back(m == Metric::MAE ? "mae" : "mse");
+  for (Metric m : metrics_)
+    names.push_back(m == Metric::MAE ? "mae" : m == Metric::MSE ? "mse" : "accuracy");
   return names;
 }
 
@@ -149,9 +232,17 @@ void Model::check_data(const Tensor& x, const Tensor* y, const char* what) const
     throw std::invalid_argument(w + ": x contains NaN or infinity");
   if (!y) return;
   const Shape& out = output_shape();
-  if (y->dimension() == 0 || y->shape()[0] != x.shape()[0] || sample_shape(*y) != out)
+  const bool sparse = loss_ == Loss::SparseCategoricalCrossentropy && compiled();
+  if (sparse && out.size() != 1)
+    throw std::invalid_argument(w + ": sparse_categorical_crossentropy needs a model whose output is "
+                                "(None, classes), got " + shape_str(out, true));
+  const Shape want = sparse ? Shape{} : out;  // sparse: one label per sample, (N,) or (N, 1)
+  const bool ok = y->dimension() > 0 && y->shape()[0] == x.shape()[0] &&
+                  (sample_shape(*y) == want || (sparse && sample_shape(*y) == Shape{1}));
+  if (!ok)
     throw std::invalid_argument(w + ": expected y of shape " +
-                                shape_str(Shape(batch_shape(x.shape()[0], out))) + " to match x, got " +
+                                shape_str(Shape(batch_shape(x.shape()[0], want))) +
+                                (sparse ? " (integer labels)" : "") + " to match x, got " +
                                 shape_str(full_shape(*y)));
   if (!std::all_of(y->begin(), y->end(), [](float v) { return std::isfinite(v); }))
     throw std::invalid_argument(w + ": y contains NaN or infinity");
@@ -195,10 +286,13 @@ Tensor Model::predict(const Tensor& x, std::size_t batch_size) {
 }
 
 std::vector<float> Model::evaluate(const Tensor& x, const Tensor& y, std::size_t batch_size) {
+  if (!compiled()) throw std::logic_error("evaluate: call compile() first");
   check_data(x, &y, "evaluate");
+  const Targets t = targets(y, "evaluate");
+  const std::int32_t* labels = t.labels.empty() ? nullptr : t.labels.data();
   const Tensor pred = predict(x, batch_size);
-  std::vector<float> out{ops::mse_forward(pred.data(), y.data(), pred.size())};
-  for (Metric m : metrics_) out.push_back(metric_value(m, pred.data(), y.data(), pred.size()));
+  std::vector<float> out{loss_value(pred, y.data(), labels, nullptr)};
+  for (Metric m : metrics_) out.push_back(metric_value(m, pred, y.data(), labels));
   return out;
 }
 
@@ -214,6 +308,18 @@ History Model::fit(const Tensor& x, const Tensor& y, const FitOptions& opt, cons
   if (opt.batch_size == 0) throw std::invalid_argument("fit: batch_size must be positive");
   if (opt.check_every == 0) throw std::invalid_argument("fit: check_every must be positive");
   if (output_ == input_) throw std::invalid_argument("fit: the model has no layers to train");
+  const Targets targets_all = targets(y, "fit");
+  if (x_val) targets(*y_val, "fit (validation_data)");
+  const std::size_t classes = output_shape().back();
+  if (!opt.class_weight.empty()) {
+    if (loss_ == Loss::MSE || loss_ == Loss::MAE)
+      throw std::invalid_argument("fit: class_weight needs a classification loss, not " + loss_name(loss_));
+    const std::size_t need = loss_ == Loss::BinaryCrossentropy ? 2 : classes;
+    if (opt.class_weight.size() != need || output_shape().size() != 1 ||
+        (loss_ == Loss::BinaryCrossentropy && classes != 1))
+      throw std::invalid_argument("fit: class_weight needs one weight per class (" + std::to_string(need) +
+                                  ") for a model with outputs " + shape_str(output_shape(), true));
+  }
 
   const std::size_t n = x.shape()[0];
   std::vector<std::size_t> order(n);
@@ -225,6 +331,8 @@ History Model::fit(const Tensor& x, const Tensor& y, const FitOptions& opt, cons
   std::vector<const Tensor*> in;
   std::vector<Tensor*> din;
   Tensor xb, yb;
+  std::vector<std::int32_t> lb;
+  std::vector<float> wb;
   History hist;
   std::size_t batches_seen = 0;
 
@@ -236,18 +344,37 @@ History Model::fit(const Tensor& x, const Tensor& y, const FitOptions& opt, cons
       const std::size_t end = std::min(n, begin + opt.batch_size), bs = end - begin;
       gather(x, order, begin, end, xb);
       gather(y, order, begin, end, yb);
+      const std::int32_t* labels = nullptr;
+      if (!targets_all.labels.empty()) {
+        lb.resize(bs);
+        for (std::size_t r = begin; r < end; ++r) lb[r - begin] = targets_all.labels[order[r]];
+        labels = lb.data();
+      }
+      const float* weights = nullptr;
+      if (!opt.class_weight.empty()) {
+        wb.resize(bs);
+        for (std::size_t r = 0; r < bs; ++r) {
+          std::size_t c;
+          if (labels) c = std::size_t(labels[r]);
+          else if (loss_ == Loss::BinaryCrossentropy) c = yb.data()[r] > 0.5f ? 1 : 0;
+          else c = std::size_t(std::max_element(yb.data() + r * classes, yb.data() + (r + 1) * classes) -
+                               (yb.data() + r * classes));
+          wb[r] = opt.class_weight[c];
+        }
+        weights = wb.data();
+      }
       run_forward(xb, acts, true);
       const Tensor& pred = acts[output_];
-      loss_sum += double(ops::mse_forward(pred.data(), yb.data(), pred.size())) * double(bs);
+      loss_sum += double(loss_value(pred, yb.data(), labels, weights)) * double(bs);
       for (std::size_t k = 0; k < metrics_.size(); ++k)
-        metric_sum[k] += double(metric_value(metrics_[k], pred.data(), yb.data(), pred.size())) * double(bs);
+        metric_sum[k] += double(metric_value(metrics_[k], pred, yb.data(), labels)) * double(bs);
 
       // Backward in reverse graph order; every gradient accumulates, so a node read by several
       // layers (a residual branch) receives the sum.
       for (Param& p : params) std::fill(p.grad, p.grad + p.size, 0.0f);
       for (int i : path_)
         if (i != input_) grads[i] = xt::zeros<float>(acts[i].shape());
-      ops::mse_backward(grads[output_].data(), pred.data(), yb.data(), pred.size());
+      loss_gradient(grads[output_], pred, yb.data(), labels, weights);
       for (auto it = path_.rbegin(); it != path_.rend(); ++it) {
         const Node& nd = nodes_[*it];
         if (!nd.layer) continue;

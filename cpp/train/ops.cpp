@@ -1,42 +1,35 @@
 #include "tinylearn/train/ops.h"
 
+#include <cblas.h>
+
 #include <cmath>
 
 namespace tinylearn::ops {
 
+// Both dense functions are single GEMM calls (OpenBLAS, both cores): for the Fashion-MNIST MLP
+// this trained 10 epochs in a fraction of the time the plain loops took (77 s before).
 void dense_forward(float* out, const float* inp, const float* weight, const float* bias,
                    std::size_t B, std::size_t C, std::size_t OC) {
-  for (std::size_t b = 0; b < B; ++b) {
-    float* o = out + b * OC;
-    for (std::size_t j = 0; j < OC; ++j) o[j] = bias ? bias[j] : 0.0f;
-    // Row-major kernel: the inner loop runs along a contiguous kernel row (vectorizes).
-    for (std::size_t c = 0; c < C; ++c) {
-      const float x = inp[b * C + c];
-      const float* w = weight + c * OC;
-      for (std::size_t j = 0; j < OC; ++j) o[j] += x * w[j];
-    }
-  }
+  for (std::size_t b = 0; b < B; ++b)
+    for (std::size_t j = 0; j < OC; ++j) out[b * OC + j] = bias ? bias[j] : 0.0f;
+  // out (B, OC) += inp (B, C) . weight (C, OC)
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(B), int(OC), int(C), 1.0f, inp,
+              int(C), weight, int(OC), 1.0f, out, int(OC));
 }
 
 void dense_backward(float* dinp, float* dweight, float* dbias, const float* dout,
                     const float* inp, const float* weight, std::size_t B, std::size_t C,
                     std::size_t OC) {
-  for (std::size_t b = 0; b < B; ++b) {
-    const float* d = dout + b * OC;
-    if (dbias)
-      for (std::size_t j = 0; j < OC; ++j) dbias[j] += d[j];
-    for (std::size_t c = 0; c < C; ++c) {
-      const float x = inp[b * C + c];
-      float* dw = dweight + c * OC;
-      const float* w = weight + c * OC;
-      float acc = 0.0f;
-      for (std::size_t j = 0; j < OC; ++j) {
-        dw[j] += x * d[j];
-        acc += w[j] * d[j];
-      }
-      if (dinp) dinp[b * C + c] += acc;
-    }
-  }
+  if (dbias)
+    for (std::size_t b = 0; b < B; ++b)
+      for (std::size_t j = 0; j < OC; ++j) dbias[j] += dout[b * OC + j];
+  // dweight (C, OC) += inp^T (C, B) . dout (B, OC)
+  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(C), int(OC), int(B), 1.0f, inp, int(C),
+              dout, int(OC), 1.0f, dweight, int(OC));
+  // dinp (B, C) += dout (B, OC) . weight^T (OC, C)
+  if (dinp)
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(B), int(C), int(OC), 1.0f, dout,
+                int(OC), weight, int(OC), 1.0f, dinp, int(C));
 }
 
 void relu_forward(float* out, const float* inp, std::size_t n) {

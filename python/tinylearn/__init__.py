@@ -9,7 +9,7 @@
     fw = tl.deploy.build_firmware(q, board="netduinoplus2", out_dir="fw")
 """
 
-from . import datasets, deploy, layers, optimizers
+from . import callbacks, datasets, deploy, layers, losses, optimizers
 from ._core import FORMAT_VERSION
 from .layers import Input
 from .models import History, Model, Sequential
@@ -26,10 +26,12 @@ __all__ = [
     "ModelFormatError",
     "Sequential",
     "__version__",
+    "callbacks",
     "convert",
     "datasets",
     "deploy",
     "layers",
     "load_int8",
+    "losses",
     "optimizers",
 ]

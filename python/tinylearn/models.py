@@ -7,14 +7,16 @@ import sys
 import numpy as np
 
 from . import _core
+from . import callbacks as _callbacks
+from . import losses as _losses
 from . import optimizers as _optimizers
 from ._validate import as_float_array
 from .layers import Input, Layer, SymbolicTensor
 
 __all__ = ["History", "Model", "Sequential"]
 
-_LOSSES = {"mse": "mse", "mean_squared_error": "mse"}
-_METRICS = {"mae": "mae", "mean_absolute_error": "mae", "mse": "mse", "mean_squared_error": "mse"}
+_METRICS = {"mae": "mae", "mean_absolute_error": "mae", "mse": "mse", "mean_squared_error": "mse",
+            "accuracy": "accuracy", "acc": "accuracy"}
 
 
 class History:
@@ -49,6 +51,7 @@ class Model:
         self._core = None
         self._compiled = None
         self.history: History | None = None
+        self.stop_training = False
         if inputs is not None or outputs is not None:
             self._set_graph(inputs, outputs)
 
@@ -144,34 +147,67 @@ class Model:
     # -- training --------------------------------------------------------------------------
     def compile(self, optimizer="adam", loss="mse", metrics=None) -> None:
         opt = _optimizers.get(optimizer)
-        if loss not in _LOSSES:
-            raise ValueError(f"unknown loss {loss!r}; expected one of {sorted(_LOSSES)}")
+        loss = _losses.get(loss)
         metrics = list(metrics or [])
         for m in metrics:
             if m not in _METRICS:
                 raise ValueError(f"unknown metric {m!r}; expected one of {sorted(_METRICS)}")
         if self._graph_ready() and self._core is None:
             self._make_core(0)  # shapes that do not connect fail here, naming the layer
-        self._compiled = (opt, _LOSSES[loss], [_METRICS[m] for m in metrics], metrics)
+        self._compiled = (opt, loss, [_METRICS[m] for m in metrics])
         if self._core is not None:
             self._compile_core()
 
     def _compile_core(self) -> None:
-        opt, loss, metrics, _ = self._compiled
-        self._core.compile(**opt._config(), loss=loss, metrics=metrics)
+        opt, loss, metrics = self._compiled
+        self._core.compile(**opt._config(), loss=loss.name, from_logits=loss.from_logits,
+                           metrics=metrics)
+
+    @property
+    def learning_rate(self) -> float:
+        """The optimizer's current learning rate (set it to change it, e.g. from a callback)."""
+        if self._core is None or self._compiled is None:
+            return self._compiled[0].learning_rate if self._compiled else None
+        return self._core.learning_rate
+
+    @learning_rate.setter
+    def learning_rate(self, value: float) -> None:
+        if self._core is None:
+            raise RuntimeError("learning_rate: the model has no weights yet")
+        self._core.learning_rate = float(value)
+
+    def _targets(self, y, name: str) -> np.ndarray:
+        """y as float32: class indices for the sparse loss, else samples of the output shape."""
+        if self._compiled[1].name == "sparse_categorical_crossentropy":
+            arr = np.asarray(y)
+            if arr.dtype == object or not np.issubdtype(arr.dtype, np.number):
+                raise TypeError(f"{name}: expected integer class labels, got dtype {arr.dtype}")
+            if arr.ndim == 2 and arr.shape[1] == 1:
+                arr = arr[:, 0]
+            if arr.ndim != 1:
+                raise ValueError(f"{name}: expected integer class labels of shape (N,), got shape {arr.shape}")
+            if len(arr) == 0:
+                raise ValueError(f"{name}: expected at least one label, got an empty array")
+            if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
+                raise ValueError(f"{name}: class labels must be integers")
+            return np.ascontiguousarray(arr, dtype=np.float32)
+        return as_float_array(y, name, self.output_shape)
 
     def _prepare_fit(self, x, seed: int) -> None:
         """Creates the weights if there are none yet (Sequential infers its input from x)."""
         if self._core is None:
             self.build(seed=seed)
 
-    def fit(self, x, y, epochs: int = 1, batch_size: int = 32, verbose="auto",
-            validation_data=None, shuffle: bool = True, seed: int | None = None) -> History:
+    def fit(self, x, y, epochs: int = 1, batch_size: int = 32, verbose="auto", callbacks=None,
+            validation_split: float = 0.0, validation_data=None, shuffle: bool = True,
+            class_weight=None, seed: int | None = None) -> History:
         """Trains in C++ with the GIL released; Ctrl-C stops after the current step and raises
         KeyboardInterrupt, leaving the model usable and `model.history` holding the epochs run.
 
         `seed` drives the shuffling and, when the model has no weights yet, their initialization
         (a model that already has weights, from build() or an earlier fit, keeps them).
+        `validation_split` holds out the last fraction of x and y (before shuffling), as Keras.
+        `callbacks`: tl.callbacks.Callback objects or callables f(epoch, logs) (False stops).
         """
         if self._compiled is None:
             raise RuntimeError("fit: the model is not compiled; call "
@@ -181,7 +217,7 @@ class Model:
         seed = _seed(0 if seed is None else seed)
         x = as_float_array(x, "fit: x", self.input_shape)
         self._prepare_fit(x, seed)
-        y = as_float_array(y, "fit: y", self.output_shape)
+        y = self._targets(y, "fit: y")
         if len(y) != len(x):
             raise ValueError(f"fit: x has {len(x)} samples but y has {len(y)}")
         xv = yv = None
@@ -189,9 +225,21 @@ class Model:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise ValueError("fit: validation_data must be a tuple (x_val, y_val)")
             xv = as_float_array(validation_data[0], "fit: validation x", self.input_shape)
-            yv = as_float_array(validation_data[1], "fit: validation y", self.output_shape)
+            yv = self._targets(validation_data[1], "fit: validation y")
             if len(xv) != len(yv):
                 raise ValueError(f"fit: validation x has {len(xv)} samples but y has {len(yv)}")
+        elif validation_split:
+            if not 0.0 < float(validation_split) < 1.0:
+                raise ValueError(f"fit: validation_split must be in (0, 1), got {validation_split!r}")
+            cut = int(len(x) * (1.0 - float(validation_split)))
+            if cut == 0 or cut == len(x):
+                raise ValueError(f"fit: validation_split={validation_split} leaves no training or "
+                                 f"no validation samples out of {len(x)}")
+            x, xv, y, yv = x[:cut], x[cut:], y[:cut], y[cut:]
+        weights = self._class_weights(class_weight)
+        cbs = [c if isinstance(c, _callbacks.Callback) else _FunctionCallback(c) for c in callbacks or []]
+        for c in cbs:
+            c.set_model(self)
 
         history = History()
         history.params = {"epochs": epochs, "batch_size": batch_size, "samples": len(x)}
@@ -206,14 +254,39 @@ class Model:
             elif verbose == 2:
                 items = " - ".join(f"{k}: {v:.4g}" for k, v in sorted(logs.items()))
                 print(f"Epoch {epoch + 1}/{epochs} - {items}", flush=True)
-            return True
+            for c in cbs:
+                c.on_epoch_end(epoch, dict(logs))
+            if not self.stop_training and epoch + 1 < epochs:
+                for c in cbs:
+                    c.on_epoch_begin(epoch + 1)
+            return not self.stop_training
 
+        self.stop_training = False
+        for c in cbs:
+            c.on_train_begin()
+        if epochs:
+            for c in cbs:
+                c.on_epoch_begin(0)
         try:
-            self._core.fit(x, y, epochs, batch_size, bool(shuffle), seed, xv, yv, on_epoch)
+            self._core.fit(x, y, epochs, batch_size, bool(shuffle), seed, xv, yv, on_epoch,
+                           class_weight=weights)
         finally:
             if bar is not None:
                 bar.close()
+        for c in cbs:
+            c.on_train_end()
         return history
+
+    def _class_weights(self, class_weight) -> list[float]:
+        if class_weight is None:
+            return []
+        if not isinstance(class_weight, dict):
+            raise TypeError(f"fit: class_weight must be a dict {{class: weight}}, got {type(class_weight).__name__}")
+        classes = 2 if self._compiled[1].name == "binary_crossentropy" else int(self.output_shape[-1])
+        bad = [k for k in class_weight if not isinstance(k, (int, np.integer)) or not 0 <= k < classes]
+        if bad:
+            raise ValueError(f"fit: class_weight has class {bad[0]!r}; the model has classes 0..{classes - 1}")
+        return [float(class_weight.get(k, 1.0)) for k in range(classes)]
 
     def predict(self, x, batch_size: int | None = None, verbose=0) -> np.ndarray:
         self._require_weights("predict")
@@ -226,7 +299,7 @@ class Model:
         if self._compiled is None:
             raise RuntimeError("evaluate: the model is not compiled; call model.compile() first")
         x = as_float_array(x, "evaluate: x", self.input_shape)
-        y = as_float_array(y, "evaluate: y", self.output_shape)
+        y = self._targets(y, "evaluate: y")
         if len(y) != len(x):
             raise ValueError(f"evaluate: x has {len(x)} samples but y has {len(y)}")
         values = self._core.evaluate(x, y, _positive_int(batch_size or 1024, "batch_size"))
@@ -353,6 +426,19 @@ class Sequential(Model):
         if not self._graph_ready():
             self._chain(x.shape[1:])
         super()._prepare_fit(x, seed)
+
+
+class _FunctionCallback(_callbacks.Callback):
+    """A plain callable f(epoch, logs) as a callback; returning False stops training."""
+
+    def __init__(self, fn):
+        if not callable(fn):
+            raise TypeError(f"fit: callbacks must be tl.callbacks.Callback objects or callables, got {fn!r}")
+        self.fn = fn
+
+    def on_epoch_end(self, epoch: int, logs=None) -> None:
+        if self.fn(epoch, logs) is False:
+            self.model.stop_training = True
 
 
 def _single(t, what: str):

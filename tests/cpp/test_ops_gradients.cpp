@@ -341,6 +341,7 @@ TEST_CASE("Sequential: layer-by-layer backward of a ReLU MLP with MSE matches fi
   const std::vector<std::size_t> widths{3, 6, 5, 2};
   std::vector<std::vector<double>> p = mlp_params(c.model);
   const double loss0 = mlp_loss(p, widths, c.x, c.y);
+  c.model.compile(std::make_unique<tinylearn::SGD>(0.1f), tinylearn::Loss::MSE);
   const std::vector<float> ev = c.model.evaluate(c.x, c.y);
   check_close(ev[0], loss0, 1e-6, 1e-5);
 

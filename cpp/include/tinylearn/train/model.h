@@ -34,8 +34,12 @@
 
 namespace tinylearn {
 
-enum class Loss { MSE };
-enum class Metric { MAE, MSE };
+enum class Loss { MSE, MAE, BinaryCrossentropy, CategoricalCrossentropy, SparseCategoricalCrossentropy };
+// Accuracy follows the loss, as Keras's "accuracy": sparse (argmax == label), categorical
+// (argmax == argmax) or binary (p > 0.5, or logit > 0 with from_logits).
+enum class Metric { MAE, MSE, Accuracy };
+
+std::string loss_name(Loss loss);
 
 class Optimizer {
  public:
@@ -86,6 +90,9 @@ struct FitOptions {
   // weights hold the last completed step, so the model stays usable).
   std::function<bool(int epoch, const std::map<std::string, float>& logs)> callback;
   std::size_t check_every = 256;
+  // Per-class weights of the loss (Keras's class_weight): empty for none; for the sparse loss
+  // indexed by label, for the categorical one by argmax(y), for the binary one by y (0 or 1).
+  std::vector<float> class_weight;
 };
 
 struct History {
@@ -118,7 +125,8 @@ class Model {
   // output does not depend on the input.
   void build(std::uint64_t seed);
   bool built() const { return built_; }
-  void compile(std::unique_ptr<Optimizer> optimizer, Loss loss, std::vector<Metric> metrics = {});
+  void compile(std::unique_ptr<Optimizer> optimizer, Loss loss, std::vector<Metric> metrics = {},
+               bool from_logits = false);
   bool compiled() const { return optimizer_ != nullptr; }
 
   History fit(const Tensor& x, const Tensor& y, const FitOptions& options,
@@ -146,7 +154,14 @@ class Model {
   std::vector<Node> nodes_;
 
  private:
+  struct Targets;
   void check_data(const Tensor& x, const Tensor* y, const char* what) const;
+  Targets targets(const Tensor& y, const char* what) const;
+  float loss_value(const Tensor& pred, const float* y, const std::int32_t* labels,
+                   const float* weights) const;
+  void loss_gradient(Tensor& dpred, const Tensor& pred, const float* y, const std::int32_t* labels,
+                     const float* weights) const;
+  float metric_value(Metric m, const Tensor& pred, const float* y, const std::int32_t* labels) const;
   std::vector<Param> all_params();
   // Runs the path on a batch; acts[node] receives each node's output.
   void run_forward(const Tensor& xb, std::vector<Tensor>& acts, bool training);
@@ -155,6 +170,7 @@ class Model {
   std::vector<int> path_;
   std::unique_ptr<Optimizer> optimizer_;
   Loss loss_ = Loss::MSE;
+  bool from_logits_ = false;
   std::vector<Metric> metrics_;
   bool built_ = false;
 };
