@@ -206,10 +206,44 @@ PYBIND11_MODULE(_core, m) {
              return p.model.evaluate(xm, ym, batch_size);
            },
            py::arg("x"), py::arg("y"), py::arg("batch_size") = 1024)
+      .def("get_optimizer_state",
+           [](PyModel& p) {
+             Optimizer* opt = p.model.optimizer();
+             if (!opt) throw std::logic_error("the model is not compiled");
+             py::list arrays;
+             for (std::vector<float>* v : opt->slots()) {
+               py::array_t<float> a(py::ssize_t(v->size()));
+               std::memcpy(a.mutable_data(), v->data(), v->size() * sizeof(float));
+               arrays.append(a);
+             }
+             return py::make_tuple(opt->iterations, arrays);
+           })
+      .def("set_optimizer_state",
+           [](PyModel& p, std::int64_t iterations, const std::vector<FloatArray>& arrays) {
+             Optimizer* opt = p.model.optimizer();
+             if (!opt) throw std::logic_error("the model is not compiled");
+             if (!p.model.built()) throw std::logic_error("the model is not built");
+             opt->iterations = iterations;
+             if (arrays.empty()) return;
+             opt->prepare(p.model.trainable_params());
+             std::vector<std::vector<float>*> slots = opt->slots();
+             if (slots.size() != arrays.size())
+               throw std::invalid_argument("optimizer state: expected " + std::to_string(slots.size()) +
+                                           " arrays, got " + std::to_string(arrays.size()));
+             for (std::size_t i = 0; i < slots.size(); ++i) {
+               if (std::size_t(arrays[i].size()) != slots[i]->size())
+                 throw std::invalid_argument("optimizer state: array " + std::to_string(i) + " has " +
+                                             std::to_string(arrays[i].size()) + " values, expected " +
+                                             std::to_string(slots[i]->size()));
+               std::memcpy(slots[i]->data(), arrays[i].data(), slots[i]->size() * sizeof(float));
+             }
+           })
       .def("get_weights",
            [](PyModel& p, std::int64_t key) {
              py::list out;
-             for (const Param& prm : p.layer(key).params()) {
+             std::vector<Param> all = p.layer(key).params();
+             for (const Param& st : p.layer(key).state()) all.push_back(st);
+             for (const Param& prm : all) {
                std::vector<py::ssize_t> shape(prm.shape.begin(), prm.shape.end());
                if (shape.empty()) shape.push_back(py::ssize_t(prm.size));
                py::array_t<float> a(shape);
@@ -221,6 +255,7 @@ PYBIND11_MODULE(_core, m) {
       .def("set_weights", [](PyModel& p, std::int64_t key, const std::vector<FloatArray>& arrays) {
         Layer& l = p.layer(key);
         std::vector<Param> params = l.params();
+        for (const Param& st : l.state()) params.push_back(st);
         if (arrays.size() != params.size())
           throw std::invalid_argument("layer '" + l.name + "': expected " + std::to_string(params.size()) +
                                       " weight arrays, got " + std::to_string(arrays.size()));

@@ -26,7 +26,30 @@ SGD::SGD(float lr, float momentum_, bool nesterov_)
     throw std::invalid_argument("SGD: momentum must be in [0, 1), got " + std::to_string(momentum));
 }
 
+std::vector<std::vector<float>*> SGD::slots() {
+  std::vector<std::vector<float>*> r;
+  for (auto& v : velocity_) r.push_back(&v);
+  return r;
+}
+
+std::vector<std::vector<float>*> Adam::slots() {
+  std::vector<std::vector<float>*> r;
+  for (auto& v : m_) r.push_back(&v);
+  for (auto& v : v_) r.push_back(&v);
+  return r;
+}
+
+void SGD::prepare(const std::vector<Param>& params) {
+  if (momentum != 0.0f) ensure_state(velocity_, params);
+}
+
+void Adam::prepare(const std::vector<Param>& params) {
+  ensure_state(m_, params);
+  ensure_state(v_, params);
+}
+
 void SGD::step(std::vector<Param>& params) {
+  ++iterations;
   if (momentum == 0.0f) {
     for (Param& p : params)
       for (std::size_t i = 0; i < p.size; ++i) p.value[i] -= learning_rate * p.grad[i];

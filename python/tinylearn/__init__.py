@@ -14,6 +14,7 @@ from ._core import FORMAT_VERSION
 from .layers import Input
 from .models import History, Model, Sequential
 from .quantize import Int8Model, ModelFormatError, convert, load_int8
+from .saving import load_model
 
 __version__ = "0.1.0"
 
@@ -32,6 +33,7 @@ __all__ = [
     "deploy",
     "layers",
     "load_int8",
+    "load_model",
     "losses",
     "optimizers",
 ]

@@ -161,3 +161,14 @@ class Concatenate(Layer):
 
     def get_config(self) -> dict:
         return {}
+
+
+_KINDS = {"Dense": Dense, "Activation": Activation, "Flatten": Flatten, "Reshape": Reshape,
+          "Add": Add, "Concatenate": Concatenate}
+
+
+def from_config(kind: str, config: dict, name: str | None = None) -> Layer:
+    """A layer from its kind and get_config() (as saved in model files)."""
+    if kind not in _KINDS:
+        raise ValueError(f"unknown layer kind {kind!r}")
+    return _KINDS[kind](**config, name=name)

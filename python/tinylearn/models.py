@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -87,13 +88,15 @@ class Model:
         if extra:
             raise ValueError(f"Model: the outputs depend on an input that is not the model's input "
                              f"({extra[0]!r}); a disconnected input cannot be fed")
-        names = {}
+        # Keras's names for unnamed layers: dense, dense_1, dense_2, ... (unique in the model)
+        taken = {t.layer.name for t in order if t.layer is not None and t.layer.name is not None}
         for t in order:
             if t.layer is not None and t.layer.name is None:
-                base = type(t.layer).__name__.lower()
-                n = names.get(base, 0)
-                names[base] = n + 1
+                base, n = type(t.layer).__name__.lower(), 0
+                while (base if n == 0 else f"{base}_{n}") in taken:
+                    n += 1
                 t.layer.name = base if n == 0 else f"{base}_{n}"
+                taken.add(t.layer.name)
         self._input, self._output, self._order = inputs, outputs, order
 
     def _graph_ready(self) -> bool:
@@ -327,6 +330,13 @@ class Model:
             n = len(self._core.get_weights(id(layer)))
             self._core.set_weights(id(layer), [np.ascontiguousarray(next(it), dtype=np.float32).ravel()
                                                for _ in range(n)])
+
+    def save(self, path) -> Path:
+        """Writes the whole model (architecture, weights, optimizer state) atomically; see
+        tinylearn.saving for the format. tl.load_model(path) reads it back."""
+        from .saving import save_model
+
+        return save_model(self, path)
 
     def count_params(self) -> int:
         return sum(int(w.size) for _, _, ws in self._describe() for w in ws)

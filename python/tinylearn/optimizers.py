@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["SGD", "Adam", "Optimizer", "get"]
+__all__ = ["SGD", "Adam", "Optimizer", "from_config", "get"]
 
 
 class Optimizer:
@@ -49,3 +49,13 @@ def get(identifier) -> Optimizer:
     if isinstance(identifier, str) and identifier.lower() in ("adam", "sgd"):
         return Adam() if identifier.lower() == "adam" else SGD()
     raise ValueError(f"unknown optimizer {identifier!r}; expected 'adam', 'sgd' or an Optimizer")
+
+
+def from_config(config: dict) -> Optimizer:
+    """An optimizer from Optimizer._config() (as saved in model files)."""
+    config = dict(config)
+    kind = config.pop("optimizer")
+    classes = {"adam": Adam, "sgd": SGD}
+    if kind not in classes:
+        raise ValueError(f"unknown optimizer {kind!r}")
+    return classes[kind](**config)

@@ -52,6 +52,9 @@ class Layer {
   virtual void backward(const std::vector<const Tensor*>& in, const Tensor& out,
                         const Tensor& dout, const std::vector<Tensor*>& din) = 0;
   virtual std::vector<Param> params() { return {}; }
+  // Non-trainable arrays that are part of the model (e.g. batch norm's moving statistics);
+  // grad is null.
+  virtual std::vector<Param> state() { return {}; }
   std::size_t param_count();
 
  protected:

@@ -47,7 +47,13 @@ class Optimizer {
   virtual std::string kind() const = 0;
   // Applies one update from the gradients in `params` (state is keyed by position).
   virtual void step(std::vector<Param>& params) = 0;
+  // The optimizer's state, for saving and resuming: per-parameter arrays (slot-major: every
+  // parameter's first slot, then every parameter's second slot...), empty before the first step.
+  virtual std::vector<std::vector<float>*> slots() = 0;
+  // Creates zeroed slots for `params` if there are none yet (before restoring saved ones).
+  virtual void prepare(const std::vector<Param>& params) = 0;
   float learning_rate;
+  std::int64_t iterations = 0;  // steps taken
 
  protected:
   explicit Optimizer(float lr) : learning_rate(lr) {}
@@ -59,6 +65,8 @@ class SGD final : public Optimizer {
   explicit SGD(float lr = 0.01f, float momentum = 0.0f, bool nesterov = false);
   std::string kind() const override { return "sgd"; }
   void step(std::vector<Param>& params) override;
+  std::vector<std::vector<float>*> slots() override;
+  void prepare(const std::vector<Param>& params) override;
   float momentum;
   bool nesterov;
 
@@ -73,8 +81,9 @@ class Adam final : public Optimizer {
                 float epsilon = 1e-7f);
   std::string kind() const override { return "adam"; }
   void step(std::vector<Param>& params) override;
+  std::vector<std::vector<float>*> slots() override;
+  void prepare(const std::vector<Param>& params) override;
   float beta_1, beta_2, epsilon;
-  std::int64_t iterations = 0;
 
  private:
   std::vector<std::vector<float>> m_, v_;
@@ -146,6 +155,8 @@ class Model {
   // Nodes from the input to the output, in graph (topological) order.
   const std::vector<int>& path() const { return path_; }
   std::size_t param_count();
+  // Trainable parameters in optimizer order (a shared layer's once).
+  std::vector<Param> trainable_params() { return all_params(); }
   Optimizer* optimizer() { return optimizer_.get(); }
   const std::vector<Metric>& metrics() const { return metrics_; }
   std::vector<std::string> metric_names() const;
