@@ -10,6 +10,7 @@
 
 #include "tinylearn/convert/convert.h"
 #include "tinylearn/micro/format.h"
+#include "tinylearn/train/cnn_layers.h"
 #include "tinylearn/train/model.h"
 
 namespace py = pybind11;
@@ -46,6 +47,33 @@ std::shared_ptr<Layer> make_layer(const std::string& kind, const py::dict& confi
                                    config["use_bias"].cast<bool>());
   if (kind == "Activation")
     return std::make_shared<ActivationLayer>(activation_from_name(config["activation"].cast<std::string>()));
+  if (kind == "Conv2D")
+    return std::make_shared<Conv2D>(
+        config["filters"].cast<std::size_t>(), config["kernel_size"].cast<Size2>(),
+        config["strides"].cast<Size2>(), ops::parse_padding(config["padding"].cast<std::string>()),
+        activation_from_name(config["activation"].cast<std::string>()), config["use_bias"].cast<bool>());
+  if (kind == "DepthwiseConv2D")
+    return std::make_shared<DepthwiseConv2D>(
+        config["kernel_size"].cast<Size2>(), config["strides"].cast<Size2>(),
+        ops::parse_padding(config["padding"].cast<std::string>()),
+        config["depth_multiplier"].cast<std::size_t>(),
+        activation_from_name(config["activation"].cast<std::string>()), config["use_bias"].cast<bool>());
+  if (kind == "MaxPooling2D")
+    return std::make_shared<MaxPooling2D>(config["pool_size"].cast<Size2>(), config["strides"].cast<Size2>(),
+                                          ops::parse_padding(config["padding"].cast<std::string>()));
+  if (kind == "AveragePooling2D")
+    return std::make_shared<AveragePooling2D>(config["pool_size"].cast<Size2>(),
+                                              config["strides"].cast<Size2>(),
+                                              ops::parse_padding(config["padding"].cast<std::string>()));
+  if (kind == "GlobalAveragePooling2D") return std::make_shared<GlobalAveragePooling2D>();
+  if (kind == "BatchNormalization")
+    return std::make_shared<BatchNormalization>(config["momentum"].cast<float>(), config["epsilon"].cast<float>(),
+                                                config["center"].cast<bool>(), config["scale"].cast<bool>());
+  if (kind == "Dropout") {
+    std::optional<std::uint64_t> seed;
+    if (!config["seed"].is_none()) seed = config["seed"].cast<std::uint64_t>();
+    return std::make_shared<Dropout>(config["rate"].cast<float>(), seed);
+  }
   if (kind == "Flatten") return std::make_shared<Flatten>();
   if (kind == "Reshape") return std::make_shared<Reshape>(config["target_shape"].cast<std::vector<long>>());
   if (kind == "Add") return std::make_shared<Add>();

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from numbers import Integral
 
-__all__ = ["Activation", "Add", "Concatenate", "Dense", "Flatten", "Input", "Layer", "ReLU",
-           "Reshape", "Softmax", "SymbolicTensor"]
+__all__ = ["Activation", "Add", "AveragePooling2D", "BatchNormalization", "Concatenate", "Conv2D",
+           "Dense", "DepthwiseConv2D", "Dropout", "Flatten", "GlobalAveragePooling2D", "Input",
+           "Layer", "MaxPooling2D", "ReLU", "Reshape", "Softmax", "SymbolicTensor"]
 
 _ACTIVATIONS = {None: "linear", "linear": "linear", "relu": "relu", "relu6": "relu6",
                 "sigmoid": "sigmoid", "tanh": "tanh", "softmax": "softmax"}
@@ -59,6 +60,14 @@ class Layer:
 
     def get_config(self) -> dict:
         raise NotImplementedError
+
+    def int8_bytes(self, weights) -> int:
+        """Bytes of this layer's weights in an int8 model: int8 kernels, int32 biases; none for
+        layers without weights (or folded away, as batch normalization)."""
+        if not weights:
+            return 0
+        bias = int(weights[1].size) if len(weights) > 1 and getattr(self, "use_bias", False) else 0
+        return int(weights[0].size) + 4 * bias
 
     def __call__(self, inputs) -> SymbolicTensor:
         many = isinstance(inputs, (list, tuple))
@@ -163,8 +172,141 @@ class Concatenate(Layer):
         return {}
 
 
-_KINDS = {"Dense": Dense, "Activation": Activation, "Flatten": Flatten, "Reshape": Reshape,
-          "Add": Add, "Concatenate": Concatenate}
+def _pair(v, what: str, layer: str) -> tuple:
+    t = tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+    if len(t) != 2 or not all(isinstance(d, Integral) and not isinstance(d, bool) and d > 0 for d in t):
+        raise ValueError(f"{layer}: {what} must be a positive integer or a pair of them, got {v!r}")
+    return (int(t[0]), int(t[1]))
+
+
+def _padding(p, layer: str) -> str:
+    if not isinstance(p, str) or p.lower() not in ("valid", "same"):
+        raise ValueError(f"{layer}: padding must be 'valid' or 'same', got {p!r}")
+    return p.lower()
+
+
+class Conv2D(Layer):
+    """2-D convolution over NHWC inputs, as keras.layers.Conv2D (kernel (kh, kw, in, filters))."""
+
+    kind = "Conv2D"
+
+    def __init__(self, filters: int, kernel_size, strides=(1, 1), padding: str = "valid",
+                 activation: str | None = None, use_bias: bool = True, input_shape=None,
+                 name: str | None = None):
+        super().__init__(input_shape, name)
+        if isinstance(filters, bool) or not isinstance(filters, Integral) or filters <= 0:
+            raise ValueError(f"Conv2D: filters must be a positive integer, got {filters!r}")
+        self.filters = int(filters)
+        self.kernel_size = _pair(kernel_size, "kernel_size", "Conv2D")
+        self.strides = _pair(strides, "strides", "Conv2D")
+        self.padding = _padding(padding, "Conv2D")
+        self.activation = _activation(activation, "Conv2D")
+        self.use_bias = bool(use_bias)
+
+    def get_config(self) -> dict:
+        return {"filters": self.filters, "kernel_size": list(self.kernel_size),
+                "strides": list(self.strides), "padding": self.padding,
+                "activation": self.activation, "use_bias": self.use_bias}
+
+
+class DepthwiseConv2D(Layer):
+    """Depthwise 2-D convolution, as keras.layers.DepthwiseConv2D (kernel (kh, kw, in, multiplier))."""
+
+    kind = "DepthwiseConv2D"
+
+    def __init__(self, kernel_size, strides=(1, 1), padding: str = "valid", depth_multiplier: int = 1,
+                 activation: str | None = None, use_bias: bool = True, input_shape=None,
+                 name: str | None = None):
+        super().__init__(input_shape, name)
+        if isinstance(depth_multiplier, bool) or not isinstance(depth_multiplier, Integral) or depth_multiplier <= 0:
+            raise ValueError(f"DepthwiseConv2D: depth_multiplier must be a positive integer, got {depth_multiplier!r}")
+        self.kernel_size = _pair(kernel_size, "kernel_size", "DepthwiseConv2D")
+        self.strides = _pair(strides, "strides", "DepthwiseConv2D")
+        self.padding = _padding(padding, "DepthwiseConv2D")
+        self.depth_multiplier = int(depth_multiplier)
+        self.activation = _activation(activation, "DepthwiseConv2D")
+        self.use_bias = bool(use_bias)
+
+    def get_config(self) -> dict:
+        return {"kernel_size": list(self.kernel_size), "strides": list(self.strides),
+                "padding": self.padding, "depth_multiplier": self.depth_multiplier,
+                "activation": self.activation, "use_bias": self.use_bias}
+
+
+class _Pooling2D(Layer):
+    def __init__(self, pool_size=(2, 2), strides=None, padding: str = "valid", input_shape=None,
+                 name: str | None = None):
+        super().__init__(input_shape, name)
+        self.pool_size = _pair(pool_size, "pool_size", self.kind)
+        self.strides = _pair(strides, "strides", self.kind) if strides is not None else self.pool_size
+        self.padding = _padding(padding, self.kind)
+
+    def get_config(self) -> dict:
+        return {"pool_size": list(self.pool_size), "strides": list(self.strides), "padding": self.padding}
+
+
+class MaxPooling2D(_Pooling2D):
+    kind = "MaxPooling2D"
+
+
+class AveragePooling2D(_Pooling2D):
+    kind = "AveragePooling2D"
+
+
+class GlobalAveragePooling2D(Layer):
+    """(H, W, C) -> (C): the mean over the spatial axes."""
+
+    kind = "GlobalAveragePooling2D"
+
+    def get_config(self) -> dict:
+        return {}
+
+
+class BatchNormalization(Layer):
+    """Normalizes over the last axis with batch statistics while training and moving statistics
+    at inference, as keras.layers.BatchNormalization. Weights: gamma, beta, moving_mean,
+    moving_variance."""
+
+    kind = "BatchNormalization"
+
+    def __init__(self, momentum: float = 0.99, epsilon: float = 1e-3, center: bool = True,
+                 scale: bool = True, input_shape=None, name: str | None = None):
+        super().__init__(input_shape, name)
+        if not 0.0 <= float(momentum) < 1.0 or not float(epsilon) > 0.0:
+            raise ValueError(f"BatchNormalization: expected 0 <= momentum < 1 and epsilon > 0, "
+                             f"got momentum={momentum!r}, epsilon={epsilon!r}")
+        self.momentum, self.epsilon = float(momentum), float(epsilon)
+        self.center, self.scale = bool(center), bool(scale)
+
+    def get_config(self) -> dict:
+        return {"momentum": self.momentum, "epsilon": self.epsilon, "center": self.center,
+                "scale": self.scale}
+
+    def int8_bytes(self, weights) -> int:
+        return 0  # folded into the preceding convolution or dense layer
+
+
+class Dropout(Layer):
+    """Inverted dropout while training, identity at inference. `seed` fixes the masks (by
+    default they derive from the model's seed)."""
+
+    kind = "Dropout"
+
+    def __init__(self, rate: float, seed: int | None = None, input_shape=None, name: str | None = None):
+        super().__init__(input_shape, name)
+        if not 0.0 <= float(rate) < 1.0:
+            raise ValueError(f"Dropout: rate must be in [0, 1), got {rate!r}")
+        if seed is not None and (not isinstance(seed, Integral) or seed < 0):
+            raise ValueError(f"Dropout: seed must be a non-negative integer, got {seed!r}")
+        self.rate, self.seed = float(rate), seed
+
+    def get_config(self) -> dict:
+        return {"rate": self.rate, "seed": self.seed}
+
+
+_KINDS = {cls.kind: cls for cls in (Dense, Activation, Flatten, Reshape, Add, Concatenate, Conv2D,
+                                    DepthwiseConv2D, MaxPooling2D, AveragePooling2D,
+                                    GlobalAveragePooling2D, BatchNormalization, Dropout)}
 
 
 def from_config(kind: str, config: dict, name: str | None = None) -> Layer:

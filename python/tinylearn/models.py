@@ -360,9 +360,7 @@ class Model:
         rows, total, int8 = [], 0, 0
         for layer, shape, weights in self._describe():
             p = sum(int(w.size) for w in weights)
-            # int8 weights, int32 biases (the last array of a layer with use_bias)
-            biases = int(weights[-1].size) if getattr(layer, "use_bias", False) else 0
-            int8 += (p - biases) + 4 * biases
+            int8 += layer.int8_bytes(weights)
             total += p
             rows.append((f"{layer.name} ({type(layer).__name__})", str((None, *shape)), f"{p:,}"))
         w = (34, 20, 10)
