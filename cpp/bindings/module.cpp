@@ -95,10 +95,35 @@ struct PyModel {
 };
 
 std::unique_ptr<Optimizer> make_optimizer(const std::string& name, float lr, float momentum,
-                                          bool nesterov, float beta_1, float beta_2, float eps) {
-  if (name == "adam") return std::make_unique<Adam>(lr, beta_1, beta_2, eps);
-  if (name == "sgd") return std::make_unique<SGD>(lr, momentum, nesterov);
-  throw std::invalid_argument("unknown optimizer '" + name + "': expected 'adam' or 'sgd'");
+                                          bool nesterov, float beta_1, float beta_2, float eps,
+                                          float weight_decay, const py::object& schedule) {
+  std::unique_ptr<Optimizer> opt;
+  if (name == "adam" || name == "adamw")
+    opt = std::make_unique<Adam>(lr, beta_1, beta_2, eps, name == "adamw" ? weight_decay : 0.0f);
+  else if (name == "sgd")
+    opt = std::make_unique<SGD>(lr, momentum, nesterov);
+  else
+    throw std::invalid_argument("unknown optimizer '" + name + "': expected 'adam', 'adamw' or 'sgd'");
+  if (!schedule.is_none()) {
+    const py::dict d = schedule.cast<py::dict>();
+    const std::string kind = d["schedule"].cast<std::string>();
+    auto& s = opt->schedule;
+    s.initial = d["initial_learning_rate"].cast<float>();
+    s.steps = d["decay_steps"].cast<std::int64_t>();
+    if (s.steps < 1 || !(s.initial > 0.0f)) throw std::invalid_argument("schedule: decay_steps and the initial learning rate must be positive");
+    if (kind == "exponential_decay") {
+      s.kind = Optimizer::Schedule::ExponentialDecay;
+      s.rate = d["decay_rate"].cast<float>();
+      s.staircase = d["staircase"].cast<bool>();
+    } else if (kind == "cosine_decay") {
+      s.kind = Optimizer::Schedule::CosineDecay;
+      s.rate = d["alpha"].cast<float>();
+    } else {
+      throw std::invalid_argument("unknown learning-rate schedule '" + kind + "'");
+    }
+    opt->learning_rate = s.initial;
+  }
+  return opt;
 }
 
 Loss loss_from_name(const std::string& name) {
@@ -146,6 +171,10 @@ PYBIND11_MODULE(_core, m) {
              } else {
                layer = make_layer(kind, config);
                layer->name = name;
+               if (config.contains("kernel_initializer"))
+                 layer->kernel_initializer =
+                     initializer_from_name(config["kernel_initializer"].cast<std::string>());
+               if (config.contains("kernel_l2")) layer->kernel_l2 = config["kernel_l2"].cast<float>();
                p.layers[key] = layer;
              }
              return p.model.add_node(layer, inputs);
@@ -157,16 +186,18 @@ PYBIND11_MODULE(_core, m) {
       .def("node_shape", [](const PyModel& p, int node) { return p.model.node(std::size_t(node)).shape; })
       .def("compile",
            [](PyModel& p, const std::string& optimizer, float lr, float momentum, bool nesterov,
-              float beta_1, float beta_2, float eps, const std::string& loss, bool from_logits,
-              const std::vector<std::string>& metrics) {
+              float beta_1, float beta_2, float eps, float weight_decay, const py::object& schedule,
+              const std::string& loss, bool from_logits, const std::vector<std::string>& metrics) {
              std::vector<Metric> ms;
              for (const auto& name : metrics) ms.push_back(metric_from_name(name));
-             p.model.compile(make_optimizer(optimizer, lr, momentum, nesterov, beta_1, beta_2, eps),
+             p.model.compile(make_optimizer(optimizer, lr, momentum, nesterov, beta_1, beta_2, eps,
+                                            weight_decay, schedule),
                              loss_from_name(loss), ms, from_logits);
            },
            py::arg("optimizer"), py::arg("learning_rate"), py::arg("momentum") = 0.0f,
            py::arg("nesterov") = false, py::arg("beta_1") = 0.9f, py::arg("beta_2") = 0.999f,
-           py::arg("epsilon") = 1e-7f, py::arg("loss") = "mse", py::arg("from_logits") = false,
+           py::arg("epsilon") = 1e-7f, py::arg("weight_decay") = 0.0f,
+           py::arg("schedule") = py::none(), py::arg("loss") = "mse", py::arg("from_logits") = false,
            py::arg("metrics") = std::vector<std::string>{})
       .def_property("learning_rate",
                     [](PyModel& p) {

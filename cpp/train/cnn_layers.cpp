@@ -57,14 +57,13 @@ float* din_ptr(const std::vector<Tensor*>& din) {
   return din.empty() || din[0] == nullptr ? nullptr : din[0]->data();
 }
 
-// Glorot (Xavier) uniform, as Keras's default kernel initializer: U(-l, l) with
-// l = sqrt(6 / (fan_in + fan_out)); for a (KH, KW, A, B) kernel, fan_in = KH * KW * A and
-// fan_out = KH * KW * B (Keras's compute_fans). Drawn in row-major order.
-void glorot_uniform(Tensor& w, Random& rng) {
+// The layer's kernel initializer (Glorot uniform by default, as Keras) on a (KH, KW, A, B)
+// kernel: fan_in = KH * KW * A and fan_out = KH * KW * B (Keras's compute_fans), drawn in
+// row-major order.
+void init_kernel(Initializer init, Tensor& w, Random& rng) {
   const std::size_t receptive = w.shape()[0] * w.shape()[1];
-  const double fan_in = double(receptive * w.shape()[2]), fan_out = double(receptive * w.shape()[3]);
-  const float limit = float(std::sqrt(6.0 / (fan_in + fan_out)));
-  for (float& v : w) v = rng.uniform(-limit, limit);
+  initialize(init, w.data(), w.size(), double(receptive * w.shape()[2]),
+             double(receptive * w.shape()[3]), rng);
 }
 
 void check_window(const char* kind, const char* what, Size2 s) {
@@ -107,7 +106,7 @@ Shape Conv2D::do_build(const std::vector<Shape>& inputs, Random& rng) {
   if (std::string e = rank3_error(inputs); !e.empty()) fail(e);
   const ops::Conv2DGeometry g = geometry(1, inputs[0]);
   kernel = Tensor::from_shape({g.KH, g.KW, g.C, filters_});
-  glorot_uniform(kernel, rng);
+  init_kernel(kernel_initializer, kernel, rng);
   kernel_grad = xt::zeros<float>(kernel.shape());
   if (use_bias_) {
     bias = xt::zeros<float>({filters_});
@@ -185,7 +184,7 @@ Shape DepthwiseConv2D::do_build(const std::vector<Shape>& inputs, Random& rng) {
   if (std::string e = rank3_error(inputs); !e.empty()) fail(e);
   const ops::Conv2DGeometry g = geometry(1, inputs[0]);
   kernel = Tensor::from_shape({g.KH, g.KW, g.C, g.M});
-  glorot_uniform(kernel, rng);
+  init_kernel(kernel_initializer, kernel, rng);
   kernel_grad = xt::zeros<float>(kernel.shape());
   if (use_bias_) {
     bias = xt::zeros<float>({g.OC});

@@ -50,6 +50,36 @@ void activation_backward(Activation a, float* dinp, const float* dout, const flo
   }
 }
 
+namespace {
+const char* const kInitializerNames[] = {"glorot_uniform", "glorot_normal", "he_uniform", "he_normal"};
+}
+
+Initializer initializer_from_name(const std::string& name) {
+  for (int i = 0; i < 4; ++i)
+    if (name == kInitializerNames[i]) return Initializer(i);
+  throw std::invalid_argument("unknown initializer '" + name +
+                              "': expected glorot_uniform, glorot_normal, he_uniform or he_normal");
+}
+
+std::string initializer_name(Initializer i) { return kInitializerNames[int(i)]; }
+
+void initialize(Initializer init, float* w, std::size_t n, double fan_in, double fan_out, Random& rng) {
+  const bool glorot = init == Initializer::GlorotUniform || init == Initializer::GlorotNormal;
+  const double scale = glorot ? 2.0 / (fan_in + fan_out) : 2.0 / fan_in;  // variance
+  if (init == Initializer::GlorotUniform || init == Initializer::HeUniform) {
+    const float limit = float(std::sqrt(3.0 * scale));
+    for (std::size_t i = 0; i < n; ++i) w[i] = rng.uniform(-limit, limit);
+    return;
+  }
+  // Truncated normal: the standard deviation of N(0, 1) cut at +-2 is 0.87962566103423978.
+  const double stddev = std::sqrt(scale) / 0.87962566103423978;
+  for (std::size_t i = 0; i < n; ++i) {
+    double z;
+    do z = rng.normal(); while (std::fabs(z) > 2.0);
+    w[i] = float(z * stddev);
+  }
+}
+
 Shape Layer::build(const std::vector<Shape>& inputs, Random& rng) {
   if (built_) {  // a shared layer: every call must see the shapes it was built for
     if (inputs != input_shapes_) fail("called again on inputs of another shape");
@@ -81,10 +111,8 @@ Dense::Dense(std::size_t units, Activation activation, bool use_bias)
 Shape Dense::do_build(const std::vector<Shape>& inputs, Random& rng) {
   if (inputs.size() != 1) fail("takes one input, got " + std::to_string(inputs.size()));
   const std::size_t in = inputs[0].back();
-  // Glorot uniform, as Keras's default kernel initializer: U(-l, l), l = sqrt(6 / (in + out)).
-  const float limit = std::sqrt(6.0f / float(in + units_));
   kernel = Matrix({in, units_});
-  for (float& w : kernel) w = rng.uniform(-limit, limit);
+  initialize(kernel_initializer, kernel.data(), kernel.size(), double(in), double(units_), rng);
   kernel_grad = xt::zeros<float>({in, units_});
   if (use_bias_) {
     bias = xt::zeros<float>({units_});

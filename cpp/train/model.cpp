@@ -119,6 +119,25 @@ float Model::metric_value(Metric m, const Tensor& pred, const float* y,
   return 0.0f;
 }
 
+float Model::regularization(bool add_gradient) {
+  double total = 0.0;
+  std::vector<const Layer*> seen;
+  for (int i : path_) {
+    Layer* l = nodes_[std::size_t(i)].layer.get();
+    if (!l || l->kernel_l2 == 0.0f || std::find(seen.begin(), seen.end(), l) != seen.end()) continue;
+    seen.push_back(l);
+    for (const Param& p : l->params()) {
+      if (p.name != "kernel") continue;
+      double s = 0.0;
+      for (std::size_t k = 0; k < p.size; ++k) s += double(p.value[k]) * double(p.value[k]);
+      total += double(l->kernel_l2) * s;
+      if (add_gradient)
+        for (std::size_t k = 0; k < p.size; ++k) p.grad[k] += 2.0f * l->kernel_l2 * p.value[k];
+    }
+  }
+  return float(total);
+}
+
 int Model::add_input(const Shape& shape) {
   if (input_ >= 0) throw std::logic_error("the model already has an input");
   if (built_) throw std::logic_error("the model is already built");
@@ -291,7 +310,7 @@ std::vector<float> Model::evaluate(const Tensor& x, const Tensor& y, std::size_t
   const Targets t = targets(y, "evaluate");
   const std::int32_t* labels = t.labels.empty() ? nullptr : t.labels.data();
   const Tensor pred = predict(x, batch_size);
-  std::vector<float> out{loss_value(pred, y.data(), labels, nullptr)};
+  std::vector<float> out{loss_value(pred, y.data(), labels, nullptr) + regularization(false)};
   for (Metric m : metrics_) out.push_back(metric_value(m, pred, y.data(), labels));
   return out;
 }
@@ -375,6 +394,7 @@ History Model::fit(const Tensor& x, const Tensor& y, const FitOptions& opt, cons
       for (int i : path_)
         if (i != input_) grads[i] = xt::zeros<float>(acts[i].shape());
       loss_gradient(grads[output_], pred, yb.data(), labels, weights);
+      loss_sum += double(regularization(true)) * double(bs);  // before the step, as Keras logs it
       for (auto it = path_.rbegin(); it != path_.rend(); ++it) {
         const Node& nd = nodes_[*it];
         if (!nd.layer) continue;

@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cmath>
 #include <stdexcept>
 
@@ -49,6 +50,7 @@ void Adam::prepare(const std::vector<Param>& params) {
 }
 
 void SGD::step(std::vector<Param>& params) {
+  apply_schedule();
   ++iterations;
   if (momentum == 0.0f) {
     for (Param& p : params)
@@ -67,16 +69,41 @@ void SGD::step(std::vector<Param>& params) {
   }
 }
 
-Adam::Adam(float lr, float b1, float b2, float eps)
-    : Optimizer(lr), beta_1(b1), beta_2(b2), epsilon(eps) {
+void Optimizer::apply_schedule() {
+  const double step = double(iterations);
+  switch (schedule.kind) {
+    case Schedule::None: return;
+    case Schedule::ExponentialDecay: {
+      double p = step / double(schedule.steps);
+      if (schedule.staircase) p = std::floor(p);
+      learning_rate = float(double(schedule.initial) * std::pow(double(schedule.rate), p));
+      return;
+    }
+    case Schedule::CosineDecay: {
+      const double p = std::min(step, double(schedule.steps)) / double(schedule.steps);
+      const double cosine = 0.5 * (1.0 + std::cos(3.141592653589793 * p));
+      learning_rate = float(double(schedule.initial) * ((1.0 - schedule.rate) * cosine + schedule.rate));
+      return;
+    }
+  }
+}
+
+Adam::Adam(float lr, float b1, float b2, float eps, float wd)
+    : Optimizer(lr), weight_decay(wd), beta_1(b1), beta_2(b2), epsilon(eps) {
   check_lr(lr);
   if (!(b1 >= 0.0f && b1 < 1.0f) || !(b2 >= 0.0f && b2 < 1.0f) || !(eps > 0.0f))
     throw std::invalid_argument("Adam: expected 0 <= beta_1, beta_2 < 1 and epsilon > 0");
+  if (!(wd >= 0.0f) || !std::isfinite(wd))
+    throw std::invalid_argument("AdamW: weight_decay must be >= 0, got " + std::to_string(wd));
 }
 
 void Adam::step(std::vector<Param>& params) {
   ensure_state(m_, params);
   ensure_state(v_, params);
+  apply_schedule();
+  if (weight_decay > 0.0f)
+    for (Param& p : params)
+      for (std::size_t i = 0; i < p.size; ++i) p.value[i] -= p.value[i] * weight_decay * learning_rate;
   ++iterations;
   const double t = double(iterations);
   const float alpha = float(double(learning_rate) * std::sqrt(1.0 - std::pow(double(beta_2), t)) /

@@ -9,7 +9,7 @@
     fw = tl.deploy.build_firmware(q, board="netduinoplus2", out_dir="fw")
 """
 
-from . import callbacks, datasets, deploy, layers, losses, optimizers
+from . import callbacks, datasets, deploy, layers, losses, optimizers, regularizers
 from ._core import FORMAT_VERSION
 from .layers import Input
 from .models import History, Model, Sequential
@@ -36,4 +36,5 @@ __all__ = [
     "load_model",
     "losses",
     "optimizers",
+    "regularizers",
 ]

@@ -44,6 +44,27 @@ def Input(shape, name: str | None = None) -> SymbolicTensor:  # noqa: N802 (Kera
     return SymbolicTensor(None, [], tuple(int(d) for d in shape), name)
 
 
+_INITIALIZERS = ("glorot_uniform", "glorot_normal", "he_uniform", "he_normal")
+
+
+def _kernel_options(layer, kernel_initializer, kernel_regularizer) -> None:
+    from .regularizers import L2
+
+    if kernel_initializer not in _INITIALIZERS:
+        raise ValueError(f"{type(layer).__name__}: unknown kernel_initializer {kernel_initializer!r}; "
+                         f"expected one of {_INITIALIZERS}")
+    if kernel_regularizer is not None and not isinstance(kernel_regularizer, L2):
+        raise TypeError(f"{type(layer).__name__}: kernel_regularizer must be tl.regularizers.l2(...) "
+                        f"or None, got {kernel_regularizer!r}")
+    layer.kernel_initializer = kernel_initializer
+    layer.kernel_regularizer = kernel_regularizer
+
+
+def _kernel_config(layer) -> dict:
+    return {"kernel_initializer": layer.kernel_initializer,
+            "kernel_l2": layer.kernel_regularizer.l2 if layer.kernel_regularizer else 0.0}
+
+
 class Layer:
     """Base of all layers: a name, a configuration and, for the first layer of a Sequential,
     an input shape."""
@@ -89,8 +110,10 @@ class Dense(Layer):
     kind = "Dense"
 
     def __init__(self, units: int, activation: str | None = None, use_bias: bool = True,
+                 kernel_initializer: str = "glorot_uniform", kernel_regularizer=None,
                  input_shape=None, name: str | None = None):
         super().__init__(input_shape, name)
+        _kernel_options(self, kernel_initializer, kernel_regularizer)
         if isinstance(units, bool) or not isinstance(units, Integral) or units <= 0:
             raise ValueError(f"Dense: units must be a positive integer, got {units!r}")
         self.units = int(units)
@@ -98,7 +121,8 @@ class Dense(Layer):
         self.use_bias = bool(use_bias)
 
     def get_config(self) -> dict:
-        return {"units": self.units, "activation": self.activation, "use_bias": self.use_bias}
+        return {"units": self.units, "activation": self.activation, "use_bias": self.use_bias,
+                **_kernel_config(self)}
 
 
 class Activation(Layer):
@@ -191,9 +215,11 @@ class Conv2D(Layer):
     kind = "Conv2D"
 
     def __init__(self, filters: int, kernel_size, strides=(1, 1), padding: str = "valid",
-                 activation: str | None = None, use_bias: bool = True, input_shape=None,
-                 name: str | None = None):
+                 activation: str | None = None, use_bias: bool = True,
+                 kernel_initializer: str = "glorot_uniform", kernel_regularizer=None,
+                 input_shape=None, name: str | None = None):
         super().__init__(input_shape, name)
+        _kernel_options(self, kernel_initializer, kernel_regularizer)
         if isinstance(filters, bool) or not isinstance(filters, Integral) or filters <= 0:
             raise ValueError(f"Conv2D: filters must be a positive integer, got {filters!r}")
         self.filters = int(filters)
@@ -206,7 +232,7 @@ class Conv2D(Layer):
     def get_config(self) -> dict:
         return {"filters": self.filters, "kernel_size": list(self.kernel_size),
                 "strides": list(self.strides), "padding": self.padding,
-                "activation": self.activation, "use_bias": self.use_bias}
+                "activation": self.activation, "use_bias": self.use_bias, **_kernel_config(self)}
 
 
 class DepthwiseConv2D(Layer):
@@ -215,9 +241,11 @@ class DepthwiseConv2D(Layer):
     kind = "DepthwiseConv2D"
 
     def __init__(self, kernel_size, strides=(1, 1), padding: str = "valid", depth_multiplier: int = 1,
-                 activation: str | None = None, use_bias: bool = True, input_shape=None,
-                 name: str | None = None):
+                 activation: str | None = None, use_bias: bool = True,
+                 kernel_initializer: str = "glorot_uniform", kernel_regularizer=None,
+                 input_shape=None, name: str | None = None):
         super().__init__(input_shape, name)
+        _kernel_options(self, kernel_initializer, kernel_regularizer)
         if isinstance(depth_multiplier, bool) or not isinstance(depth_multiplier, Integral) or depth_multiplier <= 0:
             raise ValueError(f"DepthwiseConv2D: depth_multiplier must be a positive integer, got {depth_multiplier!r}")
         self.kernel_size = _pair(kernel_size, "kernel_size", "DepthwiseConv2D")
@@ -230,7 +258,7 @@ class DepthwiseConv2D(Layer):
     def get_config(self) -> dict:
         return {"kernel_size": list(self.kernel_size), "strides": list(self.strides),
                 "padding": self.padding, "depth_multiplier": self.depth_multiplier,
-                "activation": self.activation, "use_bias": self.use_bias}
+                "activation": self.activation, "use_bias": self.use_bias, **_kernel_config(self)}
 
 
 class _Pooling2D(Layer):
@@ -313,4 +341,10 @@ def from_config(kind: str, config: dict, name: str | None = None) -> Layer:
     """A layer from its kind and get_config() (as saved in model files)."""
     if kind not in _KINDS:
         raise ValueError(f"unknown layer kind {kind!r}")
+    config = dict(config)
+    if "kernel_l2" in config:
+        from .regularizers import L2
+
+        l2 = config.pop("kernel_l2")
+        config["kernel_regularizer"] = L2(l2) if l2 else None
     return _KINDS[kind](**config, name=name)

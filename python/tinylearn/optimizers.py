@@ -2,25 +2,32 @@
 
 from __future__ import annotations
 
-__all__ = ["SGD", "Adam", "Optimizer", "from_config", "get"]
+from . import schedules
+
+__all__ = ["SGD", "Adam", "AdamW", "Optimizer", "from_config", "get", "schedules"]
 
 
 class Optimizer:
     name = ""
 
-    def __init__(self, learning_rate: float):
-        if not (isinstance(learning_rate, (int, float)) and learning_rate > 0):
-            raise ValueError(f"learning_rate must be a positive number, got {learning_rate!r}")
+    def __init__(self, learning_rate):
+        self.schedule = None
+        if isinstance(learning_rate, schedules.LearningRateSchedule):
+            self.schedule = learning_rate
+            learning_rate = learning_rate.initial_learning_rate
+        if isinstance(learning_rate, bool) or not (isinstance(learning_rate, (int, float)) and learning_rate > 0):
+            raise ValueError(f"learning_rate must be a positive number or a schedule, got {learning_rate!r}")
         self.learning_rate = float(learning_rate)
 
     def _config(self) -> dict:
-        return {"optimizer": self.name, "learning_rate": self.learning_rate}
+        return {"optimizer": self.name, "learning_rate": self.learning_rate,
+                "schedule": self.schedule.get_config() if self.schedule else None}
 
 
 class SGD(Optimizer):
     name = "sgd"
 
-    def __init__(self, learning_rate: float = 0.01, momentum: float = 0.0, nesterov: bool = False):
+    def __init__(self, learning_rate=0.01, momentum: float = 0.0, nesterov: bool = False):
         super().__init__(learning_rate)
         self.momentum = float(momentum)
         self.nesterov = bool(nesterov)
@@ -32,7 +39,7 @@ class SGD(Optimizer):
 class Adam(Optimizer):
     name = "adam"
 
-    def __init__(self, learning_rate: float = 0.001, beta_1: float = 0.9, beta_2: float = 0.999,
+    def __init__(self, learning_rate=0.001, beta_1: float = 0.9, beta_2: float = 0.999,
                  epsilon: float = 1e-7):
         super().__init__(learning_rate)
         self.beta_1, self.beta_2, self.epsilon = float(beta_1), float(beta_2), float(epsilon)
@@ -42,20 +49,41 @@ class Adam(Optimizer):
                 "epsilon": self.epsilon}
 
 
+class AdamW(Adam):
+    """Adam with decoupled weight decay (w -= lr * weight_decay * w each step), as keras.optimizers.AdamW."""
+
+    name = "adamw"
+
+    def __init__(self, learning_rate=0.001, weight_decay: float = 0.004, beta_1: float = 0.9,
+                 beta_2: float = 0.999, epsilon: float = 1e-7):
+        super().__init__(learning_rate, beta_1, beta_2, epsilon)
+        if not float(weight_decay) >= 0:
+            raise ValueError(f"AdamW: weight_decay must be >= 0, got {weight_decay!r}")
+        self.weight_decay = float(weight_decay)
+
+    def _config(self) -> dict:
+        return {**super()._config(), "weight_decay": self.weight_decay}
+
+
+_CLASSES = {"adam": Adam, "adamw": AdamW, "sgd": SGD}
+
+
 def get(identifier) -> Optimizer:
-    """An optimizer from a name ('adam', 'sgd') or an Optimizer instance."""
+    """An optimizer from a name ('adam', 'adamw', 'sgd') or an Optimizer instance."""
     if isinstance(identifier, Optimizer):
         return identifier
-    if isinstance(identifier, str) and identifier.lower() in ("adam", "sgd"):
-        return Adam() if identifier.lower() == "adam" else SGD()
-    raise ValueError(f"unknown optimizer {identifier!r}; expected 'adam', 'sgd' or an Optimizer")
+    if isinstance(identifier, str) and identifier.lower() in _CLASSES:
+        return _CLASSES[identifier.lower()]()
+    raise ValueError(f"unknown optimizer {identifier!r}; expected 'adam', 'adamw', 'sgd' or an Optimizer")
 
 
 def from_config(config: dict) -> Optimizer:
     """An optimizer from Optimizer._config() (as saved in model files)."""
     config = dict(config)
     kind = config.pop("optimizer")
-    classes = {"adam": Adam, "sgd": SGD}
-    if kind not in classes:
+    schedule = config.pop("schedule", None)
+    if kind not in _CLASSES:
         raise ValueError(f"unknown optimizer {kind!r}")
-    return classes[kind](**config)
+    if schedule:
+        config["learning_rate"] = schedules.from_config(schedule)
+    return _CLASSES[kind](**config)

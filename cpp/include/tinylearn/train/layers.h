@@ -23,6 +23,13 @@ void activation_forward(Activation a, float* out, const float* in, std::size_t n
 void activation_backward(Activation a, float* dinp, const float* dout, const float* out,
                          std::size_t n, std::size_t last_dim);
 
+// Kernel initializers, as Keras's: Glorot (fan_in + fan_out) or He (fan_in), uniform or
+// truncated normal (cut at 2 standard deviations, rescaled as Keras does).
+enum class Initializer { GlorotUniform, GlorotNormal, HeUniform, HeNormal };
+Initializer initializer_from_name(const std::string& name);
+std::string initializer_name(Initializer i);
+void initialize(Initializer init, float* w, std::size_t n, double fan_in, double fan_out, Random& rng);
+
 // One trainable array and its gradient, same size.
 struct Param {
   std::string name;
@@ -37,6 +44,8 @@ class Layer {
   virtual ~Layer() = default;
   virtual std::string kind() const = 0;
   std::string name;
+  Initializer kernel_initializer = Initializer::GlorotUniform;
+  float kernel_l2 = 0.0f;  // L2 penalty on the "kernel" parameter: kernel_l2 * sum(w^2)
 
   // Creates the weights for inputs of these per-sample shapes and returns the output's
   // per-sample shape. Throws std::invalid_argument, naming the layer, when they do not fit.

@@ -54,6 +54,16 @@ class Optimizer {
   virtual void prepare(const std::vector<Param>& params) = 0;
   float learning_rate;
   std::int64_t iterations = 0;  // steps taken
+  // Learning-rate schedule over steps, as Keras's schedules (None: the constant learning_rate).
+  struct Schedule {
+    enum Kind { None, ExponentialDecay, CosineDecay } kind = None;
+    float initial = 0.0f;      // initial learning rate
+    std::int64_t steps = 1;    // decay_steps
+    float rate = 1.0f;         // ExponentialDecay: decay_rate; CosineDecay: alpha (final fraction)
+    bool staircase = false;    // ExponentialDecay only
+  } schedule;
+  // Sets learning_rate from the schedule for the step about to be taken (iterations).
+  void apply_schedule();
 
  protected:
   explicit Optimizer(float lr) : learning_rate(lr) {}
@@ -75,11 +85,13 @@ class SGD final : public Optimizer {
 };
 
 // Adam as Keras computes it: lr_t = lr * sqrt(1 - b2^t) / (1 - b1^t); w -= lr_t m / (sqrt(v) + eps).
+// With weight_decay > 0 it is AdamW (Keras's): first w -= lr * weight_decay * w, decoupled.
 class Adam final : public Optimizer {
  public:
   explicit Adam(float lr = 0.001f, float beta_1 = 0.9f, float beta_2 = 0.999f,
-                float epsilon = 1e-7f);
-  std::string kind() const override { return "adam"; }
+                float epsilon = 1e-7f, float weight_decay = 0.0f);
+  std::string kind() const override { return weight_decay > 0.0f ? "adamw" : "adam"; }
+  float weight_decay;
   void step(std::vector<Param>& params) override;
   std::vector<std::vector<float>*> slots() override;
   void prepare(const std::vector<Param>& params) override;
@@ -173,6 +185,9 @@ class Model {
   void loss_gradient(Tensor& dpred, const Tensor& pred, const float* y, const std::int32_t* labels,
                      const float* weights) const;
   float metric_value(Metric m, const Tensor& pred, const float* y, const std::int32_t* labels) const;
+  // The layers' L2 penalties (sum of kernel_l2 * sum(kernel^2)); with add_gradient, also adds
+  // their gradients (2 * kernel_l2 * kernel) to the kernels' gradients.
+  float regularization(bool add_gradient);
   std::vector<Param> all_params();
   // Runs the path on a batch; acts[node] receives each node's output.
   void run_forward(const Tensor& xb, std::vector<Tensor>& acts, bool training);

@@ -3,6 +3,7 @@
 #ifndef TINYLEARN_TRAIN_RANDOM_H
 #define TINYLEARN_TRAIN_RANDOM_H
 
+#include <cmath>
 #include <cstdint>
 #include <random>
 #include <vector>
@@ -15,6 +16,12 @@ class Random {
   // Uniform in [0, 1) with 24 random bits.
   float uniform() { return float(engine_() >> 40) * (1.0f / 16777216.0f); }
   float uniform(float lo, float hi) { return lo + (hi - lo) * uniform(); }
+  // Standard normal (Box-Muller on two 53-bit uniforms).
+  double normal() {
+    const double u1 = (double(engine_() >> 11) + 1.0) * (1.0 / 9007199254740993.0);  // (0, 1]
+    const double u2 = double(engine_() >> 11) * (1.0 / 9007199254740992.0);
+    return std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2);
+  }
   // Uniform integer in [0, n), n >= 1, without modulo bias.
   std::uint64_t below(std::uint64_t n) {
     const std::uint64_t limit = engine_.max() - (engine_.max() - n + 1) % n;
