@@ -14,7 +14,7 @@ APT_PACKAGES := libxtensor-dev zlib1g-dev libopenblas-dev doctest-dev gcc-arm-no
 PIP_TOOLS := pip scikit-build-core pybind11 cmake ninja
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test setup apt venv build cpp-test cpp-asan py-test clean
+.PHONY: demo test bench setup apt venv build cpp-test cpp-asan py-test clean
 
 demo: build
 	$(PY) -m tinylearn.demo
@@ -56,6 +56,15 @@ cpp-asan: apt venv
 
 py-test: build
 	$(PY) -m pytest
+
+# Side-by-side benchmarks. Keras (tensorflow-cpu) and PyTorch (CPU) install only here: torch is
+# pinned to the CPU build this machine kind keeps on disk (a bare 'torch' pulls a CUDA build).
+$(VENV)/.bench: pyproject.toml $(VENV)/.deps
+	$(PY) -m pip install -q "torch==2.13.0" "tensorflow-cpu>=2.16"
+	touch $@
+
+bench: build $(VENV)/.bench
+	$(PY) benchmarks/train_bench.py
 
 clean:
 	rm -rf build $(VENV) .pytest_cache

@@ -42,20 +42,9 @@ Tensor random_tensor(tlref::Rng& rng, const Dims& shape, double lo = -1.0, doubl
 
 std::vector<double> to_double(const Tensor& t) { return {t.begin(), t.end()}; }
 
-// |a - b| <= abs + rel * |b|
-void check_close(double got, double want, double abs_tol, double rel_tol) {
-  CHECK(std::fabs(got - want) <= abs_tol + rel_tol * std::fabs(want));
-}
+using tlref::check_close;
 
-double central_diff(std::vector<double>& x, size_t i, double eps, const std::function<double()>& f) {
-  const double keep = x[i];
-  x[i] = keep + eps;
-  const double up = f();
-  x[i] = keep - eps;
-  const double down = f();
-  x[i] = keep;
-  return (up - down) / (2.0 * eps);
-}
+using tlref::central_diff;
 
 Tensor forward(Layer& l, const Tensor& x, bool training) {
   Tensor out;

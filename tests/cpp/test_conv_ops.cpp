@@ -29,10 +29,7 @@ std::vector<float> random_floats(tlref::Rng& rng, size_t n, double lo = -1.0, do
 
 std::vector<double> to_double(const std::vector<float>& v) { return {v.begin(), v.end()}; }
 
-// |a - b| <= abs + rel * |b|
-void check_close(double got, double want, double abs_tol, double rel_tol) {
-  CHECK(std::fabs(got - want) <= abs_tol + rel_tol * std::fabs(want));
-}
+using tlref::check_close;
 
 // One spatial dimension, TensorFlow's rules, computed by counting window positions:
 //   valid: window starts i * s with i * s + k <= in;   same: window starts i * s with i * s < in,
@@ -237,13 +234,7 @@ double dot(const std::vector<double>& a, const std::vector<double>& b) {
 // Central difference of f at x[i] (L is linear in every single parameter, so a large step is
 // exact up to rounding).
 double central_diff(std::vector<double>& x, size_t i, const std::function<double()>& f) {
-  const double eps = 1e-2, keep = x[i];
-  x[i] = keep + eps;
-  const double up = f();
-  x[i] = keep - eps;
-  const double down = f();
-  x[i] = keep;
-  return (up - down) / (2.0 * eps);
+  return tlref::central_diff(x, i, 1e-2, f);
 }
 
 }  // namespace

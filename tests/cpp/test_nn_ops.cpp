@@ -31,22 +31,10 @@ std::vector<float> random_floats(tlref::Rng& rng, std::size_t n, double lo = -1.
 
 Vec to_double(const std::vector<float>& v) { return {v.begin(), v.end()}; }
 
-// Central difference of f at x[i], step eps.
-double central_diff(Vec& x, std::size_t i, double eps, const std::function<double()>& f) {
-  const double keep = x[i];
-  x[i] = keep + eps;
-  const double up = f();
-  x[i] = keep - eps;
-  const double down = f();
-  x[i] = keep;
-  return (up - down) / (2.0 * eps);
-}
+using tlref::central_diff;
 
 // |got - want| <= abs + rel * |want|
-void check_close(double got, double want, double abs_tol, double rel_tol) {
-  CHECK_MESSAGE(std::fabs(got - want) <= abs_tol + rel_tol * std::fabs(want),
-                "got " << got << ", want " << want);
-}
+using tlref::check_close;
 
 double dot(const Vec& a, const Vec& b) {
   double s = 0.0;

@@ -22,24 +22,11 @@ std::vector<float> random_floats(tlref::Rng& rng, std::size_t n, double lo = -1.
   return v;
 }
 
-// Central difference of f at `x[i]` (a double copy of the point), step eps.
-double central_diff(std::vector<double>& x, std::size_t i, double eps,
-                    const std::function<double()>& f) {
-  const double keep = x[i];
-  x[i] = keep + eps;
-  const double up = f();
-  x[i] = keep - eps;
-  const double down = f();
-  x[i] = keep;
-  return (up - down) / (2.0 * eps);
-}
+using tlref::central_diff;
 
 std::vector<double> to_double(const std::vector<float>& v) { return {v.begin(), v.end()}; }
 
-// |a - b| <= abs + rel * |b|
-void check_close(double got, double want, double abs_tol, double rel_tol) {
-  CHECK(std::fabs(got - want) <= abs_tol + rel_tol * std::fabs(want));
-}
+using tlref::check_close;
 
 // Double-precision dense forward, a plain triple loop: out[b][j] = bias[j] + sum_c inp[b][c] * w[c][j].
 std::vector<double> dense_ref(const std::vector<double>& inp, const std::vector<double>& w,

@@ -4,7 +4,11 @@
 #ifndef TINYLEARN_TESTS_TL_REFERENCE_H
 #define TINYLEARN_TESTS_TL_REFERENCE_H
 
+#include <doctest/doctest.h>
+
+#include <cmath>
 #include <cstdint>
+#include <functional>
 #include <cstring>
 #include <random>
 #include <vector>
@@ -107,6 +111,24 @@ struct Rng {
   double uniform() { return double(e() >> 11) * (1.0 / 9007199254740992.0); }  // [0, 1)
   double uniform(double lo, double hi) { return lo + (hi - lo) * uniform(); }
 };
+
+// |got - want| <= abs_tol + rel_tol * |want|
+inline void check_close(double got, double want, double abs_tol, double rel_tol) {
+  CHECK_MESSAGE(std::fabs(got - want) <= abs_tol + rel_tol * std::fabs(want),
+                "got " << got << ", want " << want);
+}
+
+// Central difference of f at x[i] (a double copy of the point), step eps.
+inline double central_diff(std::vector<double>& x, std::size_t i, double eps,
+                           const std::function<double()>& f) {
+  const double keep = x[i];
+  x[i] = keep + eps;
+  const double up = f();
+  x[i] = keep - eps;
+  const double down = f();
+  x[i] = keep;
+  return (up - down) / (2.0 * eps);
+}
 
 }  // namespace tlref
 
