@@ -216,3 +216,19 @@ def test_fashion_mnist_mlp_reaches_87_percent():
     model.fit(x_train, y_train, epochs=10, batch_size=32, seed=1, verbose=0)
     _, accuracy = model.evaluate(x_test, y_test)
     assert accuracy >= 0.87
+
+
+def test_model_checkpoint_saves_the_best_epoch(rng, tmp_path):
+    x = rng.normal(size=(30, 5)).astype(np.float32)
+    y = rng.normal(size=(30, 4)).astype(np.float32)
+    m = classifier()
+    m.compile(optimizer=tl.optimizers.SGD(learning_rate=0.05), loss="mse")
+    snapshots = []
+    ckpt = tl.callbacks.ModelCheckpoint(tmp_path / "best.tlmodel", monitor="val_loss", save_best_only=True)
+    h = m.fit(x, y, epochs=6, validation_split=0.3, verbose=0,
+              callbacks=[ckpt, lambda e, logs: snapshots.append(m.predict(x))])
+    best = int(np.argmin(h.history["val_loss"]))
+    np.testing.assert_array_equal(tl.load_model(tmp_path / "best.tlmodel").predict(x), snapshots[best])
+    every = tl.callbacks.ModelCheckpoint(tmp_path / "epoch{epoch:02d}.tlmodel")
+    m.fit(x, y, epochs=2, verbose=0, callbacks=[every])
+    assert sorted(p.name for p in tmp_path.glob("epoch*")) == ["epoch01.tlmodel", "epoch02.tlmodel"]
