@@ -144,11 +144,11 @@ def test_ctrl_c_stops_training_and_leaves_model_usable(sine_split):
     timer.start()
     try:
         with pytest.raises(KeyboardInterrupt):
-            m.fit(x, y, epochs=10_000_000, batch_size=64, verbose=0)
+            m.fit(x, y, epochs=300_000, batch_size=64, verbose=0)  # ~1 min if never interrupted
     finally:
         timer.cancel()
     epochs_run = len(m.history.epoch)
-    assert 0 < epochs_run < 10_000_000
+    assert 0 < epochs_run < 300_000
     assert np.isfinite(m.predict(x)).all()
     # It trains on from where it stopped.
     before = m.get_weights()
