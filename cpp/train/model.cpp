@@ -391,8 +391,12 @@ History Model::fit(const Tensor& x, const Tensor& y, const FitOptions& opt, cons
       // Backward in reverse graph order; every gradient accumulates, so a node read by several
       // layers (a residual branch) receives the sum.
       for (Param& p : params) std::fill(p.grad, p.grad + p.size, 0.0f);
+      // Reuse the gradient buffers (a fresh large allocation per batch costs page faults).
       for (int i : path_)
-        if (i != input_) grads[i] = xt::zeros<float>(acts[i].shape());
+        if (i != input_) {
+          if (grads[i].shape() != acts[i].shape()) grads[i].resize(acts[i].shape());
+          std::fill(grads[i].begin(), grads[i].end(), 0.0f);
+        }
       loss_gradient(grads[output_], pred, yb.data(), labels, weights);
       loss_sum += double(regularization(true)) * double(bs);  // before the step, as Keras logs it
       for (auto it = path_.rbegin(); it != path_.rend(); ++it) {
