@@ -47,13 +47,12 @@ std::int8_t quantize_value(float x, QuantParams p) {
   return std::int8_t(clamped);
 }
 
-MemoryPlan plan_memory(const std::vector<PlanBuffer>& buffers, std::uint32_t alignment) {
+namespace {
+
+// Places the buffers in `order`, each at the lowest aligned offset free over its lifetime.
+MemoryPlan place_in_order(const std::vector<PlanBuffer>& buffers, const std::vector<std::size_t>& order,
+                          std::uint32_t alignment) {
   auto align = [alignment](std::uint64_t v) { return (v + alignment - 1) / alignment * alignment; };
-  std::vector<std::size_t> order(buffers.size());
-  for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
-  std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
-    return buffers[a].bytes > buffers[b].bytes;
-  });
   MemoryPlan plan{std::vector<std::uint32_t>(buffers.size(), 0), 0};
   std::vector<std::size_t> placed;
   for (std::size_t i : order) {
@@ -86,6 +85,36 @@ MemoryPlan plan_memory(const std::vector<PlanBuffer>& buffers, std::uint32_t ali
         plan.arena_bytes, std::uint32_t(align(std::uint64_t(plan.offsets[i]) + b.bytes)));
   }
   return plan;
+}
+
+}  // namespace
+
+MemoryPlan plan_memory(const std::vector<PlanBuffer>& buffers, std::uint32_t alignment) {
+  // No single greedy order is best for every graph (largest-first, TFLM's choice, misses the
+  // optimum of some chains that first-use order finds), so try a few and keep the smallest.
+  std::vector<std::size_t> base(buffers.size());
+  for (std::size_t i = 0; i < base.size(); ++i) base[i] = i;
+  auto by = [&](auto key) {
+    std::vector<std::size_t> order = base;
+    std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
+      return key(buffers[a]) > key(buffers[b]);
+    });
+    return order;
+  };
+  const std::vector<std::vector<std::size_t>> orders{
+      by([](const PlanBuffer& b) { return double(b.bytes); }),                      // largest first
+      by([](const PlanBuffer& b) { return -double(b.first_op); }),                  // first use
+      by([](const PlanBuffer& b) { return double(b.last_op - b.first_op); }),       // longest life
+      by([](const PlanBuffer& b) { return double(b.bytes) * (1 + b.last_op - b.first_op); }),
+  };
+  MemoryPlan best{};
+  bool have = false;
+  for (const auto& order : orders) {
+    MemoryPlan p = place_in_order(buffers, order, alignment);
+    if (!have || p.arena_bytes < best.arena_bytes) best = std::move(p), have = true;
+  }
+  if (!have) best.arena_bytes = 0;
+  return best;
 }
 
 }  // namespace tinylearn

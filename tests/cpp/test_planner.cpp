@@ -114,6 +114,15 @@ TEST_CASE("plan_memory: chains reach the live-size lower bound (1-16-16-1 -> 32 
     check_valid(c, p, 4);
     CHECK(p.arena_bytes == live_lower_bound(c, 4));
   }
+  // A chain where largest-first alone is not optimal (it gives 28): 10-10-1-10 with 4-byte
+  // alignment needs 12 + 12 = 24 bytes at its peak.
+  {
+    const std::vector<PlanBuffer> c = chain({10, 10, 1, 10});
+    const MemoryPlan p = tinylearn::plan_memory(c, 4);
+    check_valid(c, p, 4);
+    CHECK(live_lower_bound(c, 4) == 24);
+    CHECK(p.arena_bytes == 24);
+  }
   // Non-increasing chains of random sizes (a typical funnel-shaped MLP).
   tlref::Rng rng(8);
   for (int trial = 0; trial < 500; ++trial) {

@@ -47,7 +47,8 @@ struct MemoryPlan {
   std::vector<std::uint32_t> offsets;
   std::uint32_t arena_bytes;
 };
-// Greedy by size (largest first), each at the lowest aligned offset free over its lifetime.
+// Greedy placement (each buffer at the lowest aligned offset free over its lifetime) in several
+// orders (largest first, first use, longest lifetime, size x lifetime); the smallest arena wins.
 MemoryPlan plan_memory(const std::vector<PlanBuffer>& buffers, std::uint32_t alignment = 4);
 
 // Writes a model blob: tensors, operators and payload; plans the arena and sets the checksum.
