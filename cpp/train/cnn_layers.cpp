@@ -103,7 +103,7 @@ ops::Conv2DGeometry Conv2D::geometry(std::size_t batch, const Shape& s) const {
 }
 
 Shape Conv2D::do_build(const std::vector<Shape>& inputs, Random& rng) {
-  if (std::string e = rank3_error(inputs); !e.empty()) fail(e);
+  require(rank3_error(inputs));
   const ops::Conv2DGeometry g = geometry(1, inputs[0]);
   kernel = Tensor::from_shape({g.KH, g.KW, g.C, filters_});
   init_kernel(kernel_initializer, kernel, rng);
@@ -116,7 +116,7 @@ Shape Conv2D::do_build(const std::vector<Shape>& inputs, Random& rng) {
 }
 
 void Conv2D::forward(const std::vector<const Tensor*>& in, Tensor& out, bool) {
-  if (std::string e = input_error(in, input_shapes()); !e.empty()) fail(e);
+  require(input_error(in, input_shapes()));
   const Tensor& x = *in[0];
   const std::size_t N = x.shape()[0];
   out.resize(batch_shape(N, output_shape()));
@@ -131,9 +131,7 @@ void Conv2D::forward(const std::vector<const Tensor*>& in, Tensor& out, bool) {
 
 void Conv2D::backward(const std::vector<const Tensor*>& in, const Tensor& out, const Tensor& dout,
                       const std::vector<Tensor*>& din) {
-  if (std::string e = backward_error(in, out, dout, din, input_shapes(), output_shape());
-      !e.empty())
-    fail(e);
+  require(backward_error(in, out, dout, din, input_shapes(), output_shape()));
   const Tensor& x = *in[0];
   const std::size_t N = x.shape()[0];
   if (N == 0) return;
@@ -181,7 +179,7 @@ ops::Conv2DGeometry DepthwiseConv2D::geometry(std::size_t batch, const Shape& s)
 }
 
 Shape DepthwiseConv2D::do_build(const std::vector<Shape>& inputs, Random& rng) {
-  if (std::string e = rank3_error(inputs); !e.empty()) fail(e);
+  require(rank3_error(inputs));
   const ops::Conv2DGeometry g = geometry(1, inputs[0]);
   kernel = Tensor::from_shape({g.KH, g.KW, g.C, g.M});
   init_kernel(kernel_initializer, kernel, rng);
@@ -194,7 +192,7 @@ Shape DepthwiseConv2D::do_build(const std::vector<Shape>& inputs, Random& rng) {
 }
 
 void DepthwiseConv2D::forward(const std::vector<const Tensor*>& in, Tensor& out, bool) {
-  if (std::string e = input_error(in, input_shapes()); !e.empty()) fail(e);
+  require(input_error(in, input_shapes()));
   const Tensor& x = *in[0];
   const std::size_t N = x.shape()[0];
   out.resize(batch_shape(N, output_shape()));
@@ -207,9 +205,7 @@ void DepthwiseConv2D::forward(const std::vector<const Tensor*>& in, Tensor& out,
 
 void DepthwiseConv2D::backward(const std::vector<const Tensor*>& in, const Tensor& out,
                                const Tensor& dout, const std::vector<Tensor*>& din) {
-  if (std::string e = backward_error(in, out, dout, din, input_shapes(), output_shape());
-      !e.empty())
-    fail(e);
+  require(backward_error(in, out, dout, din, input_shapes(), output_shape()));
   const Tensor& x = *in[0];
   const std::size_t N = x.shape()[0];
   if (N == 0) return;
@@ -253,13 +249,13 @@ ops::Pool2dGeometry Pooling2D::geometry(std::size_t batch, const Shape& s) const
 }
 
 Shape Pooling2D::do_build(const std::vector<Shape>& inputs, Random&) {
-  if (std::string e = rank3_error(inputs); !e.empty()) fail(e);
+  require(rank3_error(inputs));
   const ops::Pool2dGeometry g = geometry(1, inputs[0]);
   return {g.OH, g.OW, g.C};
 }
 
 void MaxPooling2D::forward(const std::vector<const Tensor*>& in, Tensor& out, bool training) {
-  if (std::string e = input_error(in, input_shapes()); !e.empty()) fail(e);
+  require(input_error(in, input_shapes()));
   const Tensor& x = *in[0];
   const std::size_t N = x.shape()[0];
   out.resize(batch_shape(N, output_shape()));
@@ -278,9 +274,7 @@ void MaxPooling2D::forward(const std::vector<const Tensor*>& in, Tensor& out, bo
 
 void MaxPooling2D::backward(const std::vector<const Tensor*>& in, const Tensor& out,
                             const Tensor& dout, const std::vector<Tensor*>& din) {
-  if (std::string e = backward_error(in, out, dout, din, input_shapes(), output_shape());
-      !e.empty())
-    fail(e);
+  require(backward_error(in, out, dout, din, input_shapes(), output_shape()));
   float* dx = din_ptr(din);
   const std::size_t N = in[0]->shape()[0];
   if (!dx || N == 0) return;
@@ -292,7 +286,7 @@ void MaxPooling2D::backward(const std::vector<const Tensor*>& in, const Tensor& 
 }
 
 void AveragePooling2D::forward(const std::vector<const Tensor*>& in, Tensor& out, bool) {
-  if (std::string e = input_error(in, input_shapes()); !e.empty()) fail(e);
+  require(input_error(in, input_shapes()));
   const Tensor& x = *in[0];
   const std::size_t N = x.shape()[0];
   out.resize(batch_shape(N, output_shape()));
@@ -302,9 +296,7 @@ void AveragePooling2D::forward(const std::vector<const Tensor*>& in, Tensor& out
 
 void AveragePooling2D::backward(const std::vector<const Tensor*>& in, const Tensor& out,
                                 const Tensor& dout, const std::vector<Tensor*>& din) {
-  if (std::string e = backward_error(in, out, dout, din, input_shapes(), output_shape());
-      !e.empty())
-    fail(e);
+  require(backward_error(in, out, dout, din, input_shapes(), output_shape()));
   float* dx = din_ptr(din);
   const std::size_t N = in[0]->shape()[0];
   if (!dx || N == 0) return;
@@ -312,13 +304,13 @@ void AveragePooling2D::backward(const std::vector<const Tensor*>& in, const Tens
 }
 
 Shape GlobalAveragePooling2D::do_build(const std::vector<Shape>& inputs, Random&) {
-  if (std::string e = rank3_error(inputs); !e.empty()) fail(e);
+  require(rank3_error(inputs));
   const std::size_t C = inputs[0][2];
   return keepdims_ ? Shape{1, 1, C} : Shape{C};
 }
 
 void GlobalAveragePooling2D::forward(const std::vector<const Tensor*>& in, Tensor& out, bool) {
-  if (std::string e = input_error(in, input_shapes()); !e.empty()) fail(e);
+  require(input_error(in, input_shapes()));
   const Tensor& x = *in[0];
   const Shape& s = input_shapes()[0];
   const std::size_t N = x.shape()[0];
@@ -328,9 +320,7 @@ void GlobalAveragePooling2D::forward(const std::vector<const Tensor*>& in, Tenso
 
 void GlobalAveragePooling2D::backward(const std::vector<const Tensor*>& in, const Tensor& out,
                                       const Tensor& dout, const std::vector<Tensor*>& din) {
-  if (std::string e = backward_error(in, out, dout, din, input_shapes(), output_shape());
-      !e.empty())
-    fail(e);
+  require(backward_error(in, out, dout, din, input_shapes(), output_shape()));
   float* dx = din_ptr(din);
   if (!dx) return;
   const Shape& s = input_shapes()[0];
@@ -367,7 +357,7 @@ Shape BatchNormalization::do_build(const std::vector<Shape>& inputs, Random&) {
 
 void BatchNormalization::forward(const std::vector<const Tensor*>& in, Tensor& out,
                                  bool training) {
-  if (std::string e = input_error(in, input_shapes()); !e.empty()) fail(e);
+  require(input_error(in, input_shapes()));
   const Tensor& x = *in[0];
   const std::size_t C = channels(), M = x.size() / C;
   out.resize(x.shape());
@@ -393,9 +383,7 @@ void BatchNormalization::forward(const std::vector<const Tensor*>& in, Tensor& o
 
 void BatchNormalization::backward(const std::vector<const Tensor*>& in, const Tensor& out,
                                   const Tensor& dout, const std::vector<Tensor*>& din) {
-  if (std::string e = backward_error(in, out, dout, din, input_shapes(), output_shape());
-      !e.empty())
-    fail(e);
+  require(backward_error(in, out, dout, din, input_shapes(), output_shape()));
   const Tensor& x = *in[0];
   const std::size_t C = channels(), M = x.size() / C;
   if (M == 0) return;
@@ -458,7 +446,7 @@ Shape Dropout::do_build(const std::vector<Shape>& inputs, Random& rng) {
 }
 
 void Dropout::forward(const std::vector<const Tensor*>& in, Tensor& out, bool training) {
-  if (std::string e = input_error(in, input_shapes()); !e.empty()) fail(e);
+  require(input_error(in, input_shapes()));
   const Tensor& x = *in[0];
   const std::size_t n = x.size();
   out.resize(x.shape());
@@ -475,9 +463,7 @@ void Dropout::forward(const std::vector<const Tensor*>& in, Tensor& out, bool tr
 
 void Dropout::backward(const std::vector<const Tensor*>& in, const Tensor& out,
                        const Tensor& dout, const std::vector<Tensor*>& din) {
-  if (std::string e = backward_error(in, out, dout, din, input_shapes(), output_shape());
-      !e.empty())
-    fail(e);
+  require(backward_error(in, out, dout, din, input_shapes(), output_shape()));
   float* dx = din_ptr(din);
   if (!dx) return;
   const std::size_t n = dout.size();

@@ -69,6 +69,10 @@ class Layer {
  protected:
   virtual Shape do_build(const std::vector<Shape>& inputs, Random& rng) = 0;
   [[noreturn]] void fail(const std::string& what) const;
+  // fail(error) unless error is empty.
+  void require(const std::string& error) const {
+    if (!error.empty()) fail(error);
+  }
 
  private:
   bool built_ = false;
