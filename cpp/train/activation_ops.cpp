@@ -5,39 +5,53 @@
 
 #include "tinylearn/train/nn_ops.h"
 
+#include "parallel.h"
+
 namespace tinylearn::ops {
 
 void relu6_forward(float* out, const float* inp, std::size_t n) {
-  for (std::size_t i = 0; i < n; ++i) {
-    const float x = inp[i];
-    out[i] = x > 0.0f ? (x < 6.0f ? x : 6.0f) : 0.0f;
-  }
+  par::for_range(n, [&](std::size_t lo, std::size_t hi) {
+    for (std::size_t i = lo; i < hi; ++i) {
+      const float x = inp[i];
+      out[i] = x > 0.0f ? (x < 6.0f ? x : 6.0f) : 0.0f;
+    }
+  });
 }
 
 void relu6_backward(float* dinp, const float* dout, const float* out, std::size_t n) {
-  for (std::size_t i = 0; i < n; ++i)
-    dinp[i] += (out[i] > 0.0f && out[i] < 6.0f) ? dout[i] : 0.0f;
+  par::for_range(n, [&](std::size_t lo, std::size_t hi) {
+    for (std::size_t i = lo; i < hi; ++i)
+      dinp[i] += (out[i] > 0.0f && out[i] < 6.0f) ? dout[i] : 0.0f;
+  });
 }
 
 void sigmoid_forward(float* out, const float* inp, std::size_t n) {
-  for (std::size_t i = 0; i < n; ++i) {
-    const float x = inp[i];
-    // exp of a non-positive argument only: no overflow, and 1 - out keeps its precision.
-    const float e = std::exp(-std::fabs(x));
-    out[i] = x >= 0.0f ? 1.0f / (1.0f + e) : e / (1.0f + e);
-  }
+  par::for_range(n, [&](std::size_t lo, std::size_t hi) {
+    for (std::size_t i = lo; i < hi; ++i) {
+      const float x = inp[i];
+      // exp of a non-positive argument only: no overflow, and 1 - out keeps its precision.
+      const float e = std::exp(-std::fabs(x));
+      out[i] = x >= 0.0f ? 1.0f / (1.0f + e) : e / (1.0f + e);
+    }
+  }, 16.0);
 }
 
 void sigmoid_backward(float* dinp, const float* dout, const float* out, std::size_t n) {
-  for (std::size_t i = 0; i < n; ++i) dinp[i] += dout[i] * out[i] * (1.0f - out[i]);
+  par::for_range(n, [&](std::size_t lo, std::size_t hi) {
+    for (std::size_t i = lo; i < hi; ++i) dinp[i] += dout[i] * out[i] * (1.0f - out[i]);
+  });
 }
 
 void tanh_forward(float* out, const float* inp, std::size_t n) {
-  for (std::size_t i = 0; i < n; ++i) out[i] = std::tanh(inp[i]);
+  par::for_range(n, [&](std::size_t lo, std::size_t hi) {
+    for (std::size_t i = lo; i < hi; ++i) out[i] = std::tanh(inp[i]);
+  }, 16.0);
 }
 
 void tanh_backward(float* dinp, const float* dout, const float* out, std::size_t n) {
-  for (std::size_t i = 0; i < n; ++i) dinp[i] += dout[i] * (1.0f - out[i] * out[i]);
+  par::for_range(n, [&](std::size_t lo, std::size_t hi) {
+    for (std::size_t i = lo; i < hi; ++i) dinp[i] += dout[i] * (1.0f - out[i] * out[i]);
+  });
 }
 
 void softmax_forward(float* out, const float* inp, std::size_t B, std::size_t K) {

@@ -1,5 +1,7 @@
 #include "tinylearn/train/conv_ops.h"
 
+#include "parallel.h"
+
 #include <cblas.h>
 
 #include <algorithm>
@@ -437,64 +439,97 @@ Conv2DGeometry depthwise_conv2d_geometry(size_t N, size_t H, size_t W, size_t C,
   return make_geometry("depthwise_conv2d", N, H, W, C, KH, KW, 0, M, SH, SW, padding);
 }
 
+// Samples per part for the cores: the work of one conv pass is about P * K * OC multiply-adds.
+size_t conv_parts(const Conv2DGeometry& g) {
+  return par::parts_for(g.N, double(g.N * g.OH * g.OW) * double(g.KH * g.KW * g.C) * double(g.OC));
+}
+
+// Parts the given workspace allows: each part needs at least one im2col row (K floats).
+size_t conv_parts(const Conv2DGeometry& g, size_t workspace_floats) {
+  size_t parts = conv_parts(g);
+  if (!is_pointwise(g)) parts = std::max<size_t>(1, std::min(parts, workspace_floats / (g.KH * g.KW * g.C)));
+  return parts;
+}
+
 size_t conv2d_workspace_floats(const Conv2DGeometry& g) {
   if (is_pointwise(g)) return 0;
-  const size_t K = g.KH * g.KW * g.C, P = g.N * g.OH * g.OW;
-  const size_t rows = std::min(P, std::max(kWorkspaceBudgetFloats / K, kMinChunkRows));
-  return rows * K;
+  // One im2col scratch per part: the part's samples up to the budget, at least kMinChunkRows.
+  const size_t parts = conv_parts(g);
+  const size_t K = g.KH * g.KW * g.C, P = (g.N + parts - 1) / parts * g.OH * g.OW;
+  const size_t rows = std::min(P, std::max(kWorkspaceBudgetFloats / parts / K, kMinChunkRows));
+  return parts * rows * K;
 }
 
 void conv2d_forward(float* out, const float* inp, const float* kernel, const float* bias,
                     const Conv2DGeometry& g, float* workspace, size_t workspace_floats) {
   check_conv2d(g, workspace, workspace_floats, true);
-  const size_t P = g.N * g.OH * g.OW, K = g.KH * g.KW * g.C, OC = g.OC;
-  const size_t chunk = chunk_rows(g, workspace_floats);
+  par::blas_single_threaded();
+  const size_t OHW = g.OH * g.OW, K = g.KH * g.KW * g.C, OC = g.OC;
+  const size_t parts = conv_parts(g, workspace_floats);
+  const size_t ws_part = workspace_floats / parts;
   const bool direct = is_pointwise(g);
-  for (size_t r0 = 0; r0 < P; r0 += chunk) {
-    const size_t rows = std::min(chunk, P - r0);
-    const float* A = inp + r0 * g.C;  // pointwise: the input rows are the im2col rows
-    if (!direct) {
-      im2col(workspace, inp, g, r0, rows);
-      A = workspace;
+  // Each part convolves its own samples with its own slice of the workspace.
+  par::for_parts(g.N, parts, [&](size_t k, size_t n0, size_t n1) {
+    float* ws = direct ? nullptr : workspace + k * ws_part;
+    const size_t P = n1 * OHW, chunk = direct ? std::min(P, kMaxGemmDim) : chunk_rows(g, ws_part);
+    for (size_t r0 = n0 * OHW; r0 < P; r0 += chunk) {
+      const size_t rows = std::min(chunk, P - r0);
+      const float* A = inp + r0 * g.C;  // pointwise: the input rows are the im2col rows
+      if (!direct) {
+        im2col(ws, inp, g, r0, rows);
+        A = ws;
+      }
+      gemm_bias(out + r0 * OC, A, kernel, bias, rows, K, OC);
     }
-    gemm_bias(out + r0 * OC, A, kernel, bias, rows, K, OC);
-  }
+  });
 }
 
 void conv2d_backward(float* dinp, float* dkernel, float* dbias, const float* dout,
                      const float* inp, const float* kernel, const Conv2DGeometry& g,
                      float* workspace, size_t workspace_floats) {
   check_conv2d(g, workspace, workspace_floats, dinp || dkernel);
-  const size_t P = g.N * g.OH * g.OW, K = g.KH * g.KW * g.C, OC = g.OC;
-  if (dbias) bias_grad(dbias, dout, P, OC);
+  par::blas_single_threaded();
+  const size_t OHW = g.OH * g.OW, K = g.KH * g.KW * g.C, OC = g.OC;
+  if (dbias) bias_grad(dbias, dout, g.N * OHW, OC);
   if (!dinp && !dkernel) return;
-  const size_t chunk = chunk_rows(g, workspace_floats);
+  const size_t parts = conv_parts(g, workspace_floats);
+  const size_t ws_part = workspace_floats / parts;
   const bool direct = is_pointwise(g);
-  for (size_t r0 = 0; r0 < P; r0 += chunk) {
-    const size_t rows = std::min(chunk, P - r0);
-    const float* d = dout + r0 * OC;
-    if (dkernel) {
-      // dkernel (K, OC) += im2col^T (K, rows) @ dout (rows, OC)
-      const float* A = inp + r0 * g.C;
-      if (!direct) {
-        im2col(workspace, inp, g, r0, rows);
-        A = workspace;
+  // Kernel gradients of parts 1.. go to their own buffers, added to part 0's in order below.
+  std::vector<float> partial(dkernel ? (parts - 1) * K * OC : 0, 0.0f);
+  par::for_parts(g.N, parts, [&](size_t k, size_t n0, size_t n1) {
+    float* ws = direct ? nullptr : workspace + k * ws_part;
+    float* dk = k == 0 ? dkernel : partial.data() + (k - 1) * K * OC;
+    const size_t P = n1 * OHW, chunk = direct ? std::min(P, kMaxGemmDim) : chunk_rows(g, ws_part);
+    for (size_t r0 = n0 * OHW; r0 < P; r0 += chunk) {
+      const size_t rows = std::min(chunk, P - r0);
+      const float* d = dout + r0 * OC;
+      if (dkernel) {
+        // dkernel (K, OC) += im2col^T (K, rows) @ dout (rows, OC)
+        const float* A = inp + r0 * g.C;
+        if (!direct) {
+          im2col(ws, inp, g, r0, rows);
+          A = ws;
+        }
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(K), int(OC), int(rows), 1.0f, A,
+                    int(K), d, int(OC), 1.0f, dk, int(OC));
       }
-      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(K), int(OC), int(rows), 1.0f, A,
-                  int(K), d, int(OC), 1.0f, dkernel, int(OC));
-    }
-    if (dinp) {
-      // dcol (rows, K) = dout (rows, OC) @ kernel^T (OC, K); dinp += col2im(dcol)
-      if (direct) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(rows), int(K), int(OC), 1.0f, d,
-                    int(OC), kernel, int(OC), 1.0f, dinp + r0 * g.C, int(K));
-      } else {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(rows), int(K), int(OC), 1.0f, d,
-                    int(OC), kernel, int(OC), 0.0f, workspace, int(K));
-        col2im_add(dinp, workspace, g, r0, rows);
+      if (dinp) {
+        // dcol (rows, K) = dout (rows, OC) @ kernel^T (OC, K); dinp += col2im(dcol). A part's
+        // windows read only its own samples, so the parts write disjoint parts of dinp.
+        if (direct) {
+          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(rows), int(K), int(OC), 1.0f,
+                      d, int(OC), kernel, int(OC), 1.0f, dinp + r0 * g.C, int(K));
+        } else {
+          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(rows), int(K), int(OC), 1.0f,
+                      d, int(OC), kernel, int(OC), 0.0f, ws, int(K));
+          col2im_add(dinp, ws, g, r0, rows);
+        }
       }
     }
-  }
+  });
+  for (size_t k = 1; k < parts && dkernel; ++k)
+    add_acc(dkernel, partial.data() + (k - 1) * K * OC, K * OC);
 }
 
 void depthwise_conv2d_forward(float* out, const float* inp, const float* kernel,

@@ -8,6 +8,8 @@
 
 #include "tinylearn/train/nn_ops.h"
 
+#include "parallel.h"
+
 namespace tinylearn::ops {
 
 namespace {
@@ -67,43 +69,46 @@ Pool2dGeometry pool2d_geometry(std::size_t N, std::size_t H, std::size_t W, std:
 void max_pool2d_forward(float* out, std::int32_t* argmax, const float* inp,
                         const Pool2dGeometry& g) {
   const std::size_t C = g.C;
-  std::vector<std::int32_t> scratch;
-  if (!argmax) scratch.resize(C);
-  for (std::size_t n = 0; n < g.N; ++n) {
-    const float* x = inp + n * g.H * g.W * C;
-    for (std::size_t oh = 0; oh < g.OH; ++oh) {
-      std::size_t h0, h1;
-      window(oh, g.SH, g.PH, g.pad_top, g.H, h0, h1);
-      for (std::size_t ow = 0; ow < g.OW; ++ow) {
-        std::size_t w0, w1;
-        window(ow, g.SW, g.PW, g.pad_left, g.W, w0, w1);
-        const std::size_t o_off = ((n * g.OH + oh) * g.OW + ow) * C;
-        float* o = out + o_off;
-        std::int32_t* a = argmax ? argmax + o_off : scratch.data();
-        // Start from the first real cell; later cells replace it only when strictly greater,
-        // so ties keep the first maximum in scan order.
-        {
-          const float* xc = x + (h0 * g.W + w0) * C;
-          const std::int32_t idx = std::int32_t(h0 * g.W + w0);
-          for (std::size_t c = 0; c < C; ++c) {
-            o[c] = xc[c];
-            a[c] = idx;
-          }
-        }
-        for (std::size_t ih = h0; ih < h1; ++ih)
-          for (std::size_t iw = (ih == h0 ? w0 + 1 : w0); iw < w1; ++iw) {
-            const float* xc = x + (ih * g.W + iw) * C;
-            const std::int32_t idx = std::int32_t(ih * g.W + iw);
-            for (std::size_t c = 0; c < C; ++c) {  // branch-free select (vectorizes)
-              const float v = xc[c], cur = o[c];
-              const std::int32_t take = -std::int32_t(v > cur);  // all ones when v > cur
-              o[c] = v > cur ? v : cur;
-              a[c] = (idx & take) | (a[c] & ~take);
+  // Samples split over the cores; each part has its own argmax scratch when none is kept.
+  const std::size_t parts = par::parts_for(g.N, double(g.N * g.H * g.W * C));
+  std::vector<std::int32_t> scratch(argmax ? 0 : parts * C);
+  par::for_parts(g.N, parts, [&](std::size_t k, std::size_t n0, std::size_t n1) {
+    for (std::size_t n = n0; n < n1; ++n) {
+      const float* x = inp + n * g.H * g.W * C;
+      for (std::size_t oh = 0; oh < g.OH; ++oh) {
+        std::size_t h0, h1;
+        window(oh, g.SH, g.PH, g.pad_top, g.H, h0, h1);
+        for (std::size_t ow = 0; ow < g.OW; ++ow) {
+          std::size_t w0, w1;
+          window(ow, g.SW, g.PW, g.pad_left, g.W, w0, w1);
+          const std::size_t o_off = ((n * g.OH + oh) * g.OW + ow) * C;
+          float* o = out + o_off;
+          std::int32_t* a = argmax ? argmax + o_off : scratch.data() + k * C;
+          // Start from the first real cell; later cells replace it only when strictly greater,
+          // so ties keep the first maximum in scan order.
+          {
+            const float* xc = x + (h0 * g.W + w0) * C;
+            const std::int32_t idx = std::int32_t(h0 * g.W + w0);
+            for (std::size_t c = 0; c < C; ++c) {
+              o[c] = xc[c];
+              a[c] = idx;
             }
           }
+          for (std::size_t ih = h0; ih < h1; ++ih)
+            for (std::size_t iw = (ih == h0 ? w0 + 1 : w0); iw < w1; ++iw) {
+              const float* xc = x + (ih * g.W + iw) * C;
+              const std::int32_t idx = std::int32_t(ih * g.W + iw);
+              for (std::size_t c = 0; c < C; ++c) {  // branch-free select (vectorizes)
+                const float v = xc[c], cur = o[c];
+                const std::int32_t take = -std::int32_t(v > cur);  // all ones when v > cur
+                o[c] = v > cur ? v : cur;
+                a[c] = (idx & take) | (a[c] & ~take);
+              }
+            }
+        }
       }
     }
-  }
+  });
 }
 
 void max_pool2d_backward(float* dinp, const float* dout, const float* inp,
@@ -116,15 +121,18 @@ void max_pool2d_backward(float* dinp, const float* dout, const float* inp,
     max_pool2d_forward(out.data(), recomputed.data(), inp, g);
     argmax = recomputed.data();
   }
-  for (std::size_t n = 0; n < g.N; ++n) {
-    float* dx = dinp + n * g.H * g.W * C;
-    const std::size_t o_begin = n * g.OH * g.OW * C;
-    for (std::size_t p = 0; p < g.OH * g.OW; ++p) {
-      const float* d = dout + o_begin + p * C;
-      const std::int32_t* a = argmax + o_begin + p * C;
-      for (std::size_t c = 0; c < C; ++c) dx[std::size_t(a[c]) * C + c] += d[c];
+  const std::size_t parts = par::parts_for(g.N, double(g.out_size()));
+  par::for_parts(g.N, parts, [&](std::size_t, std::size_t n0, std::size_t n1) {
+    for (std::size_t n = n0; n < n1; ++n) {
+      float* dx = dinp + n * g.H * g.W * C;
+      const std::size_t o_begin = n * g.OH * g.OW * C;
+      for (std::size_t p = 0; p < g.OH * g.OW; ++p) {
+        const float* d = dout + o_begin + p * C;
+        const std::int32_t* a = argmax + o_begin + p * C;
+        for (std::size_t c = 0; c < C; ++c) dx[std::size_t(a[c]) * C + c] += d[c];
+      }
     }
-  }
+  });
 }
 
 void avg_pool2d_forward(float* out, const float* inp, const Pool2dGeometry& g) {
@@ -153,24 +161,27 @@ void avg_pool2d_forward(float* out, const float* inp, const Pool2dGeometry& g) {
 
 void avg_pool2d_backward(float* dinp, const float* dout, const Pool2dGeometry& g) {
   const std::size_t C = g.C;
-  for (std::size_t n = 0; n < g.N; ++n) {
-    float* dx = dinp + n * g.H * g.W * C;
-    for (std::size_t oh = 0; oh < g.OH; ++oh) {
-      std::size_t h0, h1;
-      window(oh, g.SH, g.PH, g.pad_top, g.H, h0, h1);
-      for (std::size_t ow = 0; ow < g.OW; ++ow) {
-        std::size_t w0, w1;
-        window(ow, g.SW, g.PW, g.pad_left, g.W, w0, w1);
-        const float* d = dout + ((n * g.OH + oh) * g.OW + ow) * C;
-        const float inv = 1.0f / float((h1 - h0) * (w1 - w0));
-        for (std::size_t ih = h0; ih < h1; ++ih)
-          for (std::size_t iw = w0; iw < w1; ++iw) {
-            float* dxc = dx + (ih * g.W + iw) * C;
-            for (std::size_t c = 0; c < C; ++c) dxc[c] += d[c] * inv;
-          }
+  const std::size_t parts = par::parts_for(g.N, double(g.out_size()));
+  par::for_parts(g.N, parts, [&](std::size_t, std::size_t n0, std::size_t n1) {
+    for (std::size_t n = n0; n < n1; ++n) {
+      float* dx = dinp + n * g.H * g.W * C;
+      for (std::size_t oh = 0; oh < g.OH; ++oh) {
+        std::size_t h0, h1;
+        window(oh, g.SH, g.PH, g.pad_top, g.H, h0, h1);
+        for (std::size_t ow = 0; ow < g.OW; ++ow) {
+          std::size_t w0, w1;
+          window(ow, g.SW, g.PW, g.pad_left, g.W, w0, w1);
+          const float* d = dout + ((n * g.OH + oh) * g.OW + ow) * C;
+          const float inv = 1.0f / float((h1 - h0) * (w1 - w0));
+          for (std::size_t ih = h0; ih < h1; ++ih)
+            for (std::size_t iw = w0; iw < w1; ++iw) {
+              float* dxc = dx + (ih * g.W + iw) * C;
+              for (std::size_t c = 0; c < C; ++c) dxc[c] += d[c] * inv;
+            }
+        }
       }
     }
-  }
+  });
 }
 
 void global_avg_pool2d_forward(float* out, const float* inp, std::size_t N, std::size_t H,
