@@ -33,7 +33,8 @@ apt:
 $(VENV)/.deps: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade $(PIP_TOOLS)
-	$(PY) -m pip install -q numpy tqdm pyelftools pytest matplotlib nbclient nbformat ipykernel ipywidgets
+	$(PY) -m pip install -q numpy tqdm pyelftools pytest matplotlib nbclient nbformat ipykernel ipywidgets \
+	  ai-edge-litert tflite flatbuffers
 	touch $@
 
 venv: $(VENV)/.deps

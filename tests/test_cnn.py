@@ -114,17 +114,29 @@ def test_shapes_that_do_not_connect_name_the_layer():
         m.compile(optimizer="adam", loss="mse")
 
 
-@pytest.mark.slow
-def test_fashion_mnist_cnn_learns():
-    """The benchmark's CNN on a fifth of Fashion-MNIST for two epochs."""
+@pytest.fixture(scope="module")
+def fashion_mnist_cnn():
+    """The benchmark's CNN trained on all of Fashion-MNIST: 8 epochs, batch 64, Adam with a cosine
+    decay of the learning rate from 2e-3 (the last epochs settle instead of jumping around)."""
     (x_train, y_train), (x_test, y_test) = tl.datasets.fashion_mnist.load_data()
-    x_train = (x_train[:12000].astype(np.float32) / 255)[..., None]
-    x_test = (x_test[:2000].astype(np.float32) / 255)[..., None]
+    x_train = (x_train.astype(np.float32) / 255)[..., None]
+    x_test = (x_test.astype(np.float32) / 255)[..., None]
     model = tl.Sequential([L.Conv2D(16, 3, activation="relu", input_shape=(28, 28, 1)), L.MaxPooling2D(),
                            L.Conv2D(32, 3, activation="relu"), L.MaxPooling2D(), L.Flatten(),
                            L.Dense(64, activation="relu"), L.Dense(10)])
-    model.compile(optimizer="adam", loss=tl.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
-    model.fit(x_train, y_train[:12000], epochs=2, batch_size=64, seed=1, verbose=0)
-    _, accuracy = model.evaluate(x_test, y_test[:2000])
-    assert accuracy >= 0.80
+    epochs, batch = 8, 64
+    steps = epochs * -(-len(x_train) // batch)
+    model.compile(optimizer=tl.optimizers.Adam(tl.optimizers.schedules.CosineDecay(2e-3, steps)),
+                  loss=tl.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    model.fit(x_train, y_train, epochs=epochs, batch_size=batch, seed=1, verbose=0)
+    return model, (x_train, y_train), (x_test, y_test)
+
+
+@pytest.mark.slow
+def test_fashion_mnist_cnn_reaches_90_percent(fashion_mnist_cnn):
+    """Acceptance: the benchmark's CNN, trained from Python, reaches >= 90% test accuracy."""
+    model, _, (x_test, y_test) = fashion_mnist_cnn
+    _, accuracy = model.evaluate(x_test, y_test)
+    assert accuracy >= 0.90
+    # evaluate's accuracy is the fraction of argmax hits (checked independently).
+    assert np.mean(model.predict(x_test).argmax(axis=1) == y_test) == pytest.approx(accuracy, abs=1e-6)
