@@ -1,0 +1,19 @@
+// Elementwise addition of two same-shape int8 tensors (TFLite ADD, int8, no broadcasting).
+#ifndef TINYLEARN_MICRO_ADD_S8_H
+#define TINYLEARN_MICRO_ADD_S8_H
+
+#include <stdint.h>
+
+#include "tinylearn/micro/format.h"
+#include "tinylearn/micro/micro.h"
+
+// Checks parameters; TLM_OK when the kernel may run on `count` (>= 1) elements.
+tlm_status tlm_add_s8_check(const tlm_add_params* params, int32_t count);
+
+// output[i] = clamp(requantize(rescale1(input1[i]) + rescale2(input2[i])) + output_offset)
+// Each output element depends only on the same element of each input, so output may be input1 or
+// input2 (exactly the same bytes); any other overlap is not allowed. No scratch memory.
+void tlm_add_s8(const tlm_add_params* params, int32_t count, const int8_t* input1,
+                const int8_t* input2, int8_t* output);
+
+#endif  // TINYLEARN_MICRO_ADD_S8_H

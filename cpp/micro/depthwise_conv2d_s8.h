@@ -1,0 +1,30 @@
+// Depthwise 2-D convolution, int8, per-channel requantization (TFLite DEPTHWISE_CONV_2D with int8
+// input, int8 per-channel filter, int32 bias).
+#ifndef TINYLEARN_MICRO_DEPTHWISE_CONV2D_S8_H
+#define TINYLEARN_MICRO_DEPTHWISE_CONV2D_S8_H
+
+#include <stdint.h>
+
+#include "nn_types.h"
+#include "tinylearn/micro/format.h"
+#include "tinylearn/micro/micro.h"
+
+// Checks parameters, dims (output_c == input_c * depth_multiplier), per-channel multipliers and
+// shifts and biases; TLM_OK when the kernel may run.
+//   multipliers, shifts: [output_c]; bias: [output_c] or null
+tlm_status tlm_depthwise_conv2d_s8_check(const tlm_depthwise_conv2d_params* params,
+                                         const tlm_conv_dims* dims, const int32_t* multipliers,
+                                         const int32_t* shifts, const int32_t* bias);
+
+// output[b, y, x, c * dm + m] = clamp(requantize(bias + sum over the window of
+//   (input[b, ., ., c] + input_offset) * filter[0, ., ., c * dm + m]) + output_offset)
+//   input:  [batches, input_h, input_w, input_c]
+//   filter: [1, filter_h, filter_w, output_c], symmetric (zero point 0)
+//   output: [batches, output_h, output_w, output_c]; must not overlap input
+// Needs no scratch memory. Call only after tlm_depthwise_conv2d_s8_check returned TLM_OK.
+void tlm_depthwise_conv2d_s8(const tlm_depthwise_conv2d_params* params,
+                             const tlm_conv_dims* dims, const int32_t* multipliers,
+                             const int32_t* shifts, const int8_t* input, const int8_t* filter,
+                             const int32_t* bias, int8_t* output);
+
+#endif  // TINYLEARN_MICRO_DEPTHWISE_CONV2D_S8_H
