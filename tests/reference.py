@@ -11,6 +11,13 @@ HEADER = struct.Struct("<4sHHIIIHHHHI")
 TENSOR = struct.Struct("<BBBB4iIfi")
 OP = struct.Struct("<HBB6H2HIII")
 FC_PARAMS = struct.Struct("<6i")
+# Parameter structs by opcode (format.h): FULLY_CONNECTED 1, CONV_2D 3, DEPTHWISE_CONV_2D 4,
+# MAX_POOL_2D 5, AVERAGE_POOL_2D 6, MEAN 7, ADD 8, CONCATENATION 9, SOFTMAX 10, RELU 11,
+# RESHAPE 12 (none), QUANTIZE 13, DEQUANTIZE 14.
+OP_PARAMS = {1: FC_PARAMS, 3: struct.Struct("<10i"), 4: struct.Struct("<11i"), 5: struct.Struct("<8i"),
+             6: struct.Struct("<8i"), 7: struct.Struct("<4i"), 8: struct.Struct("<12i"),
+             9: struct.Struct("<i"), 10: struct.Struct("<3i"), 11: struct.Struct("<6i"),
+             12: struct.Struct("<"), 13: struct.Struct("<4if"), 14: struct.Struct("<if")}
 
 
 def parse_blob(blob: bytes) -> dict:
@@ -31,8 +38,10 @@ def parse_blob(blob: bytes) -> dict:
     for k in range(n_ops):
         opcode, n_in, n_out, *rest = OP.unpack_from(blob, 32 + 32 * (n_tensors + k))
         inputs, outputs, (p_off, p_bytes, _) = rest[:6], rest[6:8], rest[8:]
+        fmt = OP_PARAMS.get(opcode)
         ops.append({"opcode": opcode, "inputs": inputs[:n_in], "outputs": outputs[:n_out],
-                    "params": FC_PARAMS.unpack_from(blob, p_off) if opcode == 1 else None})
+                    "params": fmt.unpack_from(blob, p_off) if fmt is not None and p_bytes == fmt.size
+                    else None})
     return {"magic": magic, "version": version, "header_bytes": header_bytes, "total": total,
             "crc": crc, "arena": arena, "tensors": tensors, "ops": ops, "input": inp,
             "output": out, "flags": flags}

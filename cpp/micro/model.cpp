@@ -1,9 +1,45 @@
 // Model blob validation and the interpreter loop of the freestanding core.
 #include <string.h>
 
-#include "fully_connected_s8.h"
+#include "ops_config.h"
 #include "tinylearn/micro/format.h"
 #include "tinylearn/micro/micro.h"
+#if TLM_WITH_FULLY_CONNECTED
+#include "fully_connected_s8.h"
+#endif
+#if TLM_WITH_CONV_2D
+#include "conv2d_s8.h"
+#endif
+#if TLM_WITH_DEPTHWISE_CONV_2D
+#include "depthwise_conv2d_s8.h"
+#endif
+#if TLM_WITH_MAX_POOL_2D
+#include "max_pool2d_s8.h"
+#endif
+#if TLM_WITH_AVERAGE_POOL_2D
+#include "avg_pool2d_s8.h"
+#endif
+#if TLM_WITH_MEAN
+#include "mean_s8.h"
+#endif
+#if TLM_WITH_ADD
+#include "add_s8.h"
+#endif
+#if TLM_WITH_CONCATENATION
+#include "concatenation_s8.h"
+#endif
+#if TLM_WITH_SOFTMAX
+#include "softmax_s8.h"
+#endif
+#if TLM_WITH_RELU
+#include "relu_s8.h"
+#endif
+#if TLM_WITH_QUANTIZE
+#include "quantize_s8.h"
+#endif
+#if TLM_WITH_DEQUANTIZE
+#include "dequantize_s8.h"
+#endif
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "tinylearn micro reads its little-endian blob in place: big-endian targets are not supported"
@@ -52,15 +88,18 @@ void read_tensor(const tlm_model* m, uint32_t i, Tensor* t) {
   t->offset = rd_u32(r + 20);
   uint32_t n = 1;
   for (int k = 0; k < t->rank; ++k) n *= static_cast<uint32_t>(t->dims[k]);
-  t->bytes = n * (t->type == TLM_TYPE_INT32 ? 4u : 1u);
+  t->bytes = n * (t->type == TLM_TYPE_INT8 ? 1u : 4u);
 }
 
 // Validates one tensor record. `payload` is where constant data may start.
 tlm_status check_tensor(const tlm_model* m, uint32_t i, uint32_t payload) {
   const uint8_t* r = tensor_record(m, i);
   const uint8_t type = r[0], rank = r[1], storage = r[2];
-  if ((type != TLM_TYPE_INT8 && type != TLM_TYPE_INT32) || rank < 1 || rank > 4 ||
-      (storage != TLM_STORAGE_ARENA && storage != TLM_STORAGE_BLOB) || r[3] != 0)
+  // float32 tensors live in the arena only (no operator takes float constants).
+  if ((type != TLM_TYPE_INT8 && type != TLM_TYPE_INT32 &&
+       (type != TLM_TYPE_FLOAT32 || storage != TLM_STORAGE_ARENA)) ||
+      rank < 1 || rank > 4 || (storage != TLM_STORAGE_ARENA && storage != TLM_STORAGE_BLOB) ||
+      r[3] != 0)
     return TLM_ERR_BAD_TENSOR;
   uint64_t count = 1;
   for (int k = 0; k < 4; ++k) {
@@ -69,7 +108,7 @@ tlm_status check_tensor(const tlm_model* m, uint32_t i, uint32_t payload) {
     count *= static_cast<uint64_t>(d);
     if (count > 0x10000000u) return TLM_ERR_BAD_TENSOR;  // 2^28 elements: no overflow below
   }
-  const uint64_t bytes = count * (type == TLM_TYPE_INT32 ? 4u : 1u);
+  const uint64_t bytes = count * (type == TLM_TYPE_INT8 ? 1u : 4u);
   const uint32_t offset = rd_u32(r + 20);
   if (offset & 3u) return TLM_ERR_BAD_TENSOR;
   const uint64_t end = uint64_t{offset} + bytes;
@@ -90,6 +129,59 @@ tlm_status operand(const tlm_model* m, uint16_t index, uint8_t type, uint8_t sto
   return (t->type == type && t->storage == storage) ? TLM_OK : TLM_ERR_SHAPE;
 }
 
+// ---- Operators ------------------------------------------------------------------------------
+//
+// Each operator but FULLY_CONNECTED has one function `op_<name>(m, r, arena)` that decodes its
+// record (operands, shapes, parameters). With arena == nullptr (tlm_model_init) it validates
+// everything: record layout, operand types and storage, shapes, aliasing, then the kernel's own
+// *_check (parameter ranges, accumulator bounds). With an arena (tlm_invoke, after a successful
+// init) it decodes the same way and runs the kernel: one code path for validation and execution,
+// and a few loads per operand on every invoke instead of a cache.
+
+// The record has exactly these operand counts and parameter bytes.
+inline bool bad_record(const uint8_t* r, uint8_t inputs, uint8_t outputs, uint32_t params_bytes) {
+  return r[2] != inputs || r[3] != outputs || rd_u32(r + 24) != params_bytes;
+}
+
+// Both tensors have the same rank and dims.
+inline bool same_dims(const Tensor& a, const Tensor& b) {
+  if (a.rank != b.rank) return false;
+  for (int k = 0; k < 4; ++k)
+    if (a.dims[k] != b.dims[k]) return false;
+  return true;
+}
+
+// An elementwise operator may run in place: output and input exactly the same bytes, or disjoint.
+inline bool alias_or_disjoint(const Tensor& a, const Tensor& b) {
+  return (a.offset == b.offset && a.bytes == b.bytes) || !overlap(a, b);
+}
+
+// Tensors i and j carry the same quantization (scale and zero point, bit for bit).
+inline bool same_quantization(const tlm_model* m, uint16_t i, uint16_t j) {
+  const uint8_t *a = tensor_record(m, i) + 24, *b = tensor_record(m, j) + 24;
+  return rd_u32(a) == rd_u32(b) && rd_u32(a + 4) == rd_u32(b + 4);  // no newlib memcmp
+}
+
+inline int32_t zero_point(const tlm_model* m, uint16_t i) {
+  return rd_i32(tensor_record(m, i) + 28);
+}
+
+// Copies the operator's parameters (the blob is a byte string, possibly in flash).
+template <typename P>
+inline void read_params(const tlm_model* m, const uint8_t* r, P* p) {
+  memcpy(p, m->blob + rd_u32(r + 20), sizeof(P));
+}
+
+// A constant tensor's data: 4-byte aligned inside the 4-byte aligned blob.
+template <typename T>
+inline const T* blob_data(const tlm_model* m, const Tensor& t) {
+  return reinterpret_cast<const T*>(m->blob + t.offset);
+}
+
+// Elements of an int8 tensor (< 2^28, check_tensor).
+inline int32_t count(const Tensor& t) { return static_cast<int32_t>(t.bytes); }
+
+#if TLM_WITH_FULLY_CONNECTED
 // Everything one fully connected operator needs, read from its record.
 struct FcOp {
   tlm_fully_connected_params params;
@@ -134,6 +226,367 @@ tlm_status read_fc(const tlm_model* m, const uint8_t* r, FcOp* op) {
   if (overlap(op->input, op->output)) return TLM_ERR_BAD_OP;
   return TLM_OK;
 }
+#endif  // TLM_WITH_FULLY_CONNECTED
+
+#if TLM_WITH_CONV_2D || TLM_WITH_DEPTHWISE_CONV_2D
+// CONV_2D and DEPTHWISE_CONV_2D: input, filter, bias (optional), multipliers, shifts -> output.
+struct ConvOp {
+  tlm_conv_dims dims;
+  Tensor input, filter, bias, multipliers, shifts, output;
+  bool has_bias;
+};
+
+tlm_status read_conv(const tlm_model* m, const uint8_t* r, bool depthwise, uint32_t params_bytes,
+                     ConvOp* op) {
+  if (bad_record(r, 5, 1, params_bytes)) return TLM_ERR_BAD_OP;
+  tlm_status s;
+  if ((s = operand(m, rd_u16(r + 4), TLM_TYPE_INT8, TLM_STORAGE_ARENA, &op->input)) != TLM_OK ||
+      (s = operand(m, rd_u16(r + 6), TLM_TYPE_INT8, TLM_STORAGE_BLOB, &op->filter)) != TLM_OK ||
+      (s = operand(m, rd_u16(r + 10), TLM_TYPE_INT32, TLM_STORAGE_BLOB, &op->multipliers)) !=
+          TLM_OK ||
+      (s = operand(m, rd_u16(r + 12), TLM_TYPE_INT32, TLM_STORAGE_BLOB, &op->shifts)) != TLM_OK ||
+      (s = operand(m, rd_u16(r + 16), TLM_TYPE_INT8, TLM_STORAGE_ARENA, &op->output)) != TLM_OK)
+    return s;
+  const uint16_t bias = rd_u16(r + 8);
+  op->has_bias = bias != TLM_NO_TENSOR;
+  if (op->has_bias &&
+      (s = operand(m, bias, TLM_TYPE_INT32, TLM_STORAGE_BLOB, &op->bias)) != TLM_OK)
+    return s;
+  const Tensor &in = op->input, &f = op->filter, &out = op->output;
+  if (in.rank != 4 || f.rank != 4 || out.rank != 4) return TLM_ERR_SHAPE;
+  // conv: filter [out_c, kh, kw, in_c]; depthwise: [1, kh, kw, out_c].
+  const int32_t out_c = depthwise ? f.dims[3] : f.dims[0];
+  if (out.dims[0] != in.dims[0] || out.dims[3] != out_c ||
+      (depthwise ? f.dims[0] != 1 : f.dims[3] != in.dims[3]))
+    return TLM_ERR_SHAPE;
+  const Tensor* per_channel[3] = {&op->multipliers, &op->shifts, op->has_bias ? &op->bias : nullptr};
+  for (const Tensor* t : per_channel)
+    if (t && (t->rank != 1 || t->dims[0] != out_c)) return TLM_ERR_SHAPE;
+  if (overlap(in, out)) return TLM_ERR_BAD_OP;
+  op->dims = {in.dims[0], in.dims[1], in.dims[2], in.dims[3], f.dims[1], f.dims[2],
+              out.dims[1], out.dims[2], out_c};
+  return TLM_OK;
+}
+#endif
+
+#if TLM_WITH_CONV_2D
+tlm_status op_conv2d(const tlm_model* m, const uint8_t* r, int8_t* arena) {
+  ConvOp op;
+  const tlm_status s = read_conv(m, r, false, sizeof(tlm_conv2d_params), &op);
+  if (s != TLM_OK) return s;
+  tlm_conv2d_params p;
+  read_params(m, r, &p);
+  const int32_t* bias = op.has_bias ? blob_data<int32_t>(m, op.bias) : nullptr;
+  const int32_t* multipliers = blob_data<int32_t>(m, op.multipliers);
+  const int32_t* shifts = blob_data<int32_t>(m, op.shifts);
+  if (!arena) return tlm_conv2d_s8_check(&p, &op.dims, multipliers, shifts, bias);
+  tlm_conv2d_s8(&p, &op.dims, multipliers, shifts, arena + op.input.offset,
+                blob_data<int8_t>(m, op.filter), bias, arena + op.output.offset);
+  return TLM_OK;
+}
+#endif
+
+#if TLM_WITH_DEPTHWISE_CONV_2D
+tlm_status op_depthwise_conv2d(const tlm_model* m, const uint8_t* r, int8_t* arena) {
+  ConvOp op;
+  const tlm_status s = read_conv(m, r, true, sizeof(tlm_depthwise_conv2d_params), &op);
+  if (s != TLM_OK) return s;
+  tlm_depthwise_conv2d_params p;
+  read_params(m, r, &p);
+  const int32_t* bias = op.has_bias ? blob_data<int32_t>(m, op.bias) : nullptr;
+  const int32_t* multipliers = blob_data<int32_t>(m, op.multipliers);
+  const int32_t* shifts = blob_data<int32_t>(m, op.shifts);
+  if (!arena) return tlm_depthwise_conv2d_s8_check(&p, &op.dims, multipliers, shifts, bias);
+  tlm_depthwise_conv2d_s8(&p, &op.dims, multipliers, shifts, arena + op.input.offset,
+                          blob_data<int8_t>(m, op.filter), bias, arena + op.output.offset);
+  return TLM_OK;
+}
+#endif
+
+// One int8 arena input and one int8 arena output (pools, MEAN, SOFTMAX, RELU, DEQUANTIZE's
+// input, ...): reads and checks the record, the operands' types and storage.
+inline tlm_status read_unary(const tlm_model* m, const uint8_t* r, uint32_t params_bytes,
+                      uint8_t in_type, uint8_t out_type, Tensor* in, Tensor* out) {
+  if (bad_record(r, 1, 1, params_bytes)) return TLM_ERR_BAD_OP;
+  tlm_status s;
+  if ((s = operand(m, rd_u16(r + 4), in_type, TLM_STORAGE_ARENA, in)) != TLM_OK ||
+      (s = operand(m, rd_u16(r + 16), out_type, TLM_STORAGE_ARENA, out)) != TLM_OK)
+    return s;
+  return TLM_OK;
+}
+
+#if TLM_WITH_MAX_POOL_2D || TLM_WITH_AVERAGE_POOL_2D
+struct PoolOp {
+  tlm_pool_params params;
+  tlm_pool_dims dims;
+  Tensor input, output;
+};
+
+tlm_status read_pool(const tlm_model* m, const uint8_t* r, PoolOp* op) {
+  const tlm_status s = read_unary(m, r, sizeof(tlm_pool_params), TLM_TYPE_INT8, TLM_TYPE_INT8,
+                                  &op->input, &op->output);
+  if (s != TLM_OK) return s;
+  const Tensor &in = op->input, &out = op->output;
+  if (in.rank != 4 || out.rank != 4 || out.dims[0] != in.dims[0] || out.dims[3] != in.dims[3] ||
+      !same_quantization(m, rd_u16(r + 4), rd_u16(r + 16)))
+    return TLM_ERR_SHAPE;
+  if (overlap(in, out)) return TLM_ERR_BAD_OP;
+  read_params(m, r, &op->params);
+  op->dims = {in.dims[0], in.dims[1], in.dims[2], in.dims[3], out.dims[1], out.dims[2]};
+  return TLM_OK;
+}
+#endif
+
+#if TLM_WITH_MAX_POOL_2D
+tlm_status op_max_pool2d(const tlm_model* m, const uint8_t* r, int8_t* arena) {
+  PoolOp op;
+  const tlm_status s = read_pool(m, r, &op);
+  if (s != TLM_OK) return s;
+  if (!arena) return tlm_max_pool2d_s8_check(&op.params, &op.dims);
+  tlm_max_pool2d_s8(&op.params, &op.dims, arena + op.input.offset, arena + op.output.offset);
+  return TLM_OK;
+}
+#endif
+
+#if TLM_WITH_AVERAGE_POOL_2D
+tlm_status op_avg_pool2d(const tlm_model* m, const uint8_t* r, int8_t* arena) {
+  PoolOp op;
+  const tlm_status s = read_pool(m, r, &op);
+  if (s != TLM_OK) return s;
+  if (!arena) return tlm_avg_pool2d_s8_check(&op.params, &op.dims);
+  tlm_avg_pool2d_s8(&op.params, &op.dims, arena + op.input.offset, arena + op.output.offset);
+  return TLM_OK;
+}
+#endif
+
+#if TLM_WITH_MEAN
+tlm_status op_mean(const tlm_model* m, const uint8_t* r, int8_t* arena) {
+  Tensor in, out;
+  const tlm_status s =
+      read_unary(m, r, sizeof(tlm_mean_params), TLM_TYPE_INT8, TLM_TYPE_INT8, &in, &out);
+  if (s != TLM_OK) return s;
+  // input [n, h, w, c]; output [n, 1, 1, c] or [n, c].
+  if (in.rank != 4 || out.dims[0] != in.dims[0] || out.dims[out.rank - 1] != in.dims[3] ||
+      !(out.rank == 2 || (out.rank == 4 && out.dims[1] == 1 && out.dims[2] == 1)))
+    return TLM_ERR_SHAPE;
+  if (overlap(in, out)) return TLM_ERR_BAD_OP;
+  tlm_mean_params p;
+  read_params(m, r, &p);
+  const tlm_mean_dims dims = {in.dims[0], in.dims[1], in.dims[2], in.dims[3]};
+  if (!arena) return tlm_mean_s8_check(&p, &dims);
+  tlm_mean_s8(&p, &dims, arena + in.offset, arena + out.offset);
+  return TLM_OK;
+}
+#endif
+
+#if TLM_WITH_ADD
+tlm_status op_add(const tlm_model* m, const uint8_t* r, int8_t* arena) {
+  if (bad_record(r, 2, 1, sizeof(tlm_add_params))) return TLM_ERR_BAD_OP;
+  Tensor in1, in2, out;
+  tlm_status s;
+  if ((s = operand(m, rd_u16(r + 4), TLM_TYPE_INT8, TLM_STORAGE_ARENA, &in1)) != TLM_OK ||
+      (s = operand(m, rd_u16(r + 6), TLM_TYPE_INT8, TLM_STORAGE_ARENA, &in2)) != TLM_OK ||
+      (s = operand(m, rd_u16(r + 16), TLM_TYPE_INT8, TLM_STORAGE_ARENA, &out)) != TLM_OK)
+    return s;
+  if (!same_dims(in1, out) || !same_dims(in2, out)) return TLM_ERR_SHAPE;
+  if (!alias_or_disjoint(in1, out) || !alias_or_disjoint(in2, out)) return TLM_ERR_BAD_OP;
+  tlm_add_params p;
+  read_params(m, r, &p);
+  if (!arena) return tlm_add_s8_check(&p, count(out));
+  tlm_add_s8(&p, count(out), arena + in1.offset, arena + in2.offset, arena + out.offset);
+  return TLM_OK;
+}
+#endif
+
+#if TLM_WITH_CONCATENATION
+tlm_status op_concatenation(const tlm_model* m, const uint8_t* r, int8_t* arena) {
+  const uint8_t n = r[2];
+  if (n < 1 || n > TLM_CONCATENATION_MAX_INPUTS ||
+      bad_record(r, n, 1, sizeof(tlm_concatenation_params)))
+    return TLM_ERR_BAD_OP;
+  Tensor out;
+  tlm_status s = operand(m, rd_u16(r + 16), TLM_TYPE_INT8, TLM_STORAGE_ARENA, &out);
+  if (s != TLM_OK) return s;
+  tlm_concatenation_params p;
+  read_params(m, r, &p);
+  if (p.axis < 0 || p.axis >= out.rank) return TLM_ERR_BAD_PARAMS;
+  tlm_concatenation_dims dims;
+  dims.outer = 1;
+  dims.inner = 1;
+  for (int k = 0; k < out.rank; ++k) {
+    if (k < p.axis) dims.outer *= out.dims[k];
+    if (k > p.axis) dims.inner *= out.dims[k];
+  }
+  dims.input_count = n;
+  const int8_t* inputs[TLM_CONCATENATION_MAX_INPUTS];
+  int64_t axis_sum = 0;
+  for (uint8_t i = 0; i < n; ++i) {
+    Tensor in;
+    const uint16_t index = rd_u16(r + 4 + 2 * i);
+    if ((s = operand(m, index, TLM_TYPE_INT8, TLM_STORAGE_ARENA, &in)) != TLM_OK) return s;
+    if (in.rank != out.rank || !same_quantization(m, index, rd_u16(r + 16))) return TLM_ERR_SHAPE;
+    for (int k = 0; k < out.rank; ++k)
+      if (k != p.axis && in.dims[k] != out.dims[k]) return TLM_ERR_SHAPE;
+    if (overlap(in, out)) return TLM_ERR_BAD_OP;
+    dims.axis_sizes[i] = in.dims[p.axis];
+    axis_sum += in.dims[p.axis];
+    inputs[i] = arena ? arena + in.offset : nullptr;
+  }
+  if (axis_sum != out.dims[p.axis]) return TLM_ERR_SHAPE;
+  if (!arena) return tlm_concatenation_s8_check(&dims);
+  tlm_concatenation_s8(&dims, inputs, arena + out.offset);
+  return TLM_OK;
+}
+#endif
+
+#if TLM_WITH_SOFTMAX
+tlm_status op_softmax(const tlm_model* m, const uint8_t* r, int8_t* arena) {
+  Tensor in, out;
+  const tlm_status s =
+      read_unary(m, r, sizeof(tlm_softmax_params), TLM_TYPE_INT8, TLM_TYPE_INT8, &in, &out);
+  if (s != TLM_OK) return s;
+  // TFLite requires the int8 output zero point -128 (scale 1/256): the kernel's output is so.
+  if (!same_dims(in, out) || zero_point(m, rd_u16(r + 16)) != -128) return TLM_ERR_SHAPE;
+  if (overlap(in, out)) return TLM_ERR_BAD_OP;
+  tlm_softmax_params p;
+  read_params(m, r, &p);
+  const int32_t depth = in.dims[in.rank - 1];
+  const tlm_softmax_dims dims = {count(in) / depth, depth};
+  if (!arena) return tlm_softmax_s8_check(&p, &dims);
+  tlm_softmax_s8(&p, &dims, arena + in.offset, arena + out.offset);
+  return TLM_OK;
+}
+#endif
+
+#if TLM_WITH_RELU
+tlm_status op_relu(const tlm_model* m, const uint8_t* r, int8_t* arena) {
+  Tensor in, out;
+  const tlm_status s =
+      read_unary(m, r, sizeof(tlm_relu_params), TLM_TYPE_INT8, TLM_TYPE_INT8, &in, &out);
+  if (s != TLM_OK) return s;
+  if (!same_dims(in, out)) return TLM_ERR_SHAPE;
+  if (!alias_or_disjoint(in, out)) return TLM_ERR_BAD_OP;
+  tlm_relu_params p;
+  read_params(m, r, &p);
+  if (!arena) return tlm_relu_s8_check(&p, count(out));
+  tlm_relu_s8(&p, count(out), arena + in.offset, arena + out.offset);
+  return TLM_OK;
+}
+#endif
+
+#if TLM_WITH_RESHAPE
+tlm_status op_reshape(const tlm_model* m, const uint8_t* r, int8_t* arena) {
+  if (bad_record(r, 1, 1, 0)) return TLM_ERR_BAD_OP;
+  Tensor in, out;
+  const uint16_t in_index = rd_u16(r + 4), out_index = rd_u16(r + 16);
+  if (in_index >= m->tensor_count || out_index >= m->tensor_count) return TLM_ERR_BAD_OP;
+  read_tensor(m, in_index, &in);
+  tlm_status s = operand(m, out_index, in.type, TLM_STORAGE_ARENA, &out);
+  if (s != TLM_OK) return s;
+  if (in.storage != TLM_STORAGE_ARENA || in.bytes != out.bytes ||
+      !same_quantization(m, in_index, out_index))
+    return TLM_ERR_SHAPE;
+  if (!alias_or_disjoint(in, out)) return TLM_ERR_BAD_OP;
+  if (arena && in.offset != out.offset) {
+    // Disjoint (checked at init): a plain copy, no newlib memcpy for an operator the converter
+    // normally aliases away.
+    const int8_t* x = arena + in.offset;
+    int8_t* y = arena + out.offset;
+    for (uint32_t i = 0; i < out.bytes; ++i) y[i] = x[i];
+  }
+  return TLM_OK;
+}
+#endif
+
+#if TLM_WITH_QUANTIZE
+tlm_status op_quantize(const tlm_model* m, const uint8_t* r, int8_t* arena) {
+  if (bad_record(r, 1, 1, sizeof(tlm_quantize_params))) return TLM_ERR_BAD_OP;
+  Tensor in, out;
+  const uint16_t in_index = rd_u16(r + 4);
+  if (in_index >= m->tensor_count) return TLM_ERR_BAD_OP;
+  read_tensor(m, in_index, &in);
+  const bool from_float = in.type == TLM_TYPE_FLOAT32;
+  tlm_status s = read_unary(m, r, sizeof(tlm_quantize_params),
+                            from_float ? TLM_TYPE_FLOAT32 : TLM_TYPE_INT8, TLM_TYPE_INT8, &in, &out);
+  if (s != TLM_OK) return s;
+  if (!same_dims(in, out)) return TLM_ERR_SHAPE;
+  if (from_float ? overlap(in, out) : !alias_or_disjoint(in, out)) return TLM_ERR_BAD_OP;
+  tlm_quantize_params p;
+  read_params(m, r, &p);
+  if (from_float) {
+    if (!arena) return tlm_quantize_f32_s8_check(&p, count(out));
+    tlm_quantize_f32_s8(&p, count(out), reinterpret_cast<const float*>(arena + in.offset),
+                        arena + out.offset);
+  } else {
+    if (!arena) return tlm_requantize_s8_check(&p, count(out));
+    tlm_requantize_s8(&p, count(out), arena + in.offset, arena + out.offset);
+  }
+  return TLM_OK;
+}
+#endif
+
+#if TLM_WITH_DEQUANTIZE
+tlm_status op_dequantize(const tlm_model* m, const uint8_t* r, int8_t* arena) {
+  Tensor in, out;
+  const tlm_status s = read_unary(m, r, sizeof(tlm_dequantize_params), TLM_TYPE_INT8,
+                                  TLM_TYPE_FLOAT32, &in, &out);
+  if (s != TLM_OK) return s;
+  if (!same_dims(in, out)) return TLM_ERR_SHAPE;
+  if (overlap(in, out)) return TLM_ERR_BAD_OP;
+  tlm_dequantize_params p;
+  read_params(m, r, &p);
+  if (!arena) return tlm_dequantize_s8_check(&p, count(in));
+  tlm_dequantize_s8(&p, count(in), arena + in.offset, reinterpret_cast<float*>(arena + out.offset));
+  return TLM_OK;
+}
+#endif
+
+// Every operator but FULLY_CONNECTED (dispatched inline, the one the smallest firmware has):
+// validates (arena == nullptr) or runs it. Operators left out of the build are unknown.
+tlm_status run_op(const tlm_model* m, const uint8_t* r, int8_t* arena) {
+  switch (rd_u16(r)) {
+#if TLM_WITH_CONV_2D
+    case TLM_OP_CONV_2D: return op_conv2d(m, r, arena);
+#endif
+#if TLM_WITH_DEPTHWISE_CONV_2D
+    case TLM_OP_DEPTHWISE_CONV_2D: return op_depthwise_conv2d(m, r, arena);
+#endif
+#if TLM_WITH_MAX_POOL_2D
+    case TLM_OP_MAX_POOL_2D: return op_max_pool2d(m, r, arena);
+#endif
+#if TLM_WITH_AVERAGE_POOL_2D
+    case TLM_OP_AVERAGE_POOL_2D: return op_avg_pool2d(m, r, arena);
+#endif
+#if TLM_WITH_MEAN
+    case TLM_OP_MEAN: return op_mean(m, r, arena);
+#endif
+#if TLM_WITH_ADD
+    case TLM_OP_ADD: return op_add(m, r, arena);
+#endif
+#if TLM_WITH_CONCATENATION
+    case TLM_OP_CONCATENATION: return op_concatenation(m, r, arena);
+#endif
+#if TLM_WITH_SOFTMAX
+    case TLM_OP_SOFTMAX: return op_softmax(m, r, arena);
+#endif
+#if TLM_WITH_RELU
+    case TLM_OP_RELU: return op_relu(m, r, arena);
+#endif
+#if TLM_WITH_RESHAPE
+    case TLM_OP_RESHAPE: return op_reshape(m, r, arena);
+#endif
+#if TLM_WITH_QUANTIZE
+    case TLM_OP_QUANTIZE: return op_quantize(m, r, arena);
+#endif
+#if TLM_WITH_DEQUANTIZE
+    case TLM_OP_DEQUANTIZE: return op_dequantize(m, r, arena);
+#endif
+    default:
+      (void)m;
+      (void)arena;
+      return TLM_ERR_UNKNOWN_OP;
+  }
+}
 
 tlm_status check_op(const tlm_model* m, uint32_t i, uint32_t payload) {
   const uint8_t* r = op_record(m, i);
@@ -142,6 +595,7 @@ tlm_status check_op(const tlm_model* m, uint32_t i, uint32_t payload) {
       rd_u32(r + 28) != 0)
     return TLM_ERR_BAD_OP;
   switch (rd_u16(r)) {
+#if TLM_WITH_FULLY_CONNECTED
     case TLM_OP_FULLY_CONNECTED: {
       FcOp op;
       tlm_status s = read_fc(m, r, &op);
@@ -150,8 +604,9 @@ tlm_status check_op(const tlm_model* m, uint32_t i, uint32_t payload) {
           op.has_bias ? reinterpret_cast<const int32_t*>(m->blob + op.bias.offset) : nullptr;
       return tlm_fully_connected_s8_check(&op.params, &op.dims, bias);
     }
+#endif
     default:
-      return TLM_ERR_UNKNOWN_OP;
+      return run_op(m, r, nullptr);
   }
 }
 
@@ -202,7 +657,8 @@ tlm_status tlm_model_init(tlm_model* model, const void* blob, size_t bytes) {
   for (const uint16_t io : io_tensors) {
     if (io >= m.tensor_count) return TLM_ERR_BAD_HEADER;
     read_tensor(&m, io, &t);
-    if (t.type != TLM_TYPE_INT8 || t.storage != TLM_STORAGE_ARENA) return TLM_ERR_BAD_HEADER;
+    // int8 or float32 (check_tensor keeps float32 in the arena), in the arena.
+    if (t.type == TLM_TYPE_INT32 || t.storage != TLM_STORAGE_ARENA) return TLM_ERR_BAD_HEADER;
   }
   for (uint32_t i = 0; i < m.op_count; ++i) {
     const tlm_status s = check_op(&m, i, payload);
@@ -236,6 +692,14 @@ static int8_t* arena_tensor(const tlm_model* model, void* arena, uint16_t index)
   return static_cast<int8_t*>(arena) + t.offset;
 }
 
+void* tlm_input_data(const tlm_model* model, void* arena) {
+  return arena_tensor(model, arena, model ? model->input_tensor : 0);
+}
+
+void* tlm_output_data(const tlm_model* model, void* arena) {
+  return arena_tensor(model, arena, model ? model->output_tensor : 0);
+}
+
 int8_t* tlm_input(const tlm_model* model, void* arena) {
   return arena_tensor(model, arena, model ? model->input_tensor : 0);
 }
@@ -252,6 +716,7 @@ tlm_status tlm_invoke(const tlm_model* model, void* arena, size_t arena_bytes) {
   for (uint32_t i = 0; i < model->op_count; ++i) {
     const uint8_t* r = op_record(model, i);
     switch (rd_u16(r)) {
+#if TLM_WITH_FULLY_CONNECTED
       case TLM_OP_FULLY_CONNECTED: {
         FcOp op;
         // Validated by tlm_model_init; reading it again costs less flash than caching it.
@@ -263,8 +728,10 @@ tlm_status tlm_invoke(const tlm_model* model, void* arena, size_t arena_bytes) {
                                bias, a + op.output.offset);
         break;
       }
+#endif
       default:
-        return TLM_ERR_UNKNOWN_OP;
+        // Every operator was validated by tlm_model_init, so this one is known and runs.
+        run_op(model, r, a);
     }
   }
   return TLM_OK;

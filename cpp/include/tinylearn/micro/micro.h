@@ -40,7 +40,8 @@ typedef enum tlm_status {
   TLM_ERR_ALIGNMENT = 6,          // the blob or the arena is not 4-byte aligned
   TLM_ERR_BAD_TENSOR = 7,         // a tensor record is invalid (type, rank, dims, offset, size)
   TLM_ERR_BAD_OP = 8,             // an operator record is invalid (tensor index, params range)
-  TLM_ERR_UNKNOWN_OP = 9,         // an operator code this core does not implement
+  TLM_ERR_UNKNOWN_OP = 9,         // an operator code this core does not implement (or was built
+                                  // without: cpp/micro/ops_config.h)
   TLM_ERR_SHAPE = 10,             // operator operands do not have compatible shapes or types
   TLM_ERR_ACCUMULATOR_RANGE = 11, // shapes or biases for which the int32 accumulator could overflow
   TLM_ERR_ARENA_TOO_SMALL = 12,   // the arena given to tlm_invoke is smaller than the model needs
@@ -61,7 +62,7 @@ typedef struct tlm_model {
 
 // A tensor's description, as read from the blob.
 typedef struct tlm_tensor_info {
-  uint8_t type;        // TLM_TYPE_INT8 or TLM_TYPE_INT32 (format.h)
+  uint8_t type;        // TLM_TYPE_INT8, TLM_TYPE_INT32 or TLM_TYPE_FLOAT32 (format.h)
   uint8_t rank;        // 1..4
   int32_t dims[4];     // dims[rank..3] are 1
   uint32_t bytes;      // element count times element size
@@ -79,9 +80,17 @@ uint32_t tlm_arena_bytes(const tlm_model* model);
 // Describes tensor `index` (< tensor_count). Returns TLM_ERR_BAD_TENSOR for an index out of range.
 tlm_status tlm_tensor(const tlm_model* model, uint32_t index, tlm_tensor_info* info);
 
-// The model's input and output tensors inside `arena` (int8, one sample).
+// The model's input and output tensors inside `arena` (one sample), for int8 models. For a
+// float32 input or output (a model that starts with QUANTIZE or ends with DEQUANTIZE; the type is
+// in tlm_tensor_info) these return the same address as tlm_input_data / tlm_output_data, as bytes.
+// Null when model or arena is null.
 int8_t* tlm_input(const tlm_model* model, void* arena);
 int8_t* tlm_output(const tlm_model* model, void* arena);
+
+// The same tensors for any element type: int8_t* or float* (4-byte aligned) by
+// tlm_tensor_info.type. Null when model or arena is null.
+void* tlm_input_data(const tlm_model* model, void* arena);
+void* tlm_output_data(const tlm_model* model, void* arena);
 
 // Runs every operator once. `arena` must be 4-byte aligned and at least tlm_arena_bytes() long.
 tlm_status tlm_invoke(const tlm_model* model, void* arena, size_t arena_bytes);

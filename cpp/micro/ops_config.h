@@ -1,0 +1,49 @@
+// Which operators the core is built with. Each TLM_WITH_<OP> defaults to 1; define it to 0 (e.g.
+// -DTLM_WITH_SOFTMAX=0, or through firmware/CMakeLists.txt's TL_OPS) to leave the operator out
+// of model.cpp's validation and interpreter. A blob using a left-out operator is then rejected by
+// tlm_model_init with TLM_ERR_UNKNOWN_OP, and the kernel's code is not linked (with
+// -ffunction-sections -Wl,--gc-sections), which keeps small firmware small.
+#ifndef TINYLEARN_MICRO_OPS_CONFIG_H
+#define TINYLEARN_MICRO_OPS_CONFIG_H
+
+#ifndef TLM_WITH_FULLY_CONNECTED
+#define TLM_WITH_FULLY_CONNECTED 1
+#endif
+#ifndef TLM_WITH_CONV_2D
+#define TLM_WITH_CONV_2D 1
+#endif
+#ifndef TLM_WITH_DEPTHWISE_CONV_2D
+#define TLM_WITH_DEPTHWISE_CONV_2D 1
+#endif
+#ifndef TLM_WITH_MAX_POOL_2D
+#define TLM_WITH_MAX_POOL_2D 1
+#endif
+#ifndef TLM_WITH_AVERAGE_POOL_2D
+#define TLM_WITH_AVERAGE_POOL_2D 1
+#endif
+#ifndef TLM_WITH_MEAN
+#define TLM_WITH_MEAN 1
+#endif
+#ifndef TLM_WITH_ADD
+#define TLM_WITH_ADD 1
+#endif
+#ifndef TLM_WITH_CONCATENATION
+#define TLM_WITH_CONCATENATION 1
+#endif
+#ifndef TLM_WITH_SOFTMAX
+#define TLM_WITH_SOFTMAX 1
+#endif
+#ifndef TLM_WITH_RELU
+#define TLM_WITH_RELU 1
+#endif
+#ifndef TLM_WITH_RESHAPE
+#define TLM_WITH_RESHAPE 1
+#endif
+#ifndef TLM_WITH_QUANTIZE
+#define TLM_WITH_QUANTIZE 1
+#endif
+#ifndef TLM_WITH_DEQUANTIZE
+#define TLM_WITH_DEQUANTIZE 1
+#endif
+
+#endif  // TINYLEARN_MICRO_OPS_CONFIG_H
