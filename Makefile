@@ -34,7 +34,7 @@ $(VENV)/.deps: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade $(PIP_TOOLS)
 	$(PY) -m pip install -q numpy tqdm pyelftools pytest matplotlib nbclient nbformat ipykernel ipywidgets \
-	  ai-edge-litert tflite flatbuffers
+	  ai-edge-litert tflite flatbuffers h5py
 	touch $@
 
 venv: $(VENV)/.deps

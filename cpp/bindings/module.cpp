@@ -8,7 +8,9 @@
 #include <map>
 #include <stdexcept>
 
+#include "qgraph_dict.h"
 #include "tinylearn/convert/convert.h"
+#include "tinylearn/convert/qgraph.h"
 #include "tinylearn/micro/format.h"
 #include "tinylearn/train/cnn_layers.h"
 #include "tinylearn/train/model.h"
@@ -339,6 +341,32 @@ PYBIND11_MODULE(_core, m) {
         return py::bytes(reinterpret_cast<const char*>(blob.data()), blob.size());
       },
       py::arg("model"), py::arg("representative_data"));
+
+  m.def(
+      "quantize",
+      [](PyModel& p, const FloatArray& representative) {
+        const Tensor r = to_tensor(representative, "representative_data");
+        QGraph g;
+        {
+          py::gil_scoped_release release;
+          g = quantize(p.model, r);
+        }
+        return bindings::to_dict(g);
+      },
+      py::arg("model"), py::arg("representative_data"),
+      "Post-training int8 quantization into a graph dict (see cpp/bindings/qgraph_dict.h).");
+  m.def(
+      "lower",
+      [](const py::dict& graph) {
+        const QGraph g = bindings::from_dict(graph);
+        std::vector<std::uint8_t> blob;
+        {
+          py::gil_scoped_release release;
+          blob = lower(g);
+        }
+        return py::bytes(reinterpret_cast<const char*>(blob.data()), blob.size());
+      },
+      py::arg("graph"), "Serializes a graph dict into a model blob (arena planned).");
 
   py::class_<Int8Model>(m, "Int8Model")
       .def(py::init([](const py::bytes& blob) {

@@ -30,9 +30,10 @@ std::uint16_t BlobBuilder::add(Tensor t) {
     if (d < 1) throw std::invalid_argument("tensor dims must be >= 1");
     n *= std::uint64_t(d);
   }
-  t.bytes = std::uint32_t(n * (t.type == TLM_TYPE_INT32 ? 4 : 1));
+  t.bytes = std::uint32_t(n * (t.type == TLM_TYPE_INT8 ? 1 : 4));
   if (tensors_.size() >= TLM_MAX_TENSORS) throw std::invalid_argument("too many tensors");
   tensors_.push_back(std::move(t));
+  share_.push_back(std::uint16_t(tensors_.size() - 1));
   return std::uint16_t(tensors_.size() - 1);
 }
 
@@ -47,6 +48,19 @@ std::uint16_t BlobBuilder::add_const_tensor(std::uint8_t type, const std::vector
   const auto* p = static_cast<const std::uint8_t*>(data);
   tensors_[i].data.assign(p, p + tensors_[i].bytes);
   return i;
+}
+
+std::uint16_t BlobBuilder::root(std::uint16_t t) const {
+  while (share_[t] != t) t = share_[t];
+  return t;
+}
+
+void BlobBuilder::share_arena(std::uint16_t a, std::uint16_t b) {
+  if (a >= tensors_.size() || b >= tensors_.size() || tensors_[a].storage != TLM_STORAGE_ARENA ||
+      tensors_[b].storage != TLM_STORAGE_ARENA)
+    throw std::invalid_argument("share_arena: both tensors must be arena tensors");
+  const std::uint16_t ra = root(a), rb = root(b);
+  if (ra != rb) share_[rb] = ra;
 }
 
 void BlobBuilder::add_op(std::uint16_t opcode, const std::vector<std::uint16_t>& inputs,
@@ -71,12 +85,21 @@ std::vector<std::uint8_t> BlobBuilder::finish(std::uint16_t input, std::uint16_t
   }
   first[input] = 0;
   last[output] = op_count;
+  // Tensors sharing bytes form one buffer: the largest of them, live over all their lifetimes.
   std::vector<PlanBuffer> buffers;
-  std::vector<std::size_t> arena_index;
+  std::vector<int> buffer_of(tensors_.size(), -1);
   for (std::size_t t = 0; t < tensors_.size(); ++t) {
     if (tensors_[t].storage != TLM_STORAGE_ARENA) continue;
-    buffers.push_back({tensors_[t].bytes, first[t], std::max(first[t], last[t])});
-    arena_index.push_back(t);
+    const std::uint16_t r = root(std::uint16_t(t));
+    if (buffer_of[r] < 0) {
+      buffer_of[r] = int(buffers.size());
+      buffers.push_back({0, op_count, -1});
+    }
+    PlanBuffer& pb = buffers[std::size_t(buffer_of[r])];
+    pb.bytes = std::max(pb.bytes, tensors_[t].bytes);
+    pb.first_op = std::min(pb.first_op, first[t]);
+    pb.last_op = std::max({pb.last_op, last[t], first[t]});
+    buffer_of[t] = buffer_of[r];
   }
   const MemoryPlan plan = plan_memory(buffers);
 
@@ -97,7 +120,8 @@ std::vector<std::uint8_t> BlobBuilder::finish(std::uint16_t input, std::uint16_t
   size = align4(size);
   if (size > 0xFFFFFFF0u) throw std::invalid_argument("model larger than 4 GiB");
   std::vector<std::uint32_t> arena_at(tensors_.size(), 0);
-  for (std::size_t i = 0; i < arena_index.size(); ++i) arena_at[arena_index[i]] = plan.offsets[i];
+  for (std::size_t t = 0; t < tensors_.size(); ++t)
+    if (buffer_of[t] >= 0) arena_at[t] = plan.offsets[std::size_t(buffer_of[t])];
 
   std::vector<std::uint8_t> b(size, 0);
   b[0] = TLM_MAGIC_0; b[1] = TLM_MAGIC_1; b[2] = TLM_MAGIC_2; b[3] = TLM_MAGIC_3;

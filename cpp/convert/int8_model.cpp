@@ -6,6 +6,8 @@
 #include "tinylearn/convert/convert.h"
 #include "tinylearn/micro/format.h"
 
+#include "../train/parallel.h"
+
 namespace tinylearn {
 
 Int8Model::Int8Model(const std::uint8_t* blob, std::size_t bytes) : bytes_(bytes) {
@@ -42,15 +44,28 @@ tlm_tensor_info Int8Model::output_info() const {
 
 void Int8Model::invoke(const std::int8_t* in, std::int8_t* out, std::size_t n) {
   const std::uint32_t in_size = input_size(), out_size = output_size();
-  void* arena = arena_.data();
-  std::int8_t* a_in = tlm_input(&model_, arena);
-  const std::int8_t* a_out = tlm_output(&model_, arena);
-  for (std::size_t i = 0; i < n; ++i) {
-    std::memcpy(a_in, in + i * in_size, in_size);
-    const tlm_status s = tlm_invoke(&model_, arena, arena_.size() * 4);
-    if (s != TLM_OK) throw std::runtime_error(std::string("invoke failed: ") + tlm_status_str(s));
-    std::memcpy(out + i * out_size, a_out, out_size);
-  }
+  const std::size_t words = (tlm_arena_bytes(&model_) + 3) / 4 + 1;
+  // Samples split over the cores, one arena per part (the core itself is single-threaded and
+  // keeps no state outside the arena). Small batches of small models stay on one core.
+  const std::size_t parts = par::parts_for(n, double(n) * double(bytes_ + words * 4), 262144.0);
+  if (arena_.size() < parts * words) arena_.assign(parts * words, 0);
+  tlm_status status = TLM_OK;
+  par::for_parts(n, parts, [&](std::size_t k, std::size_t b, std::size_t e) {
+    void* arena = arena_.data() + k * words;
+    std::int8_t* a_in = tlm_input(&model_, arena);
+    const std::int8_t* a_out = tlm_output(&model_, arena);
+    for (std::size_t i = b; i < e; ++i) {
+      std::memcpy(a_in, in + i * in_size, in_size);
+      const tlm_status s = tlm_invoke(&model_, arena, words * 4);
+      if (s != TLM_OK) {
+#pragma omp critical
+        status = s;
+        return;
+      }
+      std::memcpy(out + i * out_size, a_out, out_size);
+    }
+  });
+  if (status != TLM_OK) throw std::runtime_error(std::string("invoke failed: ") + tlm_status_str(status));
 }
 
 void Int8Model::predict(const float* in, float* out, std::size_t n) {

@@ -9,11 +9,12 @@
     fw = tl.deploy.build_firmware(q, board="netduinoplus2", out_dir="fw")
 """
 
-from . import callbacks, datasets, deploy, layers, losses, optimizers, regularizers
+from . import applications, callbacks, datasets, deploy, layers, losses, optimizers, regularizers
 from ._core import FORMAT_VERSION
 from .layers import Input
 from .models import History, Model, Sequential
-from .quantize import Int8Model, ModelFormatError, convert, load_int8
+from .keras_io import from_keras
+from .quantize import Int8Model, ModelFormatError, convert, from_tflite, load_int8
 from .saving import load_model
 
 __version__ = "0.1.0"
@@ -27,10 +28,13 @@ __all__ = [
     "ModelFormatError",
     "Sequential",
     "__version__",
+    "applications",
     "callbacks",
     "convert",
     "datasets",
     "deploy",
+    "from_keras",
+    "from_tflite",
     "layers",
     "load_int8",
     "load_model",

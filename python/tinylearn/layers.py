@@ -139,8 +139,12 @@ class Activation(Layer):
 
 
 class ReLU(Activation):
-    def __init__(self, name: str | None = None, input_shape=None):
-        super().__init__("relu", name, input_shape)
+    """max(x, 0), or min(max(x, 0), 6) with ``max_value=6`` (keras.layers.ReLU's two int8 forms)."""
+
+    def __init__(self, max_value: float | None = None, name: str | None = None, input_shape=None):
+        if max_value is not None and max_value != 6:
+            raise ValueError(f"ReLU: max_value must be None or 6 (relu6), got {max_value!r}")
+        super().__init__("relu" if max_value is None else "relu6", name, input_shape)
 
 
 class Softmax(Activation):

@@ -12,7 +12,9 @@ from . import _core
 from ._io import write_atomic
 from ._validate import as_float_array
 
-__all__ = ["Int8Model", "ModelFormatError", "convert", "load_int8"]
+__all__ = ["Int8Model", "ModelFormatError", "convert", "from_tflite", "load_int8"]
+
+_NP_DTYPES = {"int8": np.int8, "int32": np.dtype("<i4"), "float32": np.dtype("<f4")}
 
 
 class ModelFormatError(ValueError):
@@ -25,7 +27,7 @@ class Int8Model:
     Runs in C++ with the same freestanding core that the firmware runs.
     """
 
-    def __init__(self, blob: bytes):
+    def __init__(self, blob: bytes, graph=None):
         if not isinstance(blob, (bytes, bytearray, memoryview)):
             raise TypeError(f"expected the model as bytes, got {type(blob).__name__}")
         try:
@@ -34,6 +36,13 @@ class Int8Model:
             raise ModelFormatError(str(e)) from None
         self._in = self._m.input
         self._out = self._m.output
+        self._graph = graph
+
+    @property
+    def graph(self):
+        """The quantized graph (tinylearn.qgraph.QGraph) this model was lowered from, or None for
+        a model loaded from a blob."""
+        return self._graph
 
     # -- description -----------------------------------------------------------------------
     @property
@@ -54,11 +63,12 @@ class Int8Model:
 
     @property
     def input_shape(self) -> tuple:
-        return (None, int(self._in["bytes"]))
+        """(None, ...): the input tensor's shape without its batch dimension of 1."""
+        return _sample_shape(self._in)
 
     @property
     def output_shape(self) -> tuple:
-        return (None, int(self._out["bytes"]))
+        return _sample_shape(self._out)
 
     @property
     def size_bytes(self) -> int:
@@ -92,19 +102,65 @@ class Int8Model:
         if x.dtype != np.int8:
             raise TypeError(f"invoke: expected an int8 array, got dtype {x.dtype}; "
                             "use predict() for float input or quantize_input() first")
-        features = self.input_shape[1]
-        if x.ndim == 1 and features == 1:
+        sample = self.input_shape[1:]
+        if x.ndim == 1 and sample == (1,):
             x = x.reshape(-1, 1)
-        if x.ndim != 2 or x.shape[1] != features:
-            raise ValueError(f"invoke: expected shape (N, {features}), got {x.shape}")
+        if x.shape[1:] != sample:
+            raise ValueError(f"invoke: expected shape (N, {', '.join(map(str, sample))}), got {x.shape}")
         if x.shape[0] == 0:
             raise ValueError("invoke: expected at least one sample, got an empty array")
-        return self._m.invoke(np.ascontiguousarray(x))
+        y = self._m.invoke(np.ascontiguousarray(x.reshape(len(x), -1)))
+        return y.reshape((len(x),) + self.output_shape[1:])
 
     def predict(self, x) -> np.ndarray:
         """Float in, float out: quantize, run int8, dequantize."""
         x = as_float_array(x, "predict: x", self.input_shape[1:])
-        return self._m.predict(x)
+        y = self._m.predict(np.ascontiguousarray(x.reshape(len(x), -1)))
+        return y.reshape((len(x),) + self.output_shape[1:])
+
+    # -- description of the layers ---------------------------------------------------------
+    def summary(self, print_fn=print) -> str:
+        """Per operator: op, output shape, MACs, weight bytes, activation (output) bytes; then the
+        totals, the model bytes and the arena bytes (the planned peak, which is below the sum of
+        the activations because tensors whose lifetimes do not overlap share memory)."""
+        g = self._need_graph("summary")
+        rows = [("#", "op", "output shape", "MACs", "weights (B)", "activations (B)")]
+        tm = tw = ta = 0
+        for i, op in enumerate(g.ops):
+            out = g.tensors[op.outputs[0]]
+            macs = op_macs(g, op)
+            w = sum(_nbytes(g.tensors[t]) for t in op.inputs if t >= 0 and g.tensors[t].data is not None)
+            a = _nbytes(out)
+            tm, tw, ta = tm + macs, tw + w, ta + a
+            rows.append((str(i), op.op, str(tuple(out.shape)), f"{macs:,}", f"{w:,}", f"{a:,}"))
+        rows.append(("", "total", "", f"{tm:,}", f"{tw:,}", f"{ta:,}"))
+        widths = [max(len(r[k]) for r in rows) for k in range(6)]
+        lines = ["  ".join(c.rjust(w) if k >= 3 else c.ljust(w) for k, (c, w) in enumerate(zip(r, widths)))
+                 for r in rows]
+        lines.insert(1, "-" * len(lines[0]))
+        lines.insert(len(lines) - 1, "-" * len(lines[0]))
+        lines.append(f"model: {self.size_bytes:,} bytes; arena: {self.arena_bytes:,} bytes "
+                     f"(peak of the memory plan); MACs per inference: {tm:,}")
+        text = "\n".join(lines)
+        if print_fn is not None:
+            print_fn(text)
+        return text
+
+    def _need_graph(self, what: str):
+        if self._graph is None:
+            raise ValueError(f"{what}: this Int8Model was loaded from a blob, which keeps no layer "
+                             "graph; convert() or from_tflite() give models that have one")
+        return self._graph
+
+    def to_tflite(self, path=None) -> bytes:
+        """The model as a .tflite flatbuffer (int8, TFLite's operators), which LiteRT runs with
+        the same results. Written atomically to `path` if given; returns the bytes."""
+        from .tflite_io import write_tflite
+
+        data = write_tflite(self._need_graph("to_tflite"))
+        if path is not None:
+            write_atomic(path, data)
+        return data
 
     # -- saving ----------------------------------------------------------------------------
     def save(self, path) -> Path:
@@ -175,7 +231,74 @@ def convert(model, representative_data) -> Int8Model:
     if not model.built:
         raise RuntimeError("convert: the model has no weights yet; train it (fit) first")
     x = as_float_array(representative_data, "convert: representative_data", model.input_shape)
-    return Int8Model(_core.convert(model._core, x))
+    d = _core.quantize(model._core, x)
+    return Int8Model(_core.lower(d), graph=_graph_from_core(d))
+
+
+def from_tflite(src) -> Int8Model:
+    """Imports a fully int8-quantized .tflite model (path or bytes) made of the operators the
+    int8 core runs. An operator it does not support raises ValueError naming it and its index."""
+    from .tflite_io import read_tflite
+
+    g = read_tflite(src)
+    try:
+        blob = _core.lower(_graph_to_core(g))
+    except ValueError as e:
+        raise ValueError(f"from_tflite: {e}") from None
+    return Int8Model(blob, graph=g)
+
+
+def _sample_shape(info: dict) -> tuple:
+    shape = tuple(int(d) for d in info["shape"])
+    return (None,) + (shape[1:] if len(shape) > 1 else shape)
+
+
+def _nbytes(t) -> int:
+    return int(np.prod(t.shape, dtype=np.int64)) * np.dtype(_NP_DTYPES[t.dtype]).itemsize
+
+
+def op_macs(g, op) -> int:
+    """Multiply-accumulates of one operator of a QGraph."""
+    out = g.tensors[op.outputs[0]]
+    n_out = int(np.prod(out.shape, dtype=np.int64))
+    if op.op == "FULLY_CONNECTED":
+        return n_out * int(g.tensors[op.inputs[1]].shape[1])
+    if op.op == "CONV_2D":
+        _, kh, kw, c = g.tensors[op.inputs[1]].shape
+        return n_out * kh * kw * c
+    if op.op == "DEPTHWISE_CONV_2D":
+        _, kh, kw, _ = g.tensors[op.inputs[1]].shape
+        return n_out * kh * kw
+    return 0
+
+
+def _graph_to_core(g) -> dict:
+    g.validate()
+    tensors = []
+    for t in g.tensors:
+        data = None
+        if t.data is not None:
+            data = np.ascontiguousarray(t.data, dtype=_NP_DTYPES[t.dtype]).tobytes()
+        tensors.append({"name": t.name, "shape": list(t.shape), "dtype": t.dtype,
+                        "scale": [float(v) for v in t.scale], "zero_point": [int(v) for v in t.zero_point],
+                        "quantized_dimension": int(t.quantized_dimension), "data": data})
+    ops = [{"op": op.op, "inputs": list(op.inputs), "outputs": list(op.outputs), "options": dict(op.options)}
+           for op in g.ops]
+    return {"tensors": tensors, "ops": ops, "inputs": list(g.inputs), "outputs": list(g.outputs)}
+
+
+def _graph_from_core(d: dict):
+    from .qgraph import QGraph, QOp, QTensor
+
+    tensors = []
+    for t in d["tensors"]:
+        data = None
+        if t["data"] is not None:
+            data = np.frombuffer(t["data"], dtype=_NP_DTYPES[t["dtype"]]).reshape(t["shape"]).copy()
+        tensors.append(QTensor(t["name"], tuple(t["shape"]), t["dtype"], np.asarray(t["scale"], np.float32),
+                               np.asarray(t["zero_point"], np.int64), t["quantized_dimension"], data))
+    ops = [QOp(o["op"], list(o["inputs"]), list(o["outputs"]), dict(o["options"])) for o in d["ops"]]
+    return QGraph(tensors, ops, list(d["inputs"]), list(d["outputs"])).validate()
 
 
 def load_int8(path) -> Int8Model:

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "requantize.h"
+#include "requantize_fp64.h"
 #include "tinylearn/convert/convert.h"
 #include "tl_reference.h"
 
@@ -260,4 +261,46 @@ TEST_CASE("quantize_value rounds half away from zero, adds the zero point, clamp
     if (std::fabs(v - std::floor(v) - 0.5) < 1e-3) continue;  // float division may break a near-tie
     REQUIRE(int(tinylearn::quantize_value(x, {scale, zp})) == ref(v, zp));
   }
+}
+
+// The integer emulation of TFLite's reference fully connected requantization,
+// round(double(acc) * scale), against the double arithmetic itself (this host's IEEE-754).
+TEST_CASE("requantize_fp64 equals round(double(acc) * scale)") {
+  auto split = [](double scale, std::uint64_t& m, std::int32_t& e) {
+    int exp2;
+    const double f = std::frexp(scale, &exp2);  // scale = f * 2^exp2, f in [0.5, 1)
+    m = std::uint64_t(std::ldexp(f, 53));      // exact: 53 significant bits
+    e = 53 - exp2;
+  };
+  auto reference = [](std::int32_t acc, double scale) -> std::int32_t {
+    const double v = std::round(double(acc) * scale);
+    if (v >= 2147483647.0) return INT32_MAX;
+    if (v <= -2147483648.0) return INT32_MIN;
+    return std::int32_t(v);
+  };
+  tlref::Rng rng(11);
+  std::vector<double> scales{1.0, 0.5, 0.25, 1.0 / 3.0, 0.006014905905824048, 1e-9, 3.7, 1e5};
+  for (int i = 0; i < 200; ++i) scales.push_back(std::exp(rng.uniform(-25.0, 3.0)));
+  std::vector<std::int32_t> accs = edge_values();
+  for (int i = 0; i < 2000; ++i) accs.push_back(std::int32_t(rng.range(-2000000, 2000000)));
+  for (double scale : scales) {
+    std::uint64_t m;
+    std::int32_t e;
+    split(scale, m, e);
+    REQUIRE(std::ldexp(double(m), -e) == scale);
+    for (std::int32_t acc : accs) {
+      CAPTURE(acc);
+      CAPTURE(scale);
+      REQUIRE(tlm_detail::requantize_fp64(acc, m, e) == reference(acc, scale));
+    }
+  }
+  // Exact halves round away from zero; products that double rounds onto a half do too.
+  std::uint64_t m;
+  std::int32_t e;
+  split(0.5, m, e);
+  CHECK(tlm_detail::requantize_fp64(5, m, e) == 3);
+  CHECK(tlm_detail::requantize_fp64(-5, m, e) == -3);
+  // The case that separates it from the fixed-point path (double rounding gives 136).
+  split(0.006014905905824048, m, e);
+  CHECK(tlm_detail::requantize_fp64(22527, m, e) == 135);
 }
