@@ -11,6 +11,7 @@ HEADER = struct.Struct("<4sHHIIIHHHHI")
 TENSOR = struct.Struct("<BBBB4iIfi")
 OP = struct.Struct("<HBB6H2HIII")
 FC_PARAMS = struct.Struct("<6i")
+FC_REF_PARAMS = struct.Struct("<6iIIi")  # the 36-byte variant: TFLite's reference requantization
 # Parameter structs by opcode (format.h): FULLY_CONNECTED 1, CONV_2D 3, DEPTHWISE_CONV_2D 4,
 # MAX_POOL_2D 5, AVERAGE_POOL_2D 6, MEAN 7, ADD 8, CONCATENATION 9, SOFTMAX 10, RELU 11,
 # RESHAPE 12 (none), QUANTIZE 13, DEQUANTIZE 14.
@@ -38,7 +39,7 @@ def parse_blob(blob: bytes) -> dict:
     for k in range(n_ops):
         opcode, n_in, n_out, *rest = OP.unpack_from(blob, 32 + 32 * (n_tensors + k))
         inputs, outputs, (p_off, p_bytes, _) = rest[:6], rest[6:8], rest[8:]
-        fmt = OP_PARAMS.get(opcode)
+        fmt = FC_REF_PARAMS if opcode == 1 and p_bytes == FC_REF_PARAMS.size else OP_PARAMS.get(opcode)
         ops.append({"opcode": opcode, "inputs": inputs[:n_in], "outputs": outputs[:n_out],
                     "params": fmt.unpack_from(blob, p_off) if fmt is not None and p_bytes == fmt.size
                     else None})
@@ -76,13 +77,19 @@ def run_int8(blob: bytes, x_q: np.ndarray) -> np.ndarray:
     values = {b["input"]: np.asarray(x_q, dtype=np.int64)}
     for op in b["ops"]:
         assert op["opcode"] == 1, "the reference knows FULLY_CONNECTED only"
-        i, w, bias = op["inputs"]
-        in_off, out_off, mult, shift, lo, hi = op["params"]
+        i, w, bias = op["inputs"][:3]
+        in_off, out_off, mult, shift, lo, hi = op["params"][:6]
         x = values[i]
         acc = (x + in_off) @ b["tensors"][w]["data"].astype(np.int64).T
         if bias != 0xFFFF:
             acc = acc + b["tensors"][bias]["data"].astype(np.int64)
         assert np.all(np.abs(acc) < 2**31), "int32 accumulator overflow"
-        y = multiply_by_quantized_multiplier(acc, mult, shift) + out_off
+        if len(op["params"]) == 9:  # TFLite's reference: round(double(acc) * scale), halves away
+            m_lo, m_hi, e = op["params"][6:]
+            scale = np.ldexp(float(m_lo | (m_hi << 32)), -e)
+            v = acc.astype(np.float64) * scale
+            y = (np.sign(v) * np.floor(np.abs(v) + 0.5)).astype(np.int64) + out_off
+        else:
+            y = multiply_by_quantized_multiplier(acc, mult, shift) + out_off
         values[op["outputs"][0]] = np.clip(y, lo, hi)
     return values[b["output"]].astype(np.int8)

@@ -220,29 +220,50 @@ class Lowering {
     fail(g_, k, "the int8 core has no kernel for " + name);
   }
 
+  // FULLY_CONNECTED with TFLite's reference requantization (format.h): per tensor, the scale in
+  // the params; per channel (as TensorFlow's converter quantizes dense weights), a scales table.
   void fully_connected(std::size_t k) {
     const QOp& o = g_.ops[k];
     const int in = o.inputs.at(0), w = o.inputs.at(1), bias = o.inputs.size() > 2 ? o.inputs[2] : -1,
               out = o.outputs.at(0);
     require_rank(k, w, 2, "the weights");
-    if (t(w).scale.size() != 1)
-      fail(g_, k, "FULLY_CONNECTED weights must be quantized per tensor (one scale), got " +
-                      std::to_string(t(w).scale.size()) + " scales");
-    // GetQuantizedConvolutionMultipler (kernel_util.cc), what fully_connected.cc runs for
-    // per-tensor weights: the input * filter product in float, then double.
-    const QuantizedMultiplier qm =
-        quantize_multiplier(double(q(in).scale * t(w).scale[0]) / double(q(out).scale));
-    const PerChannelMultipliers m{{qm.multiplier}, {qm.shift}};
+    const std::size_t channels = t(w).scale.size();
+    if (channels != 1 && channels != std::size_t(t(w).shape[0]))
+      fail(g_, k, "the weights have " + std::to_string(channels) + " scales for " +
+                      std::to_string(t(w).shape[0]) + " output channels");
+    // effective_scale = double(input_scale) * double(filter_scale) / double(output_scale), as
+    // fully_connected.h computes it, split into mantissa * 2^-exponent.
+    auto split = [&](float filter_scale, std::uint32_t out3[3]) {
+      const double eff = double(q(in).scale) * double(filter_scale) / double(q(out).scale);
+      if (!(eff >= 0.0) || !std::isfinite(eff) || eff >= 9007199254740992.0)
+        fail(g_, k, "the requantization scale is not a finite non-negative number below 2^53");
+      int exp2 = 0;
+      const double f = std::frexp(eff, &exp2);
+      const std::uint64_t m = std::uint64_t(std::ldexp(f, 53));
+      const std::int32_t e = eff == 0.0 ? 0 : 53 - exp2;
+      if (e < 0 || e > 1100) fail(g_, k, "the requantization scale is out of range");
+      out3[0] = std::uint32_t(m & 0xFFFFFFFFu);
+      out3[1] = std::uint32_t(m >> 32);
+      out3[2] = std::uint32_t(e);
+    };
     const ActivationRange r = activation_range(fused(g_, k), q(out));
-    tlm_fully_connected_params p{};
-    p.input_offset = -q(in).zero_point;
-    p.output_offset = q(out).zero_point;
-    p.output_multiplier = m.multipliers[0];
-    p.output_shift = m.shifts[0];
-    p.activation_min = r.min;
-    p.activation_max = r.max;
-    emit(TLM_OP_FULLY_CONNECTED, {id(in), id(w), bias >= 0 ? id(bias) : std::uint16_t(TLM_NO_TENSOR)},
-         id(out), &p);
+    tlm_fully_connected_ref_params p{};
+    p.base.input_offset = -q(in).zero_point;
+    p.base.output_offset = q(out).zero_point;
+    p.base.activation_min = r.min;
+    p.base.activation_max = r.max;
+    std::vector<std::uint16_t> inputs{id(in), id(w), bias >= 0 ? id(bias) : std::uint16_t(TLM_NO_TENSOR)};
+    if (channels == 1) {
+      std::uint32_t v[3];
+      split(t(w).scale[0], v);
+      p.scale_mantissa_lo = v[0], p.scale_mantissa_hi = v[1], p.scale_exponent = std::int32_t(v[2]);
+    } else {
+      std::vector<std::uint32_t> table(3 * channels);
+      for (std::size_t c = 0; c < channels; ++c) split(t(w).scale[c], &table[3 * c]);
+      inputs.push_back(b_.add_const_tensor(TLM_TYPE_INT32, {std::int32_t(channels), 3}, table.data(),
+                                           {0.0f, 0}));
+    }
+    b_.add_op(TLM_OP_FULLY_CONNECTED, inputs, {id(out)}, &p, sizeof p);
   }
 
   void conv(std::size_t k) {

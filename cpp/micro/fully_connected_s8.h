@@ -31,4 +31,15 @@ void tlm_fully_connected_s8(const tlm_fully_connected_params* params, const tlm_
                             const int8_t* input, const int8_t* weights, const int32_t* bias,
                             int8_t* output);
 
+// The same with TFLite's reference requantization (format.h, tlm_fully_connected_ref_params):
+//   scales: [out_features, 3] {mantissa_lo, mantissa_hi, exponent} per channel, or null for the
+//           params' one scale.
+tlm_status tlm_fully_connected_ref_s8_check(const tlm_fully_connected_ref_params* params,
+                                            const tlm_fc_dims* dims, const int32_t* bias,
+                                            const int32_t* scales);
+void tlm_fully_connected_ref_s8(const tlm_fully_connected_ref_params* params,
+                                const tlm_fc_dims* dims, const int8_t* input,
+                                const int8_t* weights, const int32_t* bias, const int32_t* scales,
+                                int8_t* output);
+
 #endif  // TINYLEARN_MICRO_FULLY_CONNECTED_S8_H

@@ -182,16 +182,23 @@ inline const T* blob_data(const tlm_model* m, const Tensor& t) {
 inline int32_t count(const Tensor& t) { return static_cast<int32_t>(t.bytes); }
 
 #if TLM_WITH_FULLY_CONNECTED
-// Everything one fully connected operator needs, read from its record.
+// Everything one fully connected operator needs, read from its record: the fixed-point variant
+// (24-byte params) or TFLite's reference requantization (36-byte params, optional scales input).
 struct FcOp {
-  tlm_fully_connected_params params;
+  tlm_fully_connected_ref_params params;  // .base only, for the fixed-point variant
   tlm_fc_dims dims;
-  Tensor input, weights, bias, output;
-  bool has_bias;
+  Tensor input, weights, bias, output, scales;
+  bool has_bias, ref, has_scales;
 };
 
 tlm_status read_fc(const tlm_model* m, const uint8_t* r, FcOp* op) {
-  if (r[2] != 3 || r[3] != 1 || rd_u32(r + 24) != sizeof(tlm_fully_connected_params))
+  const uint32_t params_bytes = rd_u32(r + 24);
+  op->ref = params_bytes == sizeof(tlm_fully_connected_ref_params);
+#if !TLM_WITH_FULLY_CONNECTED_FIXED_POINT
+  if (!op->ref) return TLM_ERR_UNKNOWN_OP;  // the fixed-point variant is compiled out
+#endif
+  if (r[3] != 1 || !(op->ref ? (r[2] == 3 || r[2] == 4)
+                             : (r[2] == 3 && params_bytes == sizeof(tlm_fully_connected_params))))
     return TLM_ERR_BAD_OP;
   tlm_status s;
   if ((s = operand(m, rd_u16(r + 4), TLM_TYPE_INT8, TLM_STORAGE_ARENA, &op->input)) != TLM_OK ||
@@ -203,13 +210,16 @@ tlm_status read_fc(const tlm_model* m, const uint8_t* r, FcOp* op) {
   if (op->has_bias &&
       (s = operand(m, bias, TLM_TYPE_INT32, TLM_STORAGE_BLOB, &op->bias)) != TLM_OK)
     return s;
-  const uint8_t* p = m->blob + rd_u32(r + 20);
-  op->params.input_offset = rd_i32(p);
-  op->params.output_offset = rd_i32(p + 4);
-  op->params.output_multiplier = rd_i32(p + 8);
-  op->params.output_shift = rd_i32(p + 12);
-  op->params.activation_min = rd_i32(p + 16);
-  op->params.activation_max = rd_i32(p + 20);
+  const uint16_t scales = r[2] == 4 ? rd_u16(r + 10) : TLM_NO_TENSOR;
+  op->has_scales = scales != TLM_NO_TENSOR;
+#if TLM_WITH_FULLY_CONNECTED_PER_CHANNEL
+  if (op->has_scales &&
+      (s = operand(m, scales, TLM_TYPE_INT32, TLM_STORAGE_BLOB, &op->scales)) != TLM_OK)
+    return s;
+#else
+  if (op->has_scales) return TLM_ERR_UNKNOWN_OP;  // per-channel weights are compiled out
+#endif
+  memcpy(&op->params, m->blob + rd_u32(r + 20), params_bytes);
   // weights [out, in]; input [..., in]; output [..., out] with the same leading elements.
   if (op->weights.rank != 2) return TLM_ERR_SHAPE;
   const int32_t out_n = op->weights.dims[0], in_n = op->weights.dims[1];
@@ -223,7 +233,38 @@ tlm_status read_fc(const tlm_model* m, const uint8_t* r, FcOp* op) {
       uint64_t{static_cast<uint32_t>(op->dims.batches)} * static_cast<uint32_t>(out_n))
     return TLM_ERR_SHAPE;
   if (op->has_bias && (op->bias.rank != 1 || op->bias.dims[0] != out_n)) return TLM_ERR_SHAPE;
+#if TLM_WITH_FULLY_CONNECTED_PER_CHANNEL
+  if (op->has_scales &&
+      (op->scales.rank != 2 || op->scales.dims[0] != out_n || op->scales.dims[1] != 3))
+    return TLM_ERR_SHAPE;
+#endif
   if (overlap(op->input, op->output)) return TLM_ERR_BAD_OP;
+  return TLM_OK;
+}
+
+// Validates (arena == nullptr) or runs a fully connected operator.
+tlm_status op_fully_connected(const tlm_model* m, const uint8_t* r, int8_t* arena) {
+  FcOp op;
+  const tlm_status s = read_fc(m, r, &op);
+  if (s != TLM_OK) return s;
+  const int32_t* bias = op.has_bias ? blob_data<int32_t>(m, op.bias) : nullptr;
+#if TLM_WITH_FULLY_CONNECTED_PER_CHANNEL
+  const int32_t* scales = op.has_scales ? blob_data<int32_t>(m, op.scales) : nullptr;
+#else
+  const int32_t* scales = nullptr;
+#endif
+  const int8_t* w = blob_data<int8_t>(m, op.weights);
+#if TLM_WITH_FULLY_CONNECTED_FIXED_POINT
+  if (!op.ref) {
+    if (!arena) return tlm_fully_connected_s8_check(&op.params.base, &op.dims, bias);
+    tlm_fully_connected_s8(&op.params.base, &op.dims, arena + op.input.offset, w, bias,
+                           arena + op.output.offset);
+    return TLM_OK;
+  }
+#endif
+  if (!arena) return tlm_fully_connected_ref_s8_check(&op.params, &op.dims, bias, scales);
+  tlm_fully_connected_ref_s8(&op.params, &op.dims, arena + op.input.offset, w, bias, scales,
+                             arena + op.output.offset);
   return TLM_OK;
 }
 #endif  // TLM_WITH_FULLY_CONNECTED
@@ -596,14 +637,7 @@ tlm_status check_op(const tlm_model* m, uint32_t i, uint32_t payload) {
     return TLM_ERR_BAD_OP;
   switch (rd_u16(r)) {
 #if TLM_WITH_FULLY_CONNECTED
-    case TLM_OP_FULLY_CONNECTED: {
-      FcOp op;
-      tlm_status s = read_fc(m, r, &op);
-      if (s != TLM_OK) return s;
-      const int32_t* bias =
-          op.has_bias ? reinterpret_cast<const int32_t*>(m->blob + op.bias.offset) : nullptr;
-      return tlm_fully_connected_s8_check(&op.params, &op.dims, bias);
-    }
+    case TLM_OP_FULLY_CONNECTED: return op_fully_connected(m, r, nullptr);
 #endif
     default:
       return run_op(m, r, nullptr);
@@ -717,17 +751,9 @@ tlm_status tlm_invoke(const tlm_model* model, void* arena, size_t arena_bytes) {
     const uint8_t* r = op_record(model, i);
     switch (rd_u16(r)) {
 #if TLM_WITH_FULLY_CONNECTED
-      case TLM_OP_FULLY_CONNECTED: {
-        FcOp op;
-        // Validated by tlm_model_init; reading it again costs less flash than caching it.
-        read_fc(model, r, &op);
-        const int32_t* bias =
-            op.has_bias ? reinterpret_cast<const int32_t*>(model->blob + op.bias.offset) : nullptr;
-        tlm_fully_connected_s8(&op.params, &op.dims, a + op.input.offset,
-                               reinterpret_cast<const int8_t*>(model->blob + op.weights.offset),
-                               bias, a + op.output.offset);
+      case TLM_OP_FULLY_CONNECTED:
+        op_fully_connected(model, r, a);  // validated by tlm_model_init
         break;
-      }
 #endif
       default:
         // Every operator was validated by tlm_model_init, so this one is known and runs.

@@ -9,6 +9,16 @@
 #ifndef TLM_WITH_FULLY_CONNECTED
 #define TLM_WITH_FULLY_CONNECTED 1
 #endif
+// The fixed-point variant of FULLY_CONNECTED (24-byte params; format.h), kept for blobs written
+// before the reference variant. Without it, such a blob is an unknown operator.
+#ifndef TLM_WITH_FULLY_CONNECTED_FIXED_POINT
+#define TLM_WITH_FULLY_CONNECTED_FIXED_POINT TLM_WITH_FULLY_CONNECTED
+#endif
+// FULLY_CONNECTED with per-channel weights (a scales input). Without it, such a blob is an
+// unknown operator.
+#ifndef TLM_WITH_FULLY_CONNECTED_PER_CHANNEL
+#define TLM_WITH_FULLY_CONNECTED_PER_CHANNEL TLM_WITH_FULLY_CONNECTED
+#endif
 #ifndef TLM_WITH_CONV_2D
 #define TLM_WITH_CONV_2D 1
 #endif

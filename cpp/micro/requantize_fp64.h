@@ -9,10 +9,11 @@
 // differ by one in rare cases near a half.) This core follows the reference, so that its results
 // equal LiteRT's reference kernels bit for bit, and emulates the double arithmetic with integers
 // (no floating point on the device, a few dozen instructions per output element):
-//   effective_scale = mantissa * 2^-exponent, mantissa < 2^53 (the converter's frexp of it);
+//   effective_scale = mantissa * 2^-exponent, 2^52 <= mantissa < 2^53 (the converter's frexp of it);
 //   the product acc * mantissa (< 2^84) exactly in 128 bits, rounded to 53 significant bits
 //   to nearest, ties to even (IEEE-754 multiplication), then rounded to an integer, halves away
-//   from zero (C's round()), and saturated to int32 (where the C cast would be undefined).
+//   from zero (C's round()). Beyond 2^52 it saturates, where TFLite's cast to int32 would be
+//   undefined; any such value is clamped to the activation range anyway.
 #ifndef TINYLEARN_MICRO_REQUANTIZE_FP64_H
 #define TINYLEARN_MICRO_REQUANTIZE_FP64_H
 
@@ -20,56 +21,30 @@
 
 namespace tlm_detail {
 
-// Bit length of a 128-bit value hi:lo (0 for 0).
-inline int bit_length128(uint64_t hi, uint64_t lo) {
-  int n = 0;
-  if (hi) {
-    n = 64;
-    lo = hi;
-  }
-  while (lo) {
-    ++n;
-    lo >>= 1;
-  }
-  return n;
-}
-
-// round(double(acc) * m * 2^-e) as IEEE-754 double arithmetic and C's round() give it, saturated
-// to int32. m < 2^53; e in [0, 1100] (the scale is a finite positive double below 2^53).
-inline int32_t requantize_fp64(int32_t acc, uint64_t m, int32_t e) {
+// round(double(acc) * m * 2^-e) as IEEE-754 double arithmetic and C's round() give it, exactly
+// while its magnitude is below 2^52 and +-2^52 beyond (far outside any int8 output: the caller
+// adds the zero point and clamps). m is a normalized double mantissa, 2^52 <= m < 2^53 (or 0);
+// e in [0, 1100].
+inline int64_t requantize_fp64(int32_t acc, uint64_t m, int32_t e) {
   if (acc == 0 || m == 0) return 0;
-  const bool negative = acc < 0;
-  const uint64_t a = negative ? uint64_t(0) - uint64_t(int64_t(acc)) : uint64_t(acc);  // <= 2^31
-  // P = a * m exactly: a * m_lo + (a * m_hi) << 32, with m_hi < 2^21.
-  const uint64_t lo_part = a * (m & 0xFFFFFFFFu);
-  const uint64_t mid = a * (m >> 32);
-  uint64_t lo = lo_part + (mid << 32);
-  uint64_t hi = (mid >> 32) + (lo < lo_part ? 1u : 0u);
-  // Round P to 53 significant bits (ties to even): P = q * 2^d.
-  int32_t d = 0;
-  const int len = bit_length128(hi, lo);
-  if (len > 53) {
-    d = len - 53;  // 1..32: P < 2^85
-    const uint64_t rem_mask = (uint64_t(1) << d) - 1;
-    const uint64_t rem = lo & rem_mask;
-    const uint64_t half = uint64_t(1) << (d - 1);
-    uint64_t q = (lo >> d) | (d < 64 ? hi << (64 - d) : 0);  // q < 2^53: fits in 64 bits
-    if (rem > half || (rem == half && (q & 1u))) ++q;  // q may become 2^53: still exact
-    lo = q;
-    hi = 0;
+  const uint32_t a = acc < 0 ? 0u - static_cast<uint32_t>(acc) : static_cast<uint32_t>(acc);
+  // P = a * m exactly, as hi * 2^32 + lo: hi = a * m_hi + carry < 2^53, lo < 2^32.
+  const uint64_t t0 = uint64_t{a} * static_cast<uint32_t>(m);
+  const uint64_t hi = uint64_t{a} * static_cast<uint32_t>(m >> 32) + (t0 >> 32);
+  const uint64_t lo = static_cast<uint32_t>(t0);
+  // P >= 2^52 (a >= 1, m >= 2^52), so hi >= 2^20 and P has 96 - clz(hi) bits, 53..85. Round it
+  // to 53 significant bits, ties to even (the double product): P ~ q * 2^d, d in [0, 32].
+  const int d = 96 - __builtin_clzll(hi) - 53;
+  uint64_t q = (hi << (32 - d)) | (lo >> d);
+  if (d > 0) {
+    const uint64_t rem = lo & ((uint64_t{1} << d) - 1), half = uint64_t{1} << (d - 1);
+    if (rem > half || (rem == half && (q & 1u))) ++q;  // q <= 2^53
   }
-  // Value = lo * 2^(d - e); round halves away from zero.
+  // |value| = q * 2^(d - e); q >= 2^52, so s <= 0 means at least 2^52: saturate. Otherwise round
+  // halves away from zero (s > 63: below 2^-10, rounds to 0).
   const int32_t s = e - d;
-  uint64_t r;
-  if (s <= 0) {
-    r = (-s >= 32 || (lo >> (31 + s)) != 0) ? uint64_t(1) << 31 : lo << -s;  // saturate
-  } else if (s > 60) {
-    r = 0;  // lo < 2^54, so the value is below 1/2^6: rounds to 0
-  } else {
-    r = (lo + (uint64_t(1) << (s - 1))) >> s;
-  }
-  if (negative) return r >= (uint64_t(1) << 31) ? INT32_MIN : -int32_t(r);
-  return r >= (uint64_t(1) << 31) ? INT32_MAX : int32_t(r);
+  const uint64_t r = s <= 0 ? uint64_t{1} << 52 : s > 63 ? 0 : (q + (uint64_t{1} << (s - 1))) >> s;
+  return acc < 0 ? -static_cast<int64_t>(r) : static_cast<int64_t>(r);
 }
 
 }  // namespace tlm_detail

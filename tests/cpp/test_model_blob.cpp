@@ -126,28 +126,32 @@ std::vector<std::int8_t> reference_run(const Bytes& b, const Parsed& p, const st
   values[p.input] = in;
   for (const POp& op : p.ops) {
     REQUIRE(op.opcode == TLM_OP_FULLY_CONNECTED);
-    REQUIRE(op.params_bytes == 24);
-    tlref::FcParams fp;
-    fp.input_offset = rd<std::int32_t>(b, op.params);
-    fp.output_offset = rd<std::int32_t>(b, op.params + 4);
-    fp.multiplier = rd<std::int32_t>(b, op.params + 8);
-    fp.shift = rd<std::int32_t>(b, op.params + 12);
-    fp.act_min = rd<std::int32_t>(b, op.params + 16);
-    fp.act_max = rd<std::int32_t>(b, op.params + 20);
+    REQUIRE(op.params_bytes == 36);
+    const std::int32_t in_off = rd<std::int32_t>(b, op.params), out_off = rd<std::int32_t>(b, op.params + 4);
+    const std::int32_t act_min = rd<std::int32_t>(b, op.params + 16), act_max = rd<std::int32_t>(b, op.params + 20);
+    // TFLite's reference requantization, in the host's double arithmetic.
+    const double scale = std::ldexp(double(std::uint64_t(rd<std::uint32_t>(b, op.params + 24)) |
+                                           (std::uint64_t(rd<std::uint32_t>(b, op.params + 28)) << 32)),
+                                    -rd<std::int32_t>(b, op.params + 32));
     const PTensor& w = p.tensors.at(op.inputs[1]);
     const int out = w.dims[0], inn = w.dims[1];
-    std::vector<std::int8_t> wv(std::size_t(out) * inn);
-    std::memcpy(wv.data(), b.data() + w.offset, wv.size());
-    std::vector<std::int32_t> bias;
+    std::vector<std::int32_t> bias(std::size_t(out), 0);
     if (op.inputs[2] != TLM_NO_TENSOR) {
       const PTensor& bt = p.tensors.at(op.inputs[2]);
-      bias.resize(std::size_t(out));
       std::memcpy(bias.data(), b.data() + bt.offset, 4 * std::size_t(out));
     }
     const std::vector<std::int8_t>& x = values.at(op.inputs[0]);
     const int batches = int(x.size()) / inn;
-    values[op.outputs[0]] = tlref::fully_connected(fp, batches, inn, out, x.data(), wv.data(),
-                                                   bias.empty() ? nullptr : bias.data());
+    std::vector<std::int8_t> y(std::size_t(batches) * out);
+    for (int n = 0; n < batches; ++n)
+      for (int o = 0; o < out; ++o) {
+        std::int64_t acc = bias[std::size_t(o)];
+        for (int i = 0; i < inn; ++i)
+          acc += std::int64_t(x[std::size_t(n * inn + i)] + in_off) * std::int8_t(b[w.offset + std::size_t(o * inn + i)]);
+        const double v = std::round(double(acc) * scale) + out_off;
+        y[std::size_t(n * out + o)] = std::int8_t(std::min<double>(act_max, std::max<double>(act_min, v)));
+      }
+    values[op.outputs[0]] = y;
   }
   return values.at(p.output);
 }
@@ -318,7 +322,7 @@ TEST_CASE("Converted blob: header and records follow format.h") {
     CHECK(op.outputs[1] == TLM_NO_TENSOR);
     CHECK(op.params % 4 == 0);
     CHECK(op.params >= payload);
-    CHECK(op.params_bytes == 24);
+    CHECK(op.params_bytes == 36);  // tlm_fully_connected_ref_params: TFLite's reference requantization
     CHECK(op.reserved == 0);
     const PTensor &in = p.tensors[op.inputs[0]], &w = p.tensors[op.inputs[1]],
                   &bias = p.tensors[op.inputs[2]], &out = p.tensors[op.outputs[0]];
@@ -352,9 +356,15 @@ TEST_CASE("Converted blob: header and records follow format.h") {
     const std::int32_t amin = rd<std::int32_t>(b, op.params + 16), amax = rd<std::int32_t>(b, op.params + 20);
     CHECK(in_off == -in.zero_point);
     CHECK(out_off == out.zero_point);
-    CHECK(mult >= (1 << 30));
+    CHECK(mult == 0);
+    CHECK(shift == 0);
+    // The scale as mantissa * 2^-exponent: exactly the double s_in * s_w / s_out.
+    const std::uint64_t mant = std::uint64_t(rd<std::uint32_t>(b, op.params + 24)) |
+                               (std::uint64_t(rd<std::uint32_t>(b, op.params + 28)) << 32);
+    const std::int32_t expo = rd<std::int32_t>(b, op.params + 32);
     const double real = double(in.scale) * double(w.scale) / double(out.scale);
-    CHECK(std::fabs(std::ldexp(double(mult), shift - 31) / real - 1.0) <= 1e-6);
+    CHECK(mant < (std::uint64_t(1) << 53));
+    CHECK(std::ldexp(double(mant), -expo) == real);
     CHECK(amax == 127);
     CHECK(amin == (d.activation() == tinylearn::Activation::ReLU ? std::max(-128, out.zero_point) : -128));
     current = op.outputs[0];

@@ -265,18 +265,16 @@ TEST_CASE("quantize_value rounds half away from zero, adds the zero point, clamp
 
 // The integer emulation of TFLite's reference fully connected requantization,
 // round(double(acc) * scale), against the double arithmetic itself (this host's IEEE-754).
-TEST_CASE("requantize_fp64 equals round(double(acc) * scale)") {
+TEST_CASE("requantize_fp64 equals round(double(acc) * scale) below 2^52") {
   auto split = [](double scale, std::uint64_t& m, std::int32_t& e) {
     int exp2;
     const double f = std::frexp(scale, &exp2);  // scale = f * 2^exp2, f in [0.5, 1)
     m = std::uint64_t(std::ldexp(f, 53));      // exact: 53 significant bits
     e = 53 - exp2;
   };
-  auto reference = [](std::int32_t acc, double scale) -> std::int32_t {
-    const double v = std::round(double(acc) * scale);
-    if (v >= 2147483647.0) return INT32_MAX;
-    if (v <= -2147483648.0) return INT32_MIN;
-    return std::int32_t(v);
+  auto reference = [](std::int32_t acc, double scale) -> std::int64_t {  // saturated at 2^52
+    const double v = std::round(double(acc) * scale), limit = 4503599627370496.0;
+    return std::int64_t(std::min(limit, std::max(-limit, v)));
   };
   tlref::Rng rng(11);
   std::vector<double> scales{1.0, 0.5, 0.25, 1.0 / 3.0, 0.006014905905824048, 1e-9, 3.7, 1e5};

@@ -115,12 +115,22 @@ enum tlm_opcode {
 // MultiplyByQuantizedMultiplier. Each operator's "follows" line names the TFLite reference
 // kernel (tensorflow/lite/kernels/internal/reference/...) it is bit-exact with.
 
-// TLM_OP_FULLY_CONNECTED
+// TLM_OP_FULLY_CONNECTED, in two requantization variants told apart by the params bytes:
+//   24 bytes, tlm_fully_connected_params: the fixed-point requantization (MultiplyByQuantized-
+//     Multiplier with output_multiplier/output_shift) of TFLite's optimized kernels and TFLM.
+//   36 bytes, tlm_fully_connected_ref_params: TFLite's reference kernel (reference/integer_ops/
+//     fully_connected.h FullyConnected and FullyConnectedPerChannel, what LiteRT runs under
+//     BUILTIN_REF): round(double(acc) * effective_scale), effective_scale = double(input_scale) *
+//     double(filter_scale) / double(output_scale), emulated exactly in integers (requantize_fp64.h).
+//     The scale is mantissa * 2^-exponent, mantissa < 2^53 (the converter's frexp of the double).
+//     tinylearn's converter writes this variant.
 //   inputs:  [0] input  int8 arena  [batches, in] (any rank; the last dim is `in`, rest flatten)
-//            [1] weights int8 blob  [out, in], symmetric per tensor (zero point 0)
+//            [1] weights int8 blob  [out, in], symmetric (zero point 0)
 //            [2] bias   int32 blob  [out], or TLM_NO_TENSOR
-//   outputs: [0] output int8 arena  [batches, out]
-//   params:  tlm_fully_connected_params (6 x i32)
+//            [3] (36-byte params only, optional) scales int32 blob [out, 3]: per output channel
+//                {mantissa_lo, mantissa_hi, exponent} (weights per channel); when absent, the
+//                params' scale applies to every channel
+//   outputs: [0] output int8 arena  [batches, out], disjoint from the input
 typedef struct tlm_fully_connected_params {
   int32_t input_offset;       // -input zero point, in [-127, 128]
   int32_t output_offset;      // output zero point, in [-128, 127]
@@ -129,6 +139,13 @@ typedef struct tlm_fully_connected_params {
   int32_t activation_min;     // fused activation clamp, -128 <= min <= max <= 127
   int32_t activation_max;
 } tlm_fully_connected_params;
+
+typedef struct tlm_fully_connected_ref_params {
+  tlm_fully_connected_params base;  // output_multiplier and output_shift are 0 (unused)
+  uint32_t scale_mantissa_lo;       // low 32 bits of the mantissa
+  uint32_t scale_mantissa_hi;       // high bits: in [2^20, 2^21) (normalized), or 0 with lo for 0
+  int32_t scale_exponent;           // in [0, 1100]
+} tlm_fully_connected_ref_params;
 
 // TLM_OP_CONV_2D (follows integer_ops/conv.h ConvPerChannel; TFLite CONV_2D, int8)
 //   inputs:  [0] input       int8 arena  [n, h, w, in_c]
