@@ -66,6 +66,7 @@ $(VENV)/.bench: pyproject.toml $(VENV)/.deps
 
 bench: build $(VENV)/.bench
 	$(PY) benchmarks/train_bench.py
+	$(PY) benchmarks/int8_bench.py
 
 clean:
 	rm -rf build $(VENV) .pytest_cache

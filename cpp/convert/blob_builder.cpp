@@ -34,6 +34,7 @@ std::uint16_t BlobBuilder::add(Tensor t) {
   if (tensors_.size() >= TLM_MAX_TENSORS) throw std::invalid_argument("too many tensors");
   tensors_.push_back(std::move(t));
   share_.push_back(std::uint16_t(tensors_.size() - 1));
+  share_offset_.push_back(0);
   return std::uint16_t(tensors_.size() - 1);
 }
 
@@ -50,17 +51,30 @@ std::uint16_t BlobBuilder::add_const_tensor(std::uint8_t type, const std::vector
   return i;
 }
 
-std::uint16_t BlobBuilder::root(std::uint16_t t) const {
-  while (share_[t] != t) t = share_[t];
+std::uint16_t BlobBuilder::root(std::uint16_t t, std::int64_t* offset) const {
+  std::int64_t o = 0;
+  while (share_[t] != t) {
+    o += share_offset_[t];
+    t = share_[t];
+  }
+  if (offset) *offset = o;
   return t;
 }
 
-void BlobBuilder::share_arena(std::uint16_t a, std::uint16_t b) {
+void BlobBuilder::share_arena(std::uint16_t a, std::uint16_t b, std::int32_t delta) {
   if (a >= tensors_.size() || b >= tensors_.size() || tensors_[a].storage != TLM_STORAGE_ARENA ||
       tensors_[b].storage != TLM_STORAGE_ARENA)
     throw std::invalid_argument("share_arena: both tensors must be arena tensors");
-  const std::uint16_t ra = root(a), rb = root(b);
-  if (ra != rb) share_[rb] = ra;
+  if (delta % 4 != 0) throw std::invalid_argument("share_arena: the offset must be a multiple of 4");
+  std::int64_t oa, ob;
+  const std::uint16_t ra = root(a, &oa), rb = root(b, &ob);
+  if (ra == rb) {
+    if (ob != oa + delta) throw std::invalid_argument("share_arena: the tensors already share at another offset");
+    return;
+  }
+  // offset(b) = offset(a) + delta, so offset(rb) = offset(ra) + oa + delta - ob.
+  share_[rb] = ra;
+  share_offset_[rb] = oa + delta - ob;
 }
 
 void BlobBuilder::add_op(std::uint16_t opcode, const std::vector<std::uint16_t>& inputs,
@@ -85,18 +99,25 @@ std::vector<std::uint8_t> BlobBuilder::finish(std::uint16_t input, std::uint16_t
   }
   first[input] = 0;
   last[output] = op_count;
-  // Tensors sharing bytes form one buffer: the largest of them, live over all their lifetimes.
+  // Tensors sharing bytes form one buffer: it spans all of them (each at its offset in the group)
+  // and lives over all their lifetimes.
   std::vector<PlanBuffer> buffers;
   std::vector<int> buffer_of(tensors_.size(), -1);
+  std::vector<std::int64_t> rel(tensors_.size(), 0), group_lo(tensors_.size(), 0);
+  std::vector<std::int64_t> group_hi(tensors_.size(), 0);
   for (std::size_t t = 0; t < tensors_.size(); ++t) {
     if (tensors_[t].storage != TLM_STORAGE_ARENA) continue;
-    const std::uint16_t r = root(std::uint16_t(t));
+    const std::uint16_t r = root(std::uint16_t(t), &rel[t]);
     if (buffer_of[r] < 0) {
       buffer_of[r] = int(buffers.size());
       buffers.push_back({0, op_count, -1});
+      group_lo[r] = rel[t];
+      group_hi[r] = rel[t] + tensors_[t].bytes;
     }
+    group_lo[r] = std::min(group_lo[r], rel[t]);
+    group_hi[r] = std::max(group_hi[r], rel[t] + std::int64_t(tensors_[t].bytes));
     PlanBuffer& pb = buffers[std::size_t(buffer_of[r])];
-    pb.bytes = std::max(pb.bytes, tensors_[t].bytes);
+    pb.bytes = std::uint32_t(group_hi[r] - group_lo[r]);
     pb.first_op = std::min(pb.first_op, first[t]);
     pb.last_op = std::max({pb.last_op, last[t], first[t]});
     buffer_of[t] = buffer_of[r];
@@ -121,7 +142,9 @@ std::vector<std::uint8_t> BlobBuilder::finish(std::uint16_t input, std::uint16_t
   if (size > 0xFFFFFFF0u) throw std::invalid_argument("model larger than 4 GiB");
   std::vector<std::uint32_t> arena_at(tensors_.size(), 0);
   for (std::size_t t = 0; t < tensors_.size(); ++t)
-    if (buffer_of[t] >= 0) arena_at[t] = plan.offsets[std::size_t(buffer_of[t])];
+    if (buffer_of[t] >= 0)
+      arena_at[t] = plan.offsets[std::size_t(buffer_of[t])] +
+                    std::uint32_t(rel[t] - group_lo[root(std::uint16_t(t))]);
 
   std::vector<std::uint8_t> b(size, 0);
   b[0] = TLM_MAGIC_0; b[1] = TLM_MAGIC_1; b[2] = TLM_MAGIC_2; b[3] = TLM_MAGIC_3;

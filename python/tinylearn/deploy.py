@@ -70,11 +70,12 @@ class Firmware:
         x = np.asarray(x_int8)
         if x.dtype != np.int8:
             raise TypeError(f"run: expected an int8 array, got dtype {x.dtype}")
-        features = self.model.input_shape[1]
-        if x.ndim == 1 and features == 1:
+        sample = tuple(self.model.input_shape[1:])
+        if x.ndim == 1 and sample == (1,):
             x = x.reshape(-1, 1)
-        if x.ndim != 2 or x.shape[1] != features or x.shape[0] == 0:
-            raise ValueError(f"run: expected a non-empty int8 array of shape (N, {features}), got {x.shape}")
+        if x.shape[1:] != sample or x.shape[0] == 0:
+            raise ValueError(f"run: expected a non-empty int8 array of shape (N, {', '.join(map(str, sample))}), "
+                             f"got {x.shape}")
         with tempfile.TemporaryDirectory(prefix="tinylearn-fw-") as d:
             Path(d, "input.bin").write_bytes(np.ascontiguousarray(x).tobytes())
             try:
@@ -82,7 +83,8 @@ class Firmware:
                                    text=True, timeout=timeout)
             except subprocess.TimeoutExpired:
                 raise RuntimeError(f"the firmware did not finish within {timeout} s on QEMU") from None
-        return _parse_run(p, len(x), self.model.output_shape[1])
+        out = _parse_run(p, len(x), int(np.prod(self.model.output_shape[1:])))
+        return FirmwareRun(out.outputs.reshape((len(x),) + tuple(self.model.output_shape[1:])), out.instructions)
 
     def __repr__(self) -> str:
         return f"Firmware({self.elf.name}, board={self.board!r}, flash={self.flash_bytes} B, ram={self.ram_bytes} B)"

@@ -59,10 +59,11 @@ class BlobBuilder {
                                  QuantParams q);
   std::uint16_t add_const_tensor(std::uint8_t type, const std::vector<std::int32_t>& dims,
                                  const void* data, QuantParams q);
-  // Makes arena tensor `b` occupy the same bytes as `a` (from the same offset): a reshape's
-  // output, or an operator computed in place. The caller guarantees that this is exact (the
-  // kernel allows it, and no other reader of `a` runs after `b` is written).
-  void share_arena(std::uint16_t a, std::uint16_t b);
+  // Places arena tensor `b` at `a`'s offset plus `delta` (a multiple of 4; 0: the same bytes),
+  // overlapping it: a reshape's output, an operator computed in place, or a window operator
+  // whose output trails its input. The caller guarantees that this is exact (the kernel allows
+  // it, and no other reader of `a` runs after `b` is written).
+  void share_arena(std::uint16_t a, std::uint16_t b, std::int32_t delta = 0);
   void add_op(std::uint16_t opcode, const std::vector<std::uint16_t>& inputs,
               const std::vector<std::uint16_t>& outputs, const void* params,
               std::uint32_t params_bytes);
@@ -82,9 +83,10 @@ class BlobBuilder {
     std::vector<std::uint8_t> params;
   };
   std::uint16_t add(Tensor t);
-  std::uint16_t root(std::uint16_t t) const;
+  std::uint16_t root(std::uint16_t t, std::int64_t* offset = nullptr) const;
   std::vector<Tensor> tensors_;
-  std::vector<std::uint16_t> share_;  // union-find parent of each tensor (arena sharing)
+  std::vector<std::uint16_t> share_;        // union-find parent of each tensor (arena sharing)
+  std::vector<std::int64_t> share_offset_;  // its offset from that parent
   std::vector<Op> ops_;
 };
 
