@@ -140,3 +140,16 @@ def test_fashion_mnist_cnn_reaches_90_percent(fashion_mnist_cnn):
     assert accuracy >= 0.90
     # evaluate's accuracy is the fraction of argmax hits (checked independently).
     assert np.mean(model.predict(x_test).argmax(axis=1) == y_test) == pytest.approx(accuracy, abs=1e-6)
+
+
+@pytest.mark.slow
+def test_fashion_mnist_cnn_int8_keeps_accuracy(fashion_mnist_cnn):
+    """Issue 4 acceptance: tl.convert keeps the CNN's test accuracy within 1 point of float."""
+    model, (x_train, _), (x_test, y_test) = fashion_mnist_cnn
+    q = tl.convert(model, x_train[:500])
+    float_acc = np.mean(model.predict(x_test).argmax(axis=1) == y_test)
+    int8_acc = np.mean(q.predict(x_test).argmax(axis=1) == y_test)
+    assert abs(float_acc - int8_acc) <= 0.01, (float_acc, int8_acc)
+    # The batch runs in C++ exactly as sample-by-sample invokes do.
+    xq = q.quantize_input(x_test[:64])
+    np.testing.assert_array_equal(q.invoke(xq), np.concatenate([q.invoke(xq[i:i + 1]) for i in range(64)]))

@@ -95,6 +95,11 @@ class Lowering {
   bool can_overwrite(std::size_t k, int in) const {
     const int out = g_.ops[k].outputs[0];
     if (t(in).shape != t(out).shape || t(in).type != t(out).type) return false;
+    return overwritable(k, in);
+  }
+  // Nothing reads `in` (or a tensor sharing its bytes) after operator k, and none of them is the
+  // graph's input or output.
+  bool overwritable(std::size_t k, int in) const {
     for (const auto& [tensor, group] : group_) {
       if (find(tensor) != find(in)) continue;
       if (tensor == g_.inputs[0] || tensor == g_.outputs[0]) return false;
@@ -104,12 +109,41 @@ class Lowering {
     return in != g_.inputs[0] && in != g_.outputs[0] && last_reader_.at(in) <= int(k);
   }
 
-  // Graph tensors a and b occupy the same arena bytes from now on.
-  void share(int a, int b) {
+  // Graph tensor b sits at a's offset + delta in the arena from now on (0: the same bytes).
+  void share(int a, int b, std::int32_t delta = 0) {
     group_.emplace(a, a);
     group_.emplace(b, b);
     group_[find(b)] = find(a);
-    b_.share_arena(id(a), id(b));
+    b_.share_arena(id(a), id(b), delta);
+  }
+
+  // The core's window_lead (cpp/micro/model.cpp): how far (bytes) the output of a window operator
+  // must start before its input for the two to overlap; the same formula, so that the core
+  // accepts what is planned here.
+  std::int64_t window_lead(int in, int out, std::int32_t sh, std::int32_t sw, std::int32_t pad_top,
+                           std::int32_t pad_left) const {
+    const std::int64_t h = t(in).shape[1], w = t(in).shape[2], c = t(in).shape[3];
+    const std::int64_t out_c = t(out).shape[3];
+    std::int64_t lead = 0, q = 0;
+    for (std::int64_t b = 0; b < t(out).shape[0]; ++b)
+      for (std::int64_t oy = 0; oy < t(out).shape[1]; ++oy) {
+        const std::int64_t y = std::min(std::max<std::int64_t>(oy * sh - pad_top, 0), h - 1);
+        for (std::int64_t ox = 0; ox < t(out).shape[2]; ++ox, ++q) {
+          const std::int64_t x = std::min(std::max<std::int64_t>(ox * sw - pad_left, 0), w - 1);
+          lead = std::max(lead, (q + 1) * out_c - ((b * h + y) * w + x) * c);
+        }
+      }
+    return lead;
+  }
+
+  // Lets a window operator write its output trailing its dying input (format: window operators),
+  // when that costs at most a quarter of the output in extra bytes before the input.
+  void trail(std::size_t k, int in, int out, std::int32_t sh, std::int32_t sw, std::int32_t pad_top,
+             std::int32_t pad_left) {
+    if (!overwritable(k, in)) return;
+    const std::int64_t lead = (window_lead(in, out, sh, sw, pad_top, pad_left) + 3) / 4 * 4;
+    if (lead > std::int64_t(t(out).elements()) / 4) return;
+    share(in, out, -std::int32_t(lead));
   }
   int find(int x) const {
     auto it = group_.find(x);
@@ -151,6 +185,7 @@ class Lowering {
         opt.padding = padding(g_, k);
         opt.activation = fused(g_, k);
         const Pool2DParams p = pool2d_params(q(in), q(out), opt, t(in).shape[1], t(in).shape[2]);
+        trail(k, in, out, p.params.stride_h, p.params.stride_w, p.params.pad_top, p.params.pad_left);
         return emit(name == "MAX_POOL_2D" ? TLM_OP_MAX_POOL_2D : TLM_OP_AVERAGE_POOL_2D, {id(in)}, id(out),
                     &p.params);
       }
@@ -291,6 +326,7 @@ class Lowering {
           depthwise_conv2d_params(q(in), scales, q(out), opt, o.depth_multiplier, t(in).shape[1],
                                   t(in).shape[2], t(w).shape[1], t(w).shape[2]);
       opcode = TLM_OP_DEPTHWISE_CONV_2D;
+      trail(k, in, out, p.params.stride_h, p.params.stride_w, p.params.pad_top, p.params.pad_left);
       params.resize(sizeof p.params);
       std::memcpy(params.data(), &p.params, sizeof p.params);
       mult = p.multipliers, shift = p.shifts;
@@ -298,6 +334,7 @@ class Lowering {
       const Conv2DParams p = conv2d_params(q(in), scales, q(out), opt, t(in).shape[1], t(in).shape[2],
                                            t(w).shape[1], t(w).shape[2]);
       opcode = TLM_OP_CONV_2D;
+      trail(k, in, out, p.params.stride_h, p.params.stride_w, p.params.pad_top, p.params.pad_left);
       params.resize(sizeof p.params);
       std::memcpy(params.data(), &p.params, sizeof p.params);
       mult = p.multipliers, shift = p.shifts;

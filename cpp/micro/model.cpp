@@ -156,6 +156,51 @@ inline bool alias_or_disjoint(const Tensor& a, const Tensor& b) {
   return (a.offset == b.offset && a.bytes == b.bytes) || !overlap(a, b);
 }
 
+#if TLM_WITH_CONV_2D || TLM_WITH_DEPTHWISE_CONV_2D || TLM_WITH_MAX_POOL_2D || \
+    TLM_WITH_AVERAGE_POOL_2D
+// Window operators (conv, depthwise conv, pools) may write an output that trails its input in
+// the arena. Their kernels compute output pixels in raster order, writing a pixel's out_c bytes
+// while reading only its window, and the first input byte a window reads never moves backwards
+// from pixel to pixel. So if out.offset + (q + 1) * out_c <= in.offset + first_read(q) for every
+// output pixel q, every output byte is written after the last read of the input byte under it.
+// window_lead() is the smallest in.offset - out.offset with that property:
+//   max over q of (q + 1) * out_c - first_read(q), first_read(q) the byte offset (in the input)
+// of the first position inside the input of pixel q's window. Any other overlap is rejected.
+int64_t window_lead(const Tensor& in, const Tensor& out, int32_t stride_h, int32_t stride_w,
+                    int32_t dilation_h, int32_t dilation_w, int32_t pad_top, int32_t pad_left) {
+  const int64_t never = int64_t{1} << 40;  // larger than any arena: no overlap allowed
+  if (in.rank != 4 || out.rank != 4 || stride_h < 1 || stride_w < 1 || dilation_h < 1 ||
+      dilation_w < 1 || pad_top < 0 || pad_left < 0)
+    return never;
+  const int64_t h = in.dims[1], w = in.dims[2], c = in.dims[3];
+  const int64_t out_c = out.dims[3];
+  int64_t lead = 0, q = 0;
+  for (int64_t b = 0; b < out.dims[0]; ++b)
+    for (int64_t oy = 0; oy < out.dims[1]; ++oy) {
+      int64_t y = oy * stride_h - pad_top;
+      if (y < 0) y += (-y + dilation_h - 1) / dilation_h * dilation_h;
+      if (y > h - 1) y = h - 1;  // no position inside: conservative
+      for (int64_t ox = 0; ox < out.dims[2]; ++ox, ++q) {
+        int64_t x = ox * stride_w - pad_left;
+        if (x < 0) x += (-x + dilation_w - 1) / dilation_w * dilation_w;
+        if (x > w - 1) x = w - 1;
+        const int64_t need = (q + 1) * out_c - ((b * h + y) * w + x) * c;
+        if (need > lead) lead = need;
+      }
+    }
+  return lead;
+}
+
+// The input and output of a window operator are disjoint, or the output trails the input.
+inline bool window_operands_ok(const Tensor& in, const Tensor& out, int32_t stride_h,
+                               int32_t stride_w, int32_t dilation_h, int32_t dilation_w,
+                               int32_t pad_top, int32_t pad_left) {
+  return !overlap(in, out) ||
+         int64_t{out.offset} + window_lead(in, out, stride_h, stride_w, dilation_h, dilation_w,
+                                           pad_top, pad_left) <= int64_t{in.offset};
+}
+#endif
+
 // Tensors i and j carry the same quantization (scale and zero point, bit for bit).
 inline bool same_quantization(const tlm_model* m, uint16_t i, uint16_t j) {
   const uint8_t *a = tensor_record(m, i) + 24, *b = tensor_record(m, j) + 24;
@@ -303,7 +348,6 @@ tlm_status read_conv(const tlm_model* m, const uint8_t* r, bool depthwise, uint3
   const Tensor* per_channel[3] = {&op->multipliers, &op->shifts, op->has_bias ? &op->bias : nullptr};
   for (const Tensor* t : per_channel)
     if (t && (t->rank != 1 || t->dims[0] != out_c)) return TLM_ERR_SHAPE;
-  if (overlap(in, out)) return TLM_ERR_BAD_OP;
   op->dims = {in.dims[0], in.dims[1], in.dims[2], in.dims[3], f.dims[1], f.dims[2],
               out.dims[1], out.dims[2], out_c};
   return TLM_OK;
@@ -317,6 +361,9 @@ tlm_status op_conv2d(const tlm_model* m, const uint8_t* r, int8_t* arena) {
   if (s != TLM_OK) return s;
   tlm_conv2d_params p;
   read_params(m, r, &p);
+  if (!window_operands_ok(op.input, op.output, p.stride_h, p.stride_w, p.dilation_h, p.dilation_w,
+                          p.pad_top, p.pad_left))
+    return TLM_ERR_BAD_OP;
   const int32_t* bias = op.has_bias ? blob_data<int32_t>(m, op.bias) : nullptr;
   const int32_t* multipliers = blob_data<int32_t>(m, op.multipliers);
   const int32_t* shifts = blob_data<int32_t>(m, op.shifts);
@@ -334,6 +381,9 @@ tlm_status op_depthwise_conv2d(const tlm_model* m, const uint8_t* r, int8_t* are
   if (s != TLM_OK) return s;
   tlm_depthwise_conv2d_params p;
   read_params(m, r, &p);
+  if (!window_operands_ok(op.input, op.output, p.stride_h, p.stride_w, p.dilation_h, p.dilation_w,
+                          p.pad_top, p.pad_left))
+    return TLM_ERR_BAD_OP;
   const int32_t* bias = op.has_bias ? blob_data<int32_t>(m, op.bias) : nullptr;
   const int32_t* multipliers = blob_data<int32_t>(m, op.multipliers);
   const int32_t* shifts = blob_data<int32_t>(m, op.shifts);
@@ -371,8 +421,10 @@ tlm_status read_pool(const tlm_model* m, const uint8_t* r, PoolOp* op) {
   if (in.rank != 4 || out.rank != 4 || out.dims[0] != in.dims[0] || out.dims[3] != in.dims[3] ||
       !same_quantization(m, rd_u16(r + 4), rd_u16(r + 16)))
     return TLM_ERR_SHAPE;
-  if (overlap(in, out)) return TLM_ERR_BAD_OP;
   read_params(m, r, &op->params);
+  const tlm_pool_params& p = op->params;
+  if (!window_operands_ok(in, out, p.stride_h, p.stride_w, 1, 1, p.pad_top, p.pad_left))
+    return TLM_ERR_BAD_OP;
   op->dims = {in.dims[0], in.dims[1], in.dims[2], in.dims[3], out.dims[1], out.dims[2]};
   return TLM_OK;
 }

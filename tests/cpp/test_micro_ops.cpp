@@ -723,3 +723,61 @@ TEST_CASE("A core built without SOFTMAX and CONV_2D rejects them with TLM_ERR_UN
   }
   CHECK(std::string(tlm_status_str_reduced(TLM_ERR_UNKNOWN_OP)) == tlm_status_str(TLM_ERR_UNKNOWN_OP));
 }
+
+// ---- Window operators with the output trailing the input ---------------------------------------
+
+TEST_CASE("CONV_2D and DEPTHWISE_CONV_2D: an output trailing its input by the lead runs exactly") {
+  for (bool depthwise : {false, true}) {
+    CAPTURE(depthwise);
+    const ConvModel ref = make_conv(depthwise, 41);
+    const int n = ref.dims.batches, h = ref.dims.input_h, w = ref.dims.input_w, ic = ref.dims.input_c;
+    const int oh = ref.dims.output_h, ow = ref.dims.output_w, oc = ref.dims.output_c;
+    // lead = max over output pixels q of (q + 1) * oc - (first input byte of q's window).
+    std::int64_t lead = 0, q = 0;
+    for (int b = 0; b < n; ++b)
+      for (int y = 0; y < oh; ++y)
+        for (int x = 0; x < ow; ++x, ++q) {
+          const int iy = std::min(std::max(y * ref.conv.stride_h - ref.conv.pad_top, 0), h - 1);
+          const int ix = std::min(std::max(x * ref.conv.stride_w - ref.conv.pad_left, 0), w - 1);
+          lead = std::max(lead, (q + 1) * oc - std::int64_t((b * h + iy) * w + ix) * ic);
+        }
+    const std::int32_t aligned = std::int32_t((lead + 3) / 4 * 4);
+    for (std::int32_t shift : {aligned, aligned - 4}) {
+      CAPTURE(shift);
+      tinylearn::BlobBuilder bb;
+      const Dims fdims = depthwise ? Dims{1, 3, 3, oc} : Dims{oc, 3, 3, ic};
+      const auto in = bb.add_arena_tensor(TLM_TYPE_INT8, {n, h, w, ic}, kIn);
+      const auto f = bb.add_const_tensor(TLM_TYPE_INT8, fdims, ref.filter_data.data(), {0.01f, 0});
+      const auto bias = bb.add_const_tensor(TLM_TYPE_INT32, {oc}, ref.bias_data.data(), {0.0005f, 0});
+      const auto mult = bb.add_const_tensor(TLM_TYPE_INT32, {oc}, ref.mult_data.data(), {0.0f, 0});
+      const auto shf = bb.add_const_tensor(TLM_TYPE_INT32, {oc}, ref.shift_data.data(), {0.0f, 0});
+      const auto out = bb.add_arena_tensor(TLM_TYPE_INT8, {n, oh, ow, oc}, kOut);
+      // A second op reading nothing of the first keeps the input alive only until the conv.
+      bb.share_arena(in, out, -shift);
+      if (depthwise)
+        bb.add_op(TLM_OP_DEPTHWISE_CONV_2D, {in, f, bias, mult, shf}, {out}, &ref.dw, sizeof ref.dw);
+      else
+        bb.add_op(TLM_OP_CONV_2D, {in, f, bias, mult, shf}, {out}, &ref.conv, sizeof ref.conv);
+      const Bytes blob = bb.finish(in, out);
+      if (shift < lead) {  // not enough: the core must refuse it
+        CHECK(init_status(blob) == TLM_ERR_BAD_OP);
+        continue;
+      }
+      Loaded l(blob);
+      REQUIRE(l.status == TLM_OK);
+      tlref::Rng rng(42);
+      const std::size_t out_n = std::size_t(n) * oh * ow * oc;
+      for (int trial = 0; trial < 3; ++trial) {
+        const I8 x = rand_i8(rng, std::size_t(n) * h * w * ic);
+        l.set(in, x);
+        REQUIRE(l.invoke() == TLM_OK);
+        I8 want(out_n);
+        if (depthwise)
+          tlm_depthwise_conv2d_s8(&ref.dw, &ref.dims, ref.mult_data.data(), ref.shift_data.data(), x.data(), ref.filter_data.data(), ref.bias_data.data(), want.data());
+        else
+          tlm_conv2d_s8(&ref.conv, &ref.dims, ref.mult_data.data(), ref.shift_data.data(), x.data(), ref.filter_data.data(), ref.bias_data.data(), want.data());
+        CHECK(l.get(out, out_n) == want);
+      }
+    }
+  }
+}
