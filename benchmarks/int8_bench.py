@@ -40,10 +40,10 @@ def random_model(name: str):
     model = getattr(tl.applications, name)()
     model.build(seed=SEED)
     rng = np.random.default_rng(SEED)
-    weights, new = model.get_weights(), []
     for layer in model.layers:
-        n = len(model._layer_weights(model._core, layer))
-        ws, weights = weights[:n], weights[n:]
+        ws = layer.get_weights()
+        if not ws:
+            continue
         if isinstance(layer, tl.layers.BatchNormalization):
             gamma, beta, mean, var = ws
             ws = [rng.uniform(0.8, 1.2, gamma.shape), rng.normal(0, 0.1, beta.shape),
@@ -53,8 +53,7 @@ def random_model(name: str):
             fan_in = int(np.prod(kernel.shape[:-1])) if not isinstance(layer, tl.layers.DepthwiseConv2D) \
                 else int(np.prod(kernel.shape[:2]))
             ws = [rng.normal(0, np.sqrt(2.0 / fan_in), kernel.shape)] + [rng.normal(0, 0.05, w.shape) for w in ws[1:]]
-        new += [np.asarray(w, np.float32) for w in ws]
-    model.set_weights(new)
+        layer.set_weights([np.asarray(w, np.float32) for w in ws])
     calibration = rng.uniform(-1, 1, (32,) + SHAPES[name]).astype(np.float32)
     return tl.convert(model, calibration)
 

@@ -89,17 +89,16 @@ def random_model(seed: int) -> tuple[tl.Model, np.ndarray]:
     model = tl.Model(inp, out)
     model.build(seed=seed)
     # Random batch-normalization statistics and biases (the initial ones are 1, 0 and 0).
-    weights, new = model.get_weights(), []
     for layer in model.layers:
-        n = len(model._layer_weights(model._core, layer))
-        ws, weights = weights[:n], weights[n:]
+        ws = layer.get_weights()
+        if not ws:
+            continue
         if isinstance(layer, L.BatchNormalization):
             gamma, beta, mean, var = ws
             ws = [rng.uniform(0.5, 1.5, gamma.shape), rng.normal(0, 0.2, beta.shape),
                   rng.normal(0, 0.3, mean.shape), rng.uniform(0.5, 2.0, var.shape)]
         elif len(ws) == 2:
             ws = [ws[0], rng.normal(0, 0.1, ws[1].shape)]
-        new += [np.asarray(w, np.float32) for w in ws]
-    model.set_weights(new)
+        layer.set_weights([np.asarray(w, np.float32) for w in ws])
     calibration = rng.uniform(-1, 1, (64, h, w, c)).astype(np.float32)
     return model, calibration

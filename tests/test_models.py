@@ -232,3 +232,32 @@ def test_model_checkpoint_saves_the_best_epoch(rng, tmp_path):
     every = tl.callbacks.ModelCheckpoint(tmp_path / "epoch{epoch:02d}.tlmodel")
     m.fit(x, y, epochs=2, verbose=0, callbacks=[every])
     assert sorted(p.name for p in tmp_path.glob("epoch*")) == ["epoch01.tlmodel", "epoch02.tlmodel"]
+
+
+def test_layer_get_and_set_weights_like_keras():
+    inputs = tl.Input(shape=(3,))
+    hidden = L.Dense(4, activation="relu", name="hidden")
+    outputs = L.Dense(2, name="out")(hidden(inputs))
+    model = tl.Model(inputs, outputs)
+    assert hidden.get_weights() == []  # not built yet, as in Keras
+    with pytest.raises(ValueError, match="no weights yet"):
+        hidden.set_weights([np.zeros((3, 4)), np.zeros(4)])
+    model.build(seed=3)
+    assert model.get_layer("hidden") is hidden
+    with pytest.raises(ValueError, match="no layer named 'nope'"):
+        model.get_layer("nope")
+    kernel, bias = hidden.get_weights()
+    assert kernel.shape == (3, 4) and bias.shape == (4,)
+    np.testing.assert_array_equal(kernel, model.get_weights()[0])
+    new_kernel = np.arange(12, dtype=np.float32).reshape(3, 4) / 10
+    hidden.set_weights([new_kernel, np.ones(4, np.float32)])
+    np.testing.assert_array_equal(model.get_weights()[0], new_kernel)
+    # The forward pass uses them: relu(x W + 1) then the output layer, by NumPy.
+    x = np.array([[1.0, -2.0, 0.5]], np.float32)
+    w2, b2 = model.get_layer("out").get_weights()
+    expected = np.maximum(x @ new_kernel + 1, 0) @ w2 + b2
+    np.testing.assert_allclose(model.predict(x), expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="expected an array of shape"):
+        hidden.set_weights([np.zeros((4, 3)), np.zeros(4)])
+    with pytest.raises(ValueError, match="has 2 weight arrays, got 1"):
+        hidden.set_weights([new_kernel])

@@ -46,7 +46,7 @@ Padding padding(const QGraph& g, std::size_t k) {
 
 class Lowering {
  public:
-  explicit Lowering(const QGraph& g) : g_(g), blob_id_(g.tensors.size(), -1) {}
+  Lowering(const QGraph& g, bool trailing) : g_(g), trailing_(trailing), blob_id_(g.tensors.size(), -1) {}
 
   std::vector<std::uint8_t> run() {
     validate(g_);
@@ -140,7 +140,7 @@ class Lowering {
   // when that costs at most a quarter of the output in extra bytes before the input.
   void trail(std::size_t k, int in, int out, std::int32_t sh, std::int32_t sw, std::int32_t pad_top,
              std::int32_t pad_left) {
-    if (!overwritable(k, in)) return;
+    if (!trailing_ || !overwritable(k, in)) return;
     const std::int64_t lead = (window_lead(in, out, sh, sw, pad_top, pad_left) + 3) / 4 * 4;
     if (lead > std::int64_t(t(out).elements()) / 4) return;
     share(in, out, -std::int32_t(lead));
@@ -387,6 +387,7 @@ class Lowering {
   }
 
   const QGraph& g_;
+  bool trailing_;  // let window operators write their output trailing their input
   BlobBuilder b_;
   std::vector<int> blob_id_;
   std::map<int, int> last_reader_;
@@ -446,7 +447,19 @@ void validate(const QGraph& g) {
       bad("graph output " + std::to_string(i) + " is not written by any operator");
 }
 
-std::vector<std::uint8_t> lower(const QGraph& graph) { return Lowering(graph).run(); }
+// Plans with and without trailing outputs and keeps the smaller arena (trailing saves a whole
+// buffer on chains of convolutions, but its lead bytes live as long as the input they precede,
+// which can raise another operator's peak).
+std::vector<std::uint8_t> lower(const QGraph& graph) {
+  std::vector<std::uint8_t> plain = Lowering(graph, false).run();
+  std::vector<std::uint8_t> trailing = Lowering(graph, true).run();
+  auto arena = [](const std::vector<std::uint8_t>& b) {
+    std::uint32_t v;
+    std::memcpy(&v, b.data() + 16, 4);  // format.h: header offset 16
+    return v;
+  };
+  return arena(trailing) < arena(plain) ? trailing : plain;
+}
 
 std::vector<std::uint8_t> convert(Model& model, const Tensor& representative) {
   return lower(quantize(model, representative));

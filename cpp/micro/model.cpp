@@ -354,12 +354,16 @@ tlm_status read_conv(const tlm_model* m, const uint8_t* r, bool depthwise, uint3
 }
 #endif
 
-#if TLM_WITH_CONV_2D
-tlm_status op_conv2d(const tlm_model* m, const uint8_t* r, int8_t* arena) {
+#if TLM_WITH_CONV_2D || TLM_WITH_DEPTHWISE_CONV_2D
+// Validates (arena == nullptr) or runs a CONV_2D (P = tlm_conv2d_params) or DEPTHWISE_CONV_2D
+// (P = tlm_depthwise_conv2d_params) with its check and kernel.
+template <typename P, typename Check, typename Kernel>
+tlm_status op_conv(const tlm_model* m, const uint8_t* r, int8_t* arena, bool depthwise,
+                   Check check, Kernel kernel) {
   ConvOp op;
-  const tlm_status s = read_conv(m, r, false, sizeof(tlm_conv2d_params), &op);
+  const tlm_status s = read_conv(m, r, depthwise, sizeof(P), &op);
   if (s != TLM_OK) return s;
-  tlm_conv2d_params p;
+  P p;
   read_params(m, r, &p);
   if (!window_operands_ok(op.input, op.output, p.stride_h, p.stride_w, p.dilation_h, p.dilation_w,
                           p.pad_top, p.pad_left))
@@ -367,30 +371,23 @@ tlm_status op_conv2d(const tlm_model* m, const uint8_t* r, int8_t* arena) {
   const int32_t* bias = op.has_bias ? blob_data<int32_t>(m, op.bias) : nullptr;
   const int32_t* multipliers = blob_data<int32_t>(m, op.multipliers);
   const int32_t* shifts = blob_data<int32_t>(m, op.shifts);
-  if (!arena) return tlm_conv2d_s8_check(&p, &op.dims, multipliers, shifts, bias);
-  tlm_conv2d_s8(&p, &op.dims, multipliers, shifts, arena + op.input.offset,
-                blob_data<int8_t>(m, op.filter), bias, arena + op.output.offset);
+  if (!arena) return check(&p, &op.dims, multipliers, shifts, bias);
+  kernel(&p, &op.dims, multipliers, shifts, arena + op.input.offset,
+         blob_data<int8_t>(m, op.filter), bias, arena + op.output.offset);
   return TLM_OK;
+}
+#endif
+
+#if TLM_WITH_CONV_2D
+tlm_status op_conv2d(const tlm_model* m, const uint8_t* r, int8_t* arena) {
+  return op_conv<tlm_conv2d_params>(m, r, arena, false, tlm_conv2d_s8_check, tlm_conv2d_s8);
 }
 #endif
 
 #if TLM_WITH_DEPTHWISE_CONV_2D
 tlm_status op_depthwise_conv2d(const tlm_model* m, const uint8_t* r, int8_t* arena) {
-  ConvOp op;
-  const tlm_status s = read_conv(m, r, true, sizeof(tlm_depthwise_conv2d_params), &op);
-  if (s != TLM_OK) return s;
-  tlm_depthwise_conv2d_params p;
-  read_params(m, r, &p);
-  if (!window_operands_ok(op.input, op.output, p.stride_h, p.stride_w, p.dilation_h, p.dilation_w,
-                          p.pad_top, p.pad_left))
-    return TLM_ERR_BAD_OP;
-  const int32_t* bias = op.has_bias ? blob_data<int32_t>(m, op.bias) : nullptr;
-  const int32_t* multipliers = blob_data<int32_t>(m, op.multipliers);
-  const int32_t* shifts = blob_data<int32_t>(m, op.shifts);
-  if (!arena) return tlm_depthwise_conv2d_s8_check(&p, &op.dims, multipliers, shifts, bias);
-  tlm_depthwise_conv2d_s8(&p, &op.dims, multipliers, shifts, arena + op.input.offset,
-                          blob_data<int8_t>(m, op.filter), bias, arena + op.output.offset);
-  return TLM_OK;
+  return op_conv<tlm_depthwise_conv2d_params>(m, r, arena, true, tlm_depthwise_conv2d_s8_check,
+                                              tlm_depthwise_conv2d_s8);
 }
 #endif
 

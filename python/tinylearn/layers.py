@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from numbers import Integral
 
+import numpy as np
+
 __all__ = ["Activation", "Add", "AveragePooling2D", "BatchNormalization", "Concatenate", "Conv2D",
            "Dense", "DepthwiseConv2D", "Dropout", "Flatten", "GlobalAveragePooling2D", "Input",
            "Layer", "MaxPooling2D", "ReLU", "Reshape", "Softmax", "SymbolicTensor"]
@@ -81,6 +83,32 @@ class Layer:
 
     def get_config(self) -> dict:
         raise NotImplementedError
+
+    def _owner(self):
+        ref = getattr(self, "_model", None)
+        model = ref() if ref is not None else None
+        return model if model is not None and model.built else None
+
+    def get_weights(self) -> list:
+        """This layer's weights as NumPy arrays in Keras's layouts (a copy); [] before its model
+        is built, as in Keras."""
+        model = self._owner()
+        return [] if model is None else model._layer_weights(model._core, self)
+
+    def set_weights(self, weights) -> None:
+        """Replaces this layer's weights: the same number of arrays, each of the same shape."""
+        model = self._owner()
+        if model is None:
+            raise ValueError(f"set_weights: layer {self.name!r} has no weights yet (build or fit its model first)")
+        current = self.get_weights()
+        weights = list(weights)
+        if len(weights) != len(current):
+            raise ValueError(f"set_weights: layer {self.name!r} has {len(current)} weight arrays, got {len(weights)}")
+        for w, c in zip(weights, current):
+            if np.shape(w) != c.shape:
+                raise ValueError(f"set_weights: layer {self.name!r} expected an array of shape {c.shape}, "
+                                 f"got {np.shape(w)}")
+        model._core.set_weights(id(self), [np.ascontiguousarray(w, dtype=np.float32).ravel() for w in weights])
 
     def int8_bytes(self, weights) -> int:
         """Bytes of this layer's weights in an int8 model: int8 kernels, int32 biases; none for

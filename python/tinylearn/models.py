@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -134,6 +135,8 @@ class Model:
         if not self._graph_ready():
             raise ValueError("build: the model has no graph yet")
         self._core, self._ids = self._make_core(_seed(seed))
+        for layer in self.layers:  # layer.get_weights() reads them from this model
+            layer._model = weakref.ref(self)
         if self._compiled is not None:
             self._compile_core()
 
@@ -309,6 +312,14 @@ class Model:
         return values[0] if len(values) == 1 else list(values)
 
     # -- weights ---------------------------------------------------------------------------
+    def get_layer(self, name: str) -> Layer:
+        """The layer called `name` (as keras.Model.get_layer)."""
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise ValueError(f"get_layer: no layer named {name!r}; the layers are "
+                         f"{[layer.name for layer in self.layers]}")
+
     def _layer_weights(self, core, layer) -> list[np.ndarray]:
         return core.get_weights(id(layer))  # in Keras's layouts
 
