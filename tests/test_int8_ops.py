@@ -50,3 +50,30 @@ def test_float_and_int8_agree_on_random_models():
         yq = q.predict(calibration)
         span = float(y.max() - y.min()) or 1.0
         assert np.max(np.abs(y - yq)) <= 0.25 * span, seed
+
+
+def test_summary_lists_macs_and_bytes_per_operator():
+    L = tl.layers
+    model = tl.Sequential([L.Conv2D(16, 3, activation="relu", input_shape=(28, 28, 1)), L.MaxPooling2D(),
+                           L.Conv2D(32, 3, activation="relu"), L.MaxPooling2D(), L.Flatten(),
+                           L.Dense(64, activation="relu"), L.Dense(10)])
+    model.build(seed=0)
+    q = tl.convert(model, np.random.default_rng(0).uniform(0, 1, (16, 28, 28, 1)).astype(np.float32))
+    lines = []
+    text = q.summary(print_fn=lines.append)
+    assert lines == [text]
+    rows = [line.split() for line in text.splitlines()[2:9]]
+    # op, MACs (output elements x window size), weight bytes (int8 weights + int32 biases), output bytes
+    expected = [("CONV_2D", 26 * 26 * 16 * 9, 16 * 9 + 4 * 16, 26 * 26 * 16),
+                ("MAX_POOL_2D", 0, 0, 13 * 13 * 16),
+                ("CONV_2D", 11 * 11 * 32 * 9 * 16, 32 * 9 * 16 + 4 * 32, 11 * 11 * 32),
+                ("MAX_POOL_2D", 0, 0, 5 * 5 * 32),
+                ("RESHAPE", 0, 0, 800),
+                ("FULLY_CONNECTED", 800 * 64, 800 * 64 + 4 * 64, 64),
+                ("FULLY_CONNECTED", 64 * 10, 64 * 10 + 4 * 10, 10)]
+    for row, (op, macs, weights, acts) in zip(rows, expected):
+        assert row[1] == op
+        assert [int(v.replace(",", "")) for v in row[-3:]] == [macs, weights, acts], row
+    total = sum(e[1] for e in expected)
+    assert f"MACs per inference: {total:,}" in text
+    assert f"arena: {q.arena_bytes:,} bytes" in text

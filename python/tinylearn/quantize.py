@@ -129,7 +129,9 @@ class Int8Model:
         for i, op in enumerate(g.ops):
             out = g.tensors[op.outputs[0]]
             macs = op_macs(g, op)
-            w = sum(_nbytes(g.tensors[t]) for t in op.inputs if t >= 0 and g.tensors[t].data is not None)
+            # Weights and biases; RESHAPE's shape and MEAN's axes live in the operator itself.
+            w = 0 if op.op in ("RESHAPE", "MEAN") else sum(
+                _nbytes(g.tensors[t]) for t in op.inputs if t >= 0 and g.tensors[t].data is not None)
             a = _nbytes(out)
             tm, tw, ta = tm + macs, tw + w, ta + a
             rows.append((str(i), op.op, str(tuple(out.shape)), f"{macs:,}", f"{w:,}", f"{a:,}"))
