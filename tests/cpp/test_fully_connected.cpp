@@ -1,10 +1,13 @@
 // The int8 fully connected kernel against an int64 reference written from the TFLite formula.
 #include <doctest/doctest.h>
 
+#include <cmath>
 #include <cstdint>
 #include <vector>
 
 #include "fully_connected_s8.h"
+#include "requantize.h"
+#include "tinylearn/convert/convert.h"
 #include "tl_reference.h"
 
 namespace {
@@ -187,5 +190,53 @@ TEST_CASE("Extreme legal FC: in_features = 32768, |x + offset| = 255, weights -1
     // One more unit of bias would make the accumulator leave int32: the check refuses it.
     std::vector<std::int32_t> over(out, c.bias > 0 ? c.bias + 1 : c.bias - 1);
     CHECK(tlm_fully_connected_s8_check(&p, &dims, over.data()) == TLM_ERR_ACCUMULATOR_RANGE);
+  }
+}
+
+// Blobs written before the reference requantization (24-byte fixed-point params) still load and
+// run, with the fixed-point kernel; the reference variant (36 bytes) runs round(double(acc) * s).
+TEST_CASE("FULLY_CONNECTED blobs: the fixed-point variant still runs; both variants through tlm_invoke") {
+  tlref::Rng rng(77);
+  const int in_n = 7, out_n = 5;
+  std::vector<std::int8_t> w(static_cast<std::size_t>(in_n * out_n)), x(static_cast<std::size_t>(in_n));
+  for (auto& v : w) v = std::int8_t(rng.range(-127, 127));
+  for (auto& v : x) v = std::int8_t(rng.range(-128, 127));
+  std::vector<std::int32_t> bias(static_cast<std::size_t>(out_n));
+  for (auto& v : bias) v = std::int32_t(rng.range(-2000, 2000));
+  for (bool reference : {false, true}) {
+    CAPTURE(reference);
+    tinylearn::BlobBuilder bb;
+    const auto in = bb.add_arena_tensor(TLM_TYPE_INT8, {1, in_n}, {0.05f, 3});
+    const auto wt = bb.add_const_tensor(TLM_TYPE_INT8, {out_n, in_n}, w.data(), {0.01f, 0});
+    const auto bt = bb.add_const_tensor(TLM_TYPE_INT32, {out_n}, bias.data(), {0.0005f, 0});
+    const auto out = bb.add_arena_tensor(TLM_TYPE_INT8, {1, out_n}, {0.1f, -4});
+    tlm_fully_connected_ref_params p{};
+    p.base = {-3, -4, 0, 0, -128, 127};
+    const double scale = 0.05 * 0.01 / 0.1;
+    int e2;
+    const double f = std::frexp(scale, &e2);
+    const std::uint64_t m = std::uint64_t(std::ldexp(f, 53));
+    p.scale_mantissa_lo = std::uint32_t(m), p.scale_mantissa_hi = std::uint32_t(m >> 32), p.scale_exponent = 53 - e2;
+    if (reference) {
+      bb.add_op(TLM_OP_FULLY_CONNECTED, {in, wt, bt}, {out}, &p, sizeof p);
+    } else {
+      const tinylearn::QuantizedMultiplier qm = tinylearn::quantize_multiplier(scale);
+      p.base.output_multiplier = qm.multiplier;
+      p.base.output_shift = qm.shift;
+      bb.add_op(TLM_OP_FULLY_CONNECTED, {in, wt, bt}, {out}, &p.base, sizeof p.base);
+    }
+    const std::vector<std::uint8_t> blob = bb.finish(in, out);
+    tinylearn::Int8Model model(blob.data(), blob.size());
+    std::vector<std::int8_t> y(static_cast<std::size_t>(out_n));
+    model.invoke(x.data(), y.data(), 1);
+    for (int o = 0; o < out_n; ++o) {
+      std::int64_t acc = bias[std::size_t(o)];
+      for (int i = 0; i < in_n; ++i) acc += std::int64_t(w[std::size_t(o * in_n + i)]) * (x[std::size_t(i)] - 3);  // input_offset = -zero point
+      const std::int64_t want =
+          reference ? std::int64_t(std::round(double(acc) * scale))
+                    : std::int64_t(tlm_detail::multiply_by_quantized_multiplier(std::int32_t(acc), p.base.output_multiplier,
+                                                                                p.base.output_shift));
+      CHECK(int(y[std::size_t(o)]) == int(std::min<std::int64_t>(127, std::max<std::int64_t>(-128, want - 4))));
+    }
   }
 }
