@@ -49,22 +49,40 @@ void tlm_conv2d_s8(const tlm_conv2d_params* p, const tlm_conv_dims* d,
   const int32_t f_h = d->filter_h, f_w = d->filter_w;
   const int32_t out_c = d->output_c;
   const int32_t input_offset = p->input_offset;
+  const bool dense_window = p->dilation_h == 1 && p->dilation_w == 1;
   for (int32_t b = 0; b < d->batches; ++b) {
     for (int32_t out_y = 0; out_y < d->output_h; ++out_y) {
       const int32_t in_y_origin = out_y * p->stride_h - p->pad_top;
+      // Without dilation, the window's taps inside the input are rows [y0, y1) and columns
+      // [x0, x1) of the filter: each row is one contiguous run of (x1 - x0) * in_c bytes in both
+      // the input (NHWC) and the filter (OHWI). Same products, same int32 sum (exact whatever
+      // the order), fewer loop levels.
+      const int32_t y0 = in_y_origin < 0 ? -in_y_origin : 0;
+      const int32_t y1 = in_h - in_y_origin < f_h ? in_h - in_y_origin : f_h;
       for (int32_t out_x = 0; out_x < d->output_w; ++out_x) {
         const int32_t in_x_origin = out_x * p->stride_w - p->pad_left;
+        const int32_t x0 = in_x_origin < 0 ? -in_x_origin : 0;
+        const int32_t x1 = in_w - in_x_origin < f_w ? in_w - in_x_origin : f_w;
         for (int32_t o = 0; o < out_c; ++o) {
           int32_t acc = 0;
-          for (int32_t f_y = 0; f_y < f_h; ++f_y) {
-            const int32_t in_y = in_y_origin + p->dilation_h * f_y;
-            if (in_y < 0 || in_y >= in_h) continue;  // zero padding: the position is omitted
-            for (int32_t f_x = 0; f_x < f_w; ++f_x) {
-              const int32_t in_x = in_x_origin + p->dilation_w * f_x;
-              if (in_x < 0 || in_x >= in_w) continue;
-              const int8_t* x = input + ((b * in_h + in_y) * in_w + in_x) * in_c;
-              const int8_t* w = filter + ((o * f_h + f_y) * f_w + f_x) * in_c;
-              for (int32_t i = 0; i < in_c; ++i) acc += w[i] * (x[i] + input_offset);
+          if (dense_window) {
+            const int32_t run = (x1 - x0) * in_c;
+            for (int32_t f_y = y0; f_y < y1; ++f_y) {
+              const int8_t* x = input + ((b * in_h + in_y_origin + f_y) * in_w + in_x_origin + x0) * in_c;
+              const int8_t* w = filter + ((o * f_h + f_y) * f_w + x0) * in_c;
+              for (int32_t i = 0; i < run; ++i) acc += w[i] * (x[i] + input_offset);
+            }
+          } else {
+            for (int32_t f_y = 0; f_y < f_h; ++f_y) {
+              const int32_t in_y = in_y_origin + p->dilation_h * f_y;
+              if (in_y < 0 || in_y >= in_h) continue;  // zero padding: the position is omitted
+              for (int32_t f_x = 0; f_x < f_w; ++f_x) {
+                const int32_t in_x = in_x_origin + p->dilation_w * f_x;
+                if (in_x < 0 || in_x >= in_w) continue;
+                const int8_t* x = input + ((b * in_h + in_y) * in_w + in_x) * in_c;
+                const int8_t* w = filter + ((o * f_h + f_y) * f_w + f_x) * in_c;
+                for (int32_t i = 0; i < in_c; ++i) acc += w[i] * (x[i] + input_offset);
+              }
             }
           }
           if (bias) acc += bias[o];
