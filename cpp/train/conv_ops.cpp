@@ -287,9 +287,10 @@ TL_SIMD_CLONES void bias_grad(float* dbias, const float* dout, size_t P, size_t 
 // inner: the accumulations of consecutive columns are independent, and the innermost loop runs
 // over the contiguous channels.
 TL_SIMD_CLONES void depthwise_forward_impl(float* out, const float* inp, const float* kernel,
-                                           const float* bias, const Conv2DGeometry& g) {
+                                           const float* bias, const Conv2DGeometry& g, size_t n0,
+                                           size_t n1) {
   const size_t C = g.C, M = g.M, OC = g.OC, rowlen = g.OW * OC;
-  for (size_t n = 0; n < g.N; ++n)
+  for (size_t n = n0; n < n1; ++n)
     for (size_t oh = 0; oh < g.OH; ++oh) {
       float* orow = out + (n * g.OH + oh) * rowlen;
       if (bias)
@@ -328,9 +329,9 @@ constexpr size_t kDwBlock = 16;
 
 TL_SIMD_CLONES void depthwise_backward_impl(float* dinp, float* dkernel, const float* dout,
                                             const float* inp, const float* kernel,
-                                            const Conv2DGeometry& g) {
+                                            const Conv2DGeometry& g, size_t n0, size_t n1) {
   const size_t C = g.C, M = g.M, OC = g.OC, rowlen = g.OW * OC;
-  for (size_t n = 0; n < g.N; ++n)
+  for (size_t n = n0; n < n1; ++n)
     for (size_t oh = 0; oh < g.OH; ++oh) {
       const float* drow = dout + (n * g.OH + oh) * rowlen;
       for (size_t kh = 0; kh < g.KH; ++kh) {
@@ -535,14 +536,28 @@ void conv2d_backward(float* dinp, float* dkernel, float* dbias, const float* dou
 void depthwise_conv2d_forward(float* out, const float* inp, const float* kernel,
                               const float* bias, const Conv2DGeometry& g) {
   check_depthwise(g);
-  depthwise_forward_impl(out, inp, kernel, bias, g);
+  // Samples split over the cores (each output row depends on its own sample only).
+  const double work = double(g.N * g.OH * g.OW) * double(g.KH * g.KW * g.OC);
+  par::for_parts(g.N, par::parts_for(g.N, work), [&](size_t, size_t n0, size_t n1) {
+    depthwise_forward_impl(out, inp, kernel, bias, g, n0, n1);
+  });
 }
 
 void depthwise_conv2d_backward(float* dinp, float* dkernel, float* dbias, const float* dout,
                                const float* inp, const float* kernel, const Conv2DGeometry& g) {
   check_depthwise(g);
   if (dbias) bias_grad(dbias, dout, g.N * g.OH * g.OW, g.OC);
-  if (dinp || dkernel) depthwise_backward_impl(dinp, dkernel, dout, inp, kernel, g);
+  if (!dinp && !dkernel) return;
+  // Samples split over the cores; kernel gradients of parts 1.. go to their own buffers, added to
+  // part 0's in order (deterministic for a given thread count).
+  const size_t K = g.KH * g.KW * g.OC;
+  const size_t parts = par::parts_for(g.N, double(g.N * g.OH * g.OW) * double(K));
+  std::vector<float> partial(dkernel ? (parts - 1) * K : 0, 0.0f);
+  par::for_parts(g.N, parts, [&](size_t k, size_t n0, size_t n1) {
+    float* dk = dkernel == nullptr ? nullptr : k == 0 ? dkernel : partial.data() + (k - 1) * K;
+    depthwise_backward_impl(dinp, dk, dout, inp, kernel, g, n0, n1);
+  });
+  for (size_t k = 1; k < parts && dkernel; ++k) add_acc(dkernel, partial.data() + (k - 1) * K, K);
 }
 
 }  // namespace tinylearn::ops
