@@ -157,7 +157,7 @@ class Int8Model:
     def to_tflite(self, path=None) -> bytes:
         """The model as a .tflite flatbuffer (int8, TFLite's operators), which LiteRT runs with
         the same results. Written atomically to `path` if given; returns the bytes."""
-        from .tflite_io import write_tflite
+        write_tflite = _tflite_io("to_tflite").write_tflite
 
         data = write_tflite(self._need_graph("to_tflite"))
         if path is not None:
@@ -240,7 +240,7 @@ def convert(model, representative_data) -> Int8Model:
 def from_tflite(src) -> Int8Model:
     """Imports a fully int8-quantized .tflite model (path or bytes) made of the operators the
     int8 core runs. An operator it does not support raises ValueError naming it and its index."""
-    from .tflite_io import read_tflite
+    read_tflite = _tflite_io("from_tflite").read_tflite
 
     g = read_tflite(src)
     try:
@@ -248,6 +248,16 @@ def from_tflite(src) -> Int8Model:
     except ValueError as e:
         raise ValueError(f"from_tflite: {e}") from None
     return Int8Model(blob, graph=g)
+
+
+def _tflite_io(what: str):
+    """tinylearn.tflite_io, which needs the optional `tflite` and `flatbuffers` packages."""
+    try:
+        from . import tflite_io
+    except ImportError as e:
+        raise ImportError(f"{what} needs the packages 'tflite' and 'flatbuffers' "
+                          f"(pip install 'tinylearn[tflite]'): {e}") from None
+    return tflite_io
 
 
 def _sample_shape(info: dict) -> tuple:
