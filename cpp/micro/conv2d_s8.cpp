@@ -42,6 +42,22 @@ tlm_status tlm_conv2d_s8_check(const tlm_conv2d_params* p, const tlm_conv_dims* 
   return TLM_OK;
 }
 
+namespace {
+
+// acc (the window's sum) + bias, requantized per channel, plus the output offset, clamped.
+// TFLite adds the offset in int32; |acc| <= 2^31 - 1 can only wrap there for absurd scales
+// (undefined behaviour in TFLite): in 64 bits the clamp stays exact.
+inline int8_t requantize(const tlm_conv2d_params* p, int32_t acc, int32_t multiplier,
+                         int32_t shift) {
+  acc = tlm_detail::multiply_by_quantized_multiplier(acc, multiplier, shift);
+  int64_t out = int64_t{acc} + p->output_offset;
+  if (out < p->activation_min) out = p->activation_min;
+  if (out > p->activation_max) out = p->activation_max;
+  return static_cast<int8_t>(out);
+}
+
+}  // namespace
+
 void tlm_conv2d_s8(const tlm_conv2d_params* p, const tlm_conv_dims* d,
                    const int32_t* multipliers, const int32_t* shifts, const int8_t* input,
                    const int8_t* filter, const int32_t* bias, int8_t* output) {
@@ -49,51 +65,71 @@ void tlm_conv2d_s8(const tlm_conv2d_params* p, const tlm_conv_dims* d,
   const int32_t f_h = d->filter_h, f_w = d->filter_w;
   const int32_t out_c = d->output_c;
   const int32_t input_offset = p->input_offset;
+  const int32_t filter_c = f_h * f_w * in_c;  // bytes of one output channel's filter
   const bool dense_window = p->dilation_h == 1 && p->dilation_w == 1;
   for (int32_t b = 0; b < d->batches; ++b) {
     for (int32_t out_y = 0; out_y < d->output_h; ++out_y) {
       const int32_t in_y_origin = out_y * p->stride_h - p->pad_top;
       // Without dilation, the window's taps inside the input are rows [y0, y1) and columns
       // [x0, x1) of the filter: each row is one contiguous run of (x1 - x0) * in_c bytes in both
-      // the input (NHWC) and the filter (OHWI). Same products, same int32 sum (exact whatever
-      // the order), fewer loop levels.
+      // the input (NHWC) and the filter (OHWI). Same products, same int32 sums (exact whatever
+      // the order), fewer loop levels; four output channels share each input load.
       const int32_t y0 = in_y_origin < 0 ? -in_y_origin : 0;
       const int32_t y1 = in_h - in_y_origin < f_h ? in_h - in_y_origin : f_h;
       for (int32_t out_x = 0; out_x < d->output_w; ++out_x) {
         const int32_t in_x_origin = out_x * p->stride_w - p->pad_left;
         const int32_t x0 = in_x_origin < 0 ? -in_x_origin : 0;
         const int32_t x1 = in_w - in_x_origin < f_w ? in_w - in_x_origin : f_w;
-        for (int32_t o = 0; o < out_c; ++o) {
-          int32_t acc = 0;
-          if (dense_window) {
-            const int32_t run = (x1 - x0) * in_c;
+        int8_t* out = output + ((b * d->output_h + out_y) * d->output_w + out_x) * out_c;
+        int32_t o = 0;
+        if (dense_window) {
+          const int32_t run = (x1 - x0) * in_c;
+          for (; o + 4 <= out_c; o += 4) {
+            int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
             for (int32_t f_y = y0; f_y < y1; ++f_y) {
-              const int8_t* x = input + ((b * in_h + in_y_origin + f_y) * in_w + in_x_origin + x0) * in_c;
+              const int8_t* x =
+                  input + ((b * in_h + in_y_origin + f_y) * in_w + in_x_origin + x0) * in_c;
+              const int8_t* w0 = filter + ((o * f_h + f_y) * f_w + x0) * in_c;
+              const int8_t *w1 = w0 + filter_c, *w2 = w1 + filter_c, *w3 = w2 + filter_c;
+              for (int32_t i = 0; i < run; ++i) {
+                const int32_t v = x[i] + input_offset;
+                a0 += w0[i] * v;
+                a1 += w1[i] * v;
+                a2 += w2[i] * v;
+                a3 += w3[i] * v;
+              }
+            }
+            const int32_t acc[4] = {a0, a1, a2, a3};
+            for (int32_t k = 0; k < 4; ++k)
+              out[o + k] = requantize(p, acc[k] + (bias ? bias[o + k] : 0), multipliers[o + k],
+                                      shifts[o + k]);
+          }
+          for (; o < out_c; ++o) {
+            int32_t acc = 0;
+            for (int32_t f_y = y0; f_y < y1; ++f_y) {
+              const int8_t* x =
+                  input + ((b * in_h + in_y_origin + f_y) * in_w + in_x_origin + x0) * in_c;
               const int8_t* w = filter + ((o * f_h + f_y) * f_w + x0) * in_c;
               for (int32_t i = 0; i < run; ++i) acc += w[i] * (x[i] + input_offset);
             }
-          } else {
-            for (int32_t f_y = 0; f_y < f_h; ++f_y) {
-              const int32_t in_y = in_y_origin + p->dilation_h * f_y;
-              if (in_y < 0 || in_y >= in_h) continue;  // zero padding: the position is omitted
-              for (int32_t f_x = 0; f_x < f_w; ++f_x) {
-                const int32_t in_x = in_x_origin + p->dilation_w * f_x;
-                if (in_x < 0 || in_x >= in_w) continue;
-                const int8_t* x = input + ((b * in_h + in_y) * in_w + in_x) * in_c;
-                const int8_t* w = filter + ((o * f_h + f_y) * f_w + f_x) * in_c;
-                for (int32_t i = 0; i < in_c; ++i) acc += w[i] * (x[i] + input_offset);
-              }
+            out[o] = requantize(p, acc + (bias ? bias[o] : 0), multipliers[o], shifts[o]);
+          }
+          continue;
+        }
+        for (; o < out_c; ++o) {  // dilated windows: tap by tap
+          int32_t acc = 0;
+          for (int32_t f_y = 0; f_y < f_h; ++f_y) {
+            const int32_t in_y = in_y_origin + p->dilation_h * f_y;
+            if (in_y < 0 || in_y >= in_h) continue;  // zero padding: the position is omitted
+            for (int32_t f_x = 0; f_x < f_w; ++f_x) {
+              const int32_t in_x = in_x_origin + p->dilation_w * f_x;
+              if (in_x < 0 || in_x >= in_w) continue;
+              const int8_t* x = input + ((b * in_h + in_y) * in_w + in_x) * in_c;
+              const int8_t* w = filter + ((o * f_h + f_y) * f_w + f_x) * in_c;
+              for (int32_t i = 0; i < in_c; ++i) acc += w[i] * (x[i] + input_offset);
             }
           }
-          if (bias) acc += bias[o];
-          acc = tlm_detail::multiply_by_quantized_multiplier(acc, multipliers[o], shifts[o]);
-          // TFLite adds the offset in int32; |acc| <= 2^31 - 1 can only wrap there for absurd
-          // scales (undefined behaviour in TFLite): in 64 bits the clamp stays exact.
-          int64_t out = int64_t{acc} + p->output_offset;
-          if (out < p->activation_min) out = p->activation_min;
-          if (out > p->activation_max) out = p->activation_max;
-          output[((b * d->output_h + out_y) * d->output_w + out_x) * out_c + o] =
-              static_cast<int8_t>(out);
+          out[o] = requantize(p, acc + (bias ? bias[o] : 0), multipliers[o], shifts[o]);
         }
       }
     }
