@@ -54,6 +54,37 @@ void tlm_depthwise_conv2d_s8(const tlm_depthwise_conv2d_params* p, const tlm_con
       for (int32_t out_x = 0; out_x < d->output_w; ++out_x) {
         const int32_t in_x_origin = out_x * p->stride_w - p->pad_left;
         int8_t* y = output + ((b * d->output_h + out_y) * d->output_w + out_x) * out_c;
+        if (dm == 1 && p->dilation_h == 1 && p->dilation_w == 1) {
+          // Depth multiplier 1, no dilation: the taps inside the input are rows [y0, y1) and
+          // columns [x0, x1) of the filter; channels innermost, kBlock at a time, so each tap's
+          // input and filter bytes are contiguous. Same products, same int32 sums.
+          const int32_t y0 = in_y_origin < 0 ? -in_y_origin : 0;
+          const int32_t y1 = in_h - in_y_origin < f_h ? in_h - in_y_origin : f_h;
+          const int32_t x0 = in_x_origin < 0 ? -in_x_origin : 0;
+          const int32_t x1 = in_w - in_x_origin < f_w ? in_w - in_x_origin : f_w;
+          constexpr int32_t kBlock = 8;
+          for (int32_t c0 = 0; c0 < in_c; c0 += kBlock) {
+            const int32_t n = in_c - c0 < kBlock ? in_c - c0 : kBlock;
+            int32_t acc[kBlock] = {0, 0, 0, 0, 0, 0, 0, 0};
+            for (int32_t f_y = y0; f_y < y1; ++f_y)
+              for (int32_t f_x = x0; f_x < x1; ++f_x) {
+                const int8_t* x =
+                    input + ((b * in_h + in_y_origin + f_y) * in_w + in_x_origin + f_x) * in_c + c0;
+                const int8_t* w = filter + (f_y * f_w + f_x) * out_c + c0;
+                for (int32_t j = 0; j < n; ++j) acc[j] += w[j] * (x[j] + p->input_offset);
+              }
+            for (int32_t j = 0; j < n; ++j) {
+              const int32_t o = c0 + j;
+              int32_t a = acc[j] + (bias ? bias[o] : 0);
+              a = tlm_detail::multiply_by_quantized_multiplier(a, multipliers[o], shifts[o]);
+              int64_t out = int64_t{a} + p->output_offset;  // 64 bits: see conv2d_s8.cpp
+              if (out < p->activation_min) out = p->activation_min;
+              if (out > p->activation_max) out = p->activation_max;
+              y[o] = static_cast<int8_t>(out);
+            }
+          }
+          continue;
+        }
         for (int32_t c = 0; c < in_c; ++c) {
           for (int32_t m = 0; m < dm; ++m) {
             const int32_t o = c * dm + m;
