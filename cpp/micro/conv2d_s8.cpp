@@ -12,6 +12,7 @@
 // |bias| <= INT32_MAX - depth * 32640, so sum + bias never leaves int32. (TFLite only notes the
 // 2^16-products limit in a TODO; a model within these limits gets TFLite's exact result.)
 #include "conv2d_s8.h"
+#include "host_simd.h"
 
 #include "requantize.h"
 
@@ -58,7 +59,7 @@ inline int8_t requantize(const tlm_conv2d_params* p, int32_t acc, int32_t multip
 
 }  // namespace
 
-void tlm_conv2d_s8(const tlm_conv2d_params* p, const tlm_conv_dims* d,
+TLM_HOST_CLONES void tlm_conv2d_s8(const tlm_conv2d_params* p, const tlm_conv_dims* d,
                    const int32_t* multipliers, const int32_t* shifts, const int8_t* input,
                    const int8_t* filter, const int32_t* bias, int8_t* output) {
   const int32_t in_h = d->input_h, in_w = d->input_w, in_c = d->input_c;

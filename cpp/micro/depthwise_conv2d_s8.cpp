@@ -9,6 +9,7 @@
 // filter_h * filter_w <= 32768 of them: |sum| < 2^30, and the check bounds the bias by
 // INT32_MAX - filter_h * filter_w * 32640, so sum + bias stays in int32.
 #include "depthwise_conv2d_s8.h"
+#include "host_simd.h"
 
 #include "requantize.h"
 
@@ -41,7 +42,7 @@ tlm_status tlm_depthwise_conv2d_s8_check(const tlm_depthwise_conv2d_params* p,
   return TLM_OK;
 }
 
-void tlm_depthwise_conv2d_s8(const tlm_depthwise_conv2d_params* p, const tlm_conv_dims* d,
+TLM_HOST_CLONES void tlm_depthwise_conv2d_s8(const tlm_depthwise_conv2d_params* p, const tlm_conv_dims* d,
                              const int32_t* multipliers, const int32_t* shifts,
                              const int8_t* input, const int8_t* filter, const int32_t* bias,
                              int8_t* output) {

@@ -1,4 +1,5 @@
 #include "fully_connected_s8.h"
+#include "host_simd.h"
 
 #include "requantize.h"
 #include "requantize_fp64.h"
@@ -40,7 +41,7 @@ tlm_status tlm_fully_connected_s8_check(const tlm_fully_connected_params* p,
   return TLM_OK;
 }
 
-void tlm_fully_connected_s8(const tlm_fully_connected_params* p, const tlm_fc_dims* d,
+TLM_HOST_CLONES void tlm_fully_connected_s8(const tlm_fully_connected_params* p, const tlm_fc_dims* d,
                             const int8_t* input, const int8_t* weights, const int32_t* bias,
                             int8_t* output) {
   const int32_t in_n = d->in_features;
@@ -91,7 +92,7 @@ tlm_status tlm_fully_connected_ref_s8_check(const tlm_fully_connected_ref_params
 // As tlm_fully_connected_s8 (same accumulator bound), then TFLite's reference requantization:
 // round(double(acc) * scale) exactly (in 64 bits), plus the output offset, clamped to the
 // activation range.
-void tlm_fully_connected_ref_s8(const tlm_fully_connected_ref_params* p, const tlm_fc_dims* d,
+TLM_HOST_CLONES void tlm_fully_connected_ref_s8(const tlm_fully_connected_ref_params* p, const tlm_fc_dims* d,
                                 const int8_t* input, const int8_t* weights, const int32_t* bias,
                                 const int32_t* scales, int8_t* output) {
   const int32_t in_n = d->in_features;
