@@ -27,20 +27,7 @@ tlm_status tlm_conv2d_s8_check(const tlm_conv2d_params* p, const tlm_conv_dims* 
                                     p->dilation_w, p->pad_left)) != TLM_OK)
     return s;
   const int64_t depth = int64_t{d->filter_h} * d->filter_w * d->input_c;
-  if (depth > TLM_CONV_MAX_DEPTH) return TLM_ERR_ACCUMULATOR_RANGE;
-  if (tlm_detail::bad_offsets(p->input_offset, p->output_offset) ||
-      tlm_detail::bad_activation(p->activation_min, p->activation_max))
-    return TLM_ERR_BAD_PARAMS;
-  for (int32_t o = 0; o < d->output_c; ++o)
-    if (tlm_detail::bad_multiplier(multipliers[o], shifts[o])) return TLM_ERR_BAD_PARAMS;
-  if (bias) {
-    const int64_t limit = INT32_MAX - depth * TLM_PRODUCT_BOUND;
-    for (int32_t o = 0; o < d->output_c; ++o) {
-      const int64_t b = bias[o];
-      if (b > limit || -b > limit) return TLM_ERR_ACCUMULATOR_RANGE;
-    }
-  }
-  return TLM_OK;
+  return tlm_detail::check_conv_common(p, depth, d->output_c, multipliers, shifts, bias);
 }
 
 namespace {

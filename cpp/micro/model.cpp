@@ -425,27 +425,28 @@ tlm_status read_pool(const tlm_model* m, const uint8_t* r, PoolOp* op) {
   op->dims = {in.dims[0], in.dims[1], in.dims[2], in.dims[3], out.dims[1], out.dims[2]};
   return TLM_OK;
 }
+
+// Validates (arena == nullptr) or runs a MAX_POOL_2D or AVERAGE_POOL_2D with its check and kernel.
+template <typename Check, typename Kernel>
+tlm_status op_pool(const tlm_model* m, const uint8_t* r, int8_t* arena, Check check, Kernel kernel) {
+  PoolOp op;
+  const tlm_status s = read_pool(m, r, &op);
+  if (s != TLM_OK) return s;
+  if (!arena) return check(&op.params, &op.dims);
+  kernel(&op.params, &op.dims, arena + op.input.offset, arena + op.output.offset);
+  return TLM_OK;
+}
 #endif
 
 #if TLM_WITH_MAX_POOL_2D
 tlm_status op_max_pool2d(const tlm_model* m, const uint8_t* r, int8_t* arena) {
-  PoolOp op;
-  const tlm_status s = read_pool(m, r, &op);
-  if (s != TLM_OK) return s;
-  if (!arena) return tlm_max_pool2d_s8_check(&op.params, &op.dims);
-  tlm_max_pool2d_s8(&op.params, &op.dims, arena + op.input.offset, arena + op.output.offset);
-  return TLM_OK;
+  return op_pool(m, r, arena, tlm_max_pool2d_s8_check, tlm_max_pool2d_s8);
 }
 #endif
 
 #if TLM_WITH_AVERAGE_POOL_2D
 tlm_status op_avg_pool2d(const tlm_model* m, const uint8_t* r, int8_t* arena) {
-  PoolOp op;
-  const tlm_status s = read_pool(m, r, &op);
-  if (s != TLM_OK) return s;
-  if (!arena) return tlm_avg_pool2d_s8_check(&op.params, &op.dims);
-  tlm_avg_pool2d_s8(&op.params, &op.dims, arena + op.input.offset, arena + op.output.offset);
-  return TLM_OK;
+  return op_pool(m, r, arena, tlm_avg_pool2d_s8_check, tlm_avg_pool2d_s8);
 }
 #endif
 

@@ -63,6 +63,29 @@ inline bool bad_multiplier(int32_t multiplier, int32_t shift) {
   return multiplier < 0 || shift < -31 || shift > 30;
 }
 
+// The checks CONV_2D and DEPTHWISE_CONV_2D share once their windows are valid: accumulation
+// depth (products per output), offsets, clamp, per-channel multipliers, and the bias bound
+// |bias| <= INT32_MAX - depth * TLM_PRODUCT_BOUND.
+template <typename P>
+inline tlm_status check_conv_common(const P* p, int64_t depth, int32_t output_c,
+                                    const int32_t* multipliers, const int32_t* shifts,
+                                    const int32_t* bias) {
+  if (depth > TLM_CONV_MAX_DEPTH) return TLM_ERR_ACCUMULATOR_RANGE;
+  if (bad_offsets(p->input_offset, p->output_offset) ||
+      bad_activation(p->activation_min, p->activation_max))
+    return TLM_ERR_BAD_PARAMS;
+  for (int32_t o = 0; o < output_c; ++o)
+    if (bad_multiplier(multipliers[o], shifts[o])) return TLM_ERR_BAD_PARAMS;
+  if (bias) {
+    const int64_t limit = INT32_MAX - depth * TLM_PRODUCT_BOUND;
+    for (int32_t o = 0; o < output_c; ++o) {
+      const int64_t b = bias[o];
+      if (b > limit || -b > limit) return TLM_ERR_ACCUMULATOR_RANGE;
+    }
+  }
+  return TLM_OK;
+}
+
 }  // namespace tlm_detail
 
 #endif  // TINYLEARN_MICRO_NN_TYPES_H
