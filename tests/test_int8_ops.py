@@ -77,3 +77,16 @@ def test_summary_lists_macs_and_bytes_per_operator():
     total = sum(e[1] for e in expected)
     assert f"MACs per inference: {total:,}" in text
     assert f"arena: {q.arena_bytes:,} bytes" in text
+
+
+def test_calibration_covers_every_sample_of_a_large_set():
+    """Ranges come from all representative samples (calibrated in batches), not the first few."""
+    model, calibration = random_model(3)
+    rng = np.random.default_rng(5)
+    big = rng.uniform(-1, 1, (700,) + calibration.shape[1:]).astype(np.float32)
+    big[-1].flat[0] = 9.0  # the largest input, in the last sample
+    q = tl.convert(model, big)
+    # The input's int8 range spans [min(x, 0), max(x, 0)] = [-1, 9]: scale 10 / 255.
+    assert q.input_scale == pytest.approx(float(big.max() - min(big.min(), 0)) / 255, rel=1e-6)
+    # The same data in another order gives the same model.
+    assert tl.convert(model, big[::-1].copy()).to_bytes() == q.to_bytes()

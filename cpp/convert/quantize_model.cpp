@@ -40,9 +40,9 @@ class Quantizer {
       throw std::logic_error("convert: the model has no weights yet (train or build it first)");
     if (rep.dimension() == 0 || rep.shape()[0] == 0)
       throw std::invalid_argument("convert: representative data is empty (0 samples)");
-    acts_ = model.forward_all(rep);  // validates the shape and finiteness of the data
     for (int i : model.path())
       for (int j : model.node(std::size_t(i)).inputs) ++consumers_[j];
+    calibrate(rep);
   }
 
   QGraph run() {
@@ -64,10 +64,46 @@ class Quantizer {
   const Model::Node& nd(int i) const { return model_.node(std::size_t(i)); }
   std::string layer_name(int i) const { return "layer '" + nd(i).layer->name + "' (" + nd(i).layer->kind() + ")"; }
 
+  // Every node's output range (and the logits' range of a Dense with softmax) over the
+  // representative data, run in batches so that a large calibration set costs little memory.
+  void calibrate(const Tensor& rep) {
+    const std::size_t n = rep.shape()[0], row = rep.size() / n, batch = 256;
+    for (std::size_t s = 0; s < n; s += batch) {
+      const std::size_t e = std::min(n, s + batch);
+      std::vector<std::size_t> shape(rep.shape().begin(), rep.shape().end());
+      shape[0] = e - s;
+      Tensor xb(shape);
+      std::copy(rep.data() + s * row, rep.data() + e * row, xb.data());
+      // forward_all validates the shape and the finiteness of the data.
+      const std::vector<Tensor> acts = model_.forward_all(xb);
+      for (std::size_t i = 0; i < acts.size(); ++i) {
+        if (acts[i].size() == 0) continue;
+        const auto [lo, hi] = std::minmax_element(acts[i].begin(), acts[i].end());
+        extend(int(i), *lo, *hi);
+      }
+      for (int i : model_.path()) {  // a Dense with softmax: its logits, x . kernel + bias
+        const auto* d = as<Dense>(i);
+        if (!d || d->activation() != Activation::Softmax) continue;
+        const Tensor& x = acts[std::size_t(nd(i).inputs[0])];
+        const std::size_t C = d->input_features(), OC = d->units(), rows = x.size() / C;
+        for (std::size_t r = 0; r < rows; ++r)
+          for (std::size_t o = 0; o < OC; ++o) {
+            double z = d->use_bias() ? d->bias(o) : 0.0;
+            for (std::size_t c = 0; c < C; ++c) z += double(x.data()[r * C + c]) * d->kernel(c, o);
+            extend(kLogits - i, float(z), float(z));
+          }
+      }
+    }
+  }
+  void extend(int key, float lo, float hi) {
+    auto [it, fresh] = ranges_.try_emplace(key, lo, hi);
+    if (!fresh) it->second = {std::min(it->second.first, lo), std::max(it->second.second, hi)};
+  }
+  static constexpr int kLogits = -1;  // ranges_ key of node i's logits: kLogits - i
+
   QuantParams range(int node) const {
-    const Tensor& a = acts_[std::size_t(node)];
-    const auto [lo, hi] = std::minmax_element(a.begin(), a.end());
-    return choose_activation_params(*lo, *hi);
+    const auto& r = ranges_.at(node);
+    return choose_activation_params(r.first, r.second);
   }
 
   int add_tensor(QTensor t) {
@@ -359,18 +395,8 @@ class Quantizer {
     op.fused_activation = fused;
     if (d.activation() != Activation::Softmax)
       return emit(op, end, add_activation(d.name, nd(end).shape, range(end)));
-    // Dense with softmax: the logits' range, from the layer's input and weights.
-    const Tensor& x = acts_[std::size_t(nd(i).inputs[0])];
-    const std::size_t rows = x.size() / C;
-    float lo = 0.0f, hi = 0.0f;
-    for (std::size_t r = 0; r < rows; ++r)
-      for (std::size_t o = 0; o < OC; ++o) {
-        double z = b[o];
-        for (std::size_t c = 0; c < C; ++c) z += double(x.data()[r * C + c]) * w[o * C + c];
-        lo = std::min(lo, float(z));
-        hi = std::max(hi, float(z));
-      }
-    emit(op, i, add_activation(d.name + "/logits", nd(i).shape, choose_activation_params(lo, hi)));
+    // Dense with softmax: the logits' range, calibrated from the layer's input and weights.
+    emit(op, i, add_activation(d.name + "/logits", nd(i).shape, range(kLogits - i)));
     softmax(i, value_[i], d.name);
   }
 
@@ -437,7 +463,7 @@ class Quantizer {
   }
 
   Model& model_;
-  std::vector<Tensor> acts_;
+  std::map<int, std::pair<float, float>> ranges_;  // calibrated (min, max) per node
   std::map<int, int> consumers_, value_;
   std::set<int> absorbed_;
   QGraph g_;
