@@ -10,6 +10,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "../micro/nn_types.h"
 #include "op_params.h"
 #include "tinylearn/convert/convert.h"
 #include "tinylearn/convert/qgraph.h"
@@ -117,31 +118,16 @@ class Lowering {
     b_.share_arena(id(a), id(b), delta);
   }
 
-  // The core's window_lead (cpp/micro/model.cpp): how far (bytes) the output of a window operator
-  // must start before its input for the two to overlap; the same formula, so that the core
-  // accepts what is planned here.
-  std::int64_t window_lead(int in, int out, std::int32_t sh, std::int32_t sw, std::int32_t pad_top,
-                           std::int32_t pad_left) const {
-    const std::int64_t h = t(in).shape[1], w = t(in).shape[2], c = t(in).shape[3];
-    const std::int64_t out_c = t(out).shape[3];
-    std::int64_t lead = 0, q = 0;
-    for (std::int64_t b = 0; b < t(out).shape[0]; ++b)
-      for (std::int64_t oy = 0; oy < t(out).shape[1]; ++oy) {
-        const std::int64_t y = std::min(std::max<std::int64_t>(oy * sh - pad_top, 0), h - 1);
-        for (std::int64_t ox = 0; ox < t(out).shape[2]; ++ox, ++q) {
-          const std::int64_t x = std::min(std::max<std::int64_t>(ox * sw - pad_left, 0), w - 1);
-          lead = std::max(lead, (q + 1) * out_c - ((b * h + y) * w + x) * c);
-        }
-      }
-    return lead;
-  }
-
   // Lets a window operator write its output trailing its dying input (format: window operators),
   // when that costs at most a quarter of the output in extra bytes before the input.
   void trail(std::size_t k, int in, int out, std::int32_t sh, std::int32_t sw, std::int32_t pad_top,
              std::int32_t pad_left) {
     if (!trailing_ || !overwritable(k, in)) return;
-    const std::int64_t lead = (window_lead(in, out, sh, sw, pad_top, pad_left) + 3) / 4 * 4;
+    // The core's own formula, so that it accepts what is planned here.
+    const auto& i = t(in).shape;
+    const auto& o = t(out).shape;
+    const std::int64_t lead = (tlm_detail::window_lead(i[0], i[1], i[2], i[3], o[1], o[2], o[3], sh,
+                                                       sw, 1, 1, pad_top, pad_left) + 3) / 4 * 4;
     if (lead > std::int64_t(t(out).elements()) / 4) return;
     share(in, out, -std::int32_t(lead));
   }

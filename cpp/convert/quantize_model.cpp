@@ -30,9 +30,6 @@ std::vector<std::uint8_t> bytes_of(const std::vector<T>& v) {
   return b;
 }
 
-// TFLite's rounding: half away from zero.
-inline float round_away(float x) { return std::round(x); }
-
 class Quantizer {
  public:
   Quantizer(Model& model, const Tensor& rep) : model_(model) {
@@ -153,7 +150,7 @@ class Quantizer {
 
   // Folds a BatchNormalization that only follows node `end` into (kernel, bias), per output
   // channel c: kernel *= gamma / sqrt(var + eps); bias = (bias - mean) * gamma / sqrt(var + eps) + beta.
-  // `at(c)` visits the kernel values of channel c.
+  // `scale_kernel(c, k)` multiplies the kernel values of channel c by k.
   template <class Visit>
   void fold_batchnorm(int& end, std::vector<float>& bias, std::size_t channels, Visit scale_kernel) {
     const int next = sole_consumer(end);
@@ -192,9 +189,9 @@ class Quantizer {
       t.scale.push_back(m > 0.0f ? m / 127.0f : 1.0f);
       t.zero_point.push_back(0);
     }
-    std::vector<std::int8_t> q(w.size());
+    std::vector<std::int8_t> q(w.size());  // std::round: halves away from zero, as TFLite
     for (std::size_t i = 0; i < w.size(); ++i)
-      q[i] = std::int8_t(std::clamp(round_away(w[i] / t.scale[channel(i)]), -127.0f, 127.0f));
+      q[i] = std::int8_t(std::clamp(std::round(w[i] / t.scale[channel(i)]), -127.0f, 127.0f));
     t.data = bytes_of(q);
     return add_tensor(std::move(t));
   }

@@ -158,46 +158,18 @@ inline bool alias_or_disjoint(const Tensor& a, const Tensor& b) {
 
 #if TLM_WITH_CONV_2D || TLM_WITH_DEPTHWISE_CONV_2D || TLM_WITH_MAX_POOL_2D || \
     TLM_WITH_AVERAGE_POOL_2D
-// Window operators (conv, depthwise conv, pools) may write an output that trails its input in
-// the arena. Their kernels compute output pixels in raster order, writing a pixel's out_c bytes
-// while reading only its window, and the first input byte a window reads never moves backwards
-// from pixel to pixel. So if out.offset + (q + 1) * out_c <= in.offset + first_read(q) for every
-// output pixel q, every output byte is written after the last read of the input byte under it.
-// window_lead() is the smallest in.offset - out.offset with that property:
-//   max over q of (q + 1) * out_c - first_read(q), first_read(q) the byte offset (in the input)
-// of the first position inside the input of pixel q's window. Any other overlap is rejected.
-int64_t window_lead(const Tensor& in, const Tensor& out, int32_t stride_h, int32_t stride_w,
-                    int32_t dilation_h, int32_t dilation_w, int32_t pad_top, int32_t pad_left) {
-  const int64_t never = int64_t{1} << 40;  // larger than any arena: no overlap allowed
-  if (in.rank != 4 || out.rank != 4 || stride_h < 1 || stride_w < 1 || dilation_h < 1 ||
-      dilation_w < 1 || pad_top < 0 || pad_left < 0)
-    return never;
-  const int64_t h = in.dims[1], w = in.dims[2], c = in.dims[3];
-  const int64_t out_c = out.dims[3];
-  int64_t lead = 0, q = 0;
-  for (int64_t b = 0; b < out.dims[0]; ++b)
-    for (int64_t oy = 0; oy < out.dims[1]; ++oy) {
-      int64_t y = oy * stride_h - pad_top;
-      if (y < 0) y += (-y + dilation_h - 1) / dilation_h * dilation_h;
-      if (y > h - 1) y = h - 1;  // no position inside: conservative
-      for (int64_t ox = 0; ox < out.dims[2]; ++ox, ++q) {
-        int64_t x = ox * stride_w - pad_left;
-        if (x < 0) x += (-x + dilation_w - 1) / dilation_w * dilation_w;
-        if (x > w - 1) x = w - 1;
-        const int64_t need = (q + 1) * out_c - ((b * h + y) * w + x) * c;
-        if (need > lead) lead = need;
-      }
-    }
-  return lead;
-}
-
-// The input and output of a window operator are disjoint, or the output trails the input.
+// The input and output of a window operator are disjoint, or the output trails the input by at
+// least tlm_detail::window_lead (nn_types.h); any other overlap is rejected.
 inline bool window_operands_ok(const Tensor& in, const Tensor& out, int32_t stride_h,
                                int32_t stride_w, int32_t dilation_h, int32_t dilation_w,
                                int32_t pad_top, int32_t pad_left) {
-  return !overlap(in, out) ||
-         int64_t{out.offset} + window_lead(in, out, stride_h, stride_w, dilation_h, dilation_w,
-                                           pad_top, pad_left) <= int64_t{in.offset};
+  if (!overlap(in, out)) return true;
+  if (in.rank != 4 || out.rank != 4) return false;
+  return int64_t{out.offset} +
+             tlm_detail::window_lead(in.dims[0], in.dims[1], in.dims[2], in.dims[3], out.dims[1],
+                                     out.dims[2], out.dims[3], stride_h, stride_w, dilation_h,
+                                     dilation_w, pad_top, pad_left) <=
+         int64_t{in.offset};
 }
 #endif
 

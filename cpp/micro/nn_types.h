@@ -86,6 +86,40 @@ inline tlm_status check_conv_common(const P* p, int64_t depth, int32_t output_c,
   return TLM_OK;
 }
 
+// Window operators (conv, depthwise conv, pools) may write an output that trails their input in
+// the arena. Their kernels compute output pixels in raster order, writing a pixel's out_c bytes
+// while reading only its window, and the first input byte a window reads never moves backwards
+// from pixel to pixel. So if out_offset + (q + 1) * out_c <= in_offset + first_read(q) for every
+// output pixel q, every output byte is written after the last read of the input byte under it.
+// window_lead() is the smallest in_offset - out_offset with that property:
+//   max over q of (q + 1) * out_c - first_read(q), first_read(q) the byte offset (in the input
+//   [n, h, w, c]) of the first position inside the input of pixel q's window.
+// The core checks an overlap with it; the converter's planner places outputs with it.
+inline int64_t window_lead(int32_t n, int32_t h, int32_t w, int32_t c, int32_t out_h,
+                           int32_t out_w, int32_t out_c, int32_t stride_h, int32_t stride_w,
+                           int32_t dilation_h, int32_t dilation_w, int32_t pad_top,
+                           int32_t pad_left) {
+  const int64_t never = int64_t{1} << 40;  // larger than any arena: no overlap allowed
+  if (stride_h < 1 || stride_w < 1 || dilation_h < 1 || dilation_w < 1 || pad_top < 0 ||
+      pad_left < 0)
+    return never;
+  int64_t lead = 0, q = 0;
+  for (int64_t b = 0; b < n; ++b)
+    for (int64_t oy = 0; oy < out_h; ++oy) {
+      int64_t y = oy * stride_h - pad_top;
+      if (y < 0) y += (-y + dilation_h - 1) / dilation_h * dilation_h;
+      if (y > h - 1) y = h - 1;  // no position inside: conservative
+      for (int64_t ox = 0; ox < out_w; ++ox, ++q) {
+        int64_t x = ox * stride_w - pad_left;
+        if (x < 0) x += (-x + dilation_w - 1) / dilation_w * dilation_w;
+        if (x > w - 1) x = w - 1;
+        const int64_t need = (q + 1) * out_c - ((b * h + y) * int64_t{w} + x) * c;
+        if (need > lead) lead = need;
+      }
+    }
+  return lead;
+}
+
 }  // namespace tlm_detail
 
 #endif  // TINYLEARN_MICRO_NN_TYPES_H
