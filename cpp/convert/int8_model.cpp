@@ -28,7 +28,27 @@ Int8Model::Int8Model(const std::uint8_t* blob, std::size_t bytes) : bytes_(bytes
     throw std::invalid_argument(std::string("invalid tinylearn model: ") + tlm_status_str(s) +
                                 " (status " + std::to_string(int(s)) + ")");
   arena_.assign((tlm_arena_bytes(&model_) + 3) / 4 + 1, 0);
+  scratch_bytes_ = (tlm_host_scratch_bytes(&model_) + 63) / 64 * 64;
+  staging_.assign((tlm_host_staging_bytes(&model_) + 3) / 4, 0);
+  if (const std::uint32_t packed = tlm_host_packed_bytes(&model_)) {
+    packed_.assign(packed + 32, 0);
+    void* at = reinterpret_cast<void*>((reinterpret_cast<std::uintptr_t>(packed_.data()) + 31) &
+                                       ~std::uintptr_t{31});
+    if (tlm_host_pack(&model_, at, packed) == TLM_OK) packed_at_ = at;
+  }
 }
+
+namespace {
+
+// tlm_host's parallel hook: the parts of one operator on OpenMP threads.
+void omp_parallel(void*, std::int32_t parts, tlm_task_fn task, void* arg) {
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(parts) schedule(static, 1)
+#endif
+  for (std::int32_t k = 0; k < parts; ++k) task(arg, k);
+}
+
+}  // namespace
 
 tlm_tensor_info Int8Model::input_info() const {
   tlm_tensor_info info;
@@ -45,18 +65,31 @@ tlm_tensor_info Int8Model::output_info() const {
 void Int8Model::invoke(const std::int8_t* in, std::int8_t* out, std::size_t n) {
   const std::uint32_t in_size = input_size(), out_size = output_size();
   const std::size_t words = (tlm_arena_bytes(&model_) + 3) / 4 + 1;
-  // Samples split over the cores, one arena per part (the core itself is single-threaded and
-  // keeps no state outside the arena). Small batches of small models stay on one core.
+  // Samples split over the cores, one arena per part (the core itself keeps no state outside
+  // the arena). A batch too small to split runs its samples one after another, each operator
+  // split over the cores instead (tlm_host.parallel), where it is large enough to pay.
   const std::size_t parts = par::parts_for(n, double(n) * double(bytes_ + words * 4), 262144.0);
+  const std::size_t workers = parts > 1 ? parts : par::max_threads();
   if (arena_.size() < parts * words) arena_.assign(parts * words, 0);
+  if (scratch_.size() < workers * scratch_bytes_) scratch_.assign(workers * scratch_bytes_, 0);
   tlm_status status = TLM_OK;
   par::for_parts(n, parts, [&](std::size_t k, std::size_t b, std::size_t e) {
     void* arena = arena_.data() + k * words;
+    tlm_host host{};
+    host.scratch = scratch_.data() + (parts > 1 ? k * scratch_bytes_ : 0);
+    host.scratch_bytes = scratch_bytes_;
+    host.workers = parts > 1 ? 1 : std::int32_t(workers);
+    host.parallel = parts > 1 || workers < 2 ? nullptr : omp_parallel;
+    host.packed = packed_at_;
+    if (host.parallel) {
+      host.staging = staging_.data();
+      host.staging_bytes = staging_.size() * 4;
+    }
     std::int8_t* a_in = tlm_input(&model_, arena);
     const std::int8_t* a_out = tlm_output(&model_, arena);
     for (std::size_t i = b; i < e; ++i) {
       std::memcpy(a_in, in + i * in_size, in_size);
-      const tlm_status s = tlm_invoke(&model_, arena, words * 4);
+      const tlm_status s = tlm_invoke_host(&model_, arena, words * 4, &host);
       if (s != TLM_OK) {
 #pragma omp critical
         status = s;

@@ -49,3 +49,82 @@ void tlm_add_s8(const tlm_add_params* p, int32_t count, const int8_t* input1,
     output[i] = static_cast<int8_t>(out);
   }
 }
+
+// ---- Host fast path (AVX2) ----------------------------------------------------------------------
+//
+// The same formula on 8 int32 lanes, 16 elements per step: (x + offset) << left_shift is the
+// product above (|.| < 2^30, no overflow), and requantize_avx2.h's
+// multiply_by_quantized_multiplier equals requantize.h's per lane (every shift here is <= 0: a
+// rounding right shift only). The last count % 8 elements go through tlm_add_s8 itself. Each
+// step loads its elements of both inputs before storing the same elements of the output, so
+// output == input1 or input2 is fine.
+#include "host_simd.h"
+
+#if TLM_HOST_AVX2
+#include <immintrin.h>
+
+#include "requantize_avx2.h"
+
+namespace {
+
+struct AddVectors {
+  __m256i offset1, offset2, mult1, shift1, mult2, shift2, out_mult, out_shift;
+  __m128i left_shift;
+};
+
+TLM_AVX2_TARGET inline __m256i add8(const tlm_add_params* p, const AddVectors& v, __m256i x1,
+                                    __m256i x2) {
+  using tlm_avx2::multiply_by_quantized_multiplier;
+  const __m256i shifted1 = _mm256_sll_epi32(_mm256_add_epi32(x1, v.offset1), v.left_shift);
+  const __m256i shifted2 = _mm256_sll_epi32(_mm256_add_epi32(x2, v.offset2), v.left_shift);
+  const __m256i scaled1 = multiply_by_quantized_multiplier(shifted1, v.mult1, v.shift1);
+  const __m256i scaled2 = multiply_by_quantized_multiplier(shifted2, v.mult2, v.shift2);
+  const __m256i sum = _mm256_add_epi32(scaled1, scaled2);
+  return tlm_avx2::offset_clamp(multiply_by_quantized_multiplier(sum, v.out_mult, v.out_shift),
+                                p->output_offset, p->activation_min, p->activation_max);
+}
+
+TLM_AVX2_TARGET void add_fast(const tlm_add_params* p, int32_t begin, int32_t end,
+                              const int8_t* input1, const int8_t* input2, int8_t* output) {
+  AddVectors v;
+  v.offset1 = _mm256_set1_epi32(p->input1_offset);
+  v.offset2 = _mm256_set1_epi32(p->input2_offset);
+  v.mult1 = _mm256_set1_epi32(p->input1_multiplier);
+  v.shift1 = _mm256_set1_epi32(p->input1_shift);
+  v.mult2 = _mm256_set1_epi32(p->input2_multiplier);
+  v.shift2 = _mm256_set1_epi32(p->input2_shift);
+  v.out_mult = _mm256_set1_epi32(p->output_multiplier);
+  v.out_shift = _mm256_set1_epi32(p->output_shift);
+  v.left_shift = _mm_cvtsi32_si128(p->left_shift);
+  int32_t i = begin;
+  for (; end - i >= 16; i += 16) {
+    const __m256i a_lo = tlm_avx2::load_s8x8(input1 + i);
+    const __m256i a_hi = tlm_avx2::load_s8x8(input1 + i + 8);
+    const __m256i b_lo = tlm_avx2::load_s8x8(input2 + i);
+    const __m256i b_hi = tlm_avx2::load_s8x8(input2 + i + 8);
+    tlm_avx2::store_s8x8(output + i, add8(p, v, a_lo, b_lo));
+    tlm_avx2::store_s8x8(output + i + 8, add8(p, v, a_hi, b_hi));
+  }
+  for (; end - i >= 8; i += 8)
+    tlm_avx2::store_s8x8(output + i, add8(p, v, tlm_avx2::load_s8x8(input1 + i),
+                                          tlm_avx2::load_s8x8(input2 + i)));
+  if (i < end) tlm_add_s8(p, end - i, input1 + i, input2 + i, output + i);
+}
+
+}  // namespace
+
+bool tlm_add_s8_fast(const tlm_add_params* p, int32_t begin, int32_t end, const int8_t* input1,
+                     const int8_t* input2, int8_t* output) {
+  if (!tlm_host_avx2()) return false;
+  add_fast(p, begin, end, input1, input2, output);
+  return true;
+}
+
+#else  // no fast path in this build
+
+bool tlm_add_s8_fast(const tlm_add_params*, int32_t, int32_t, const int8_t*, const int8_t*,
+                     int8_t*) {
+  return false;
+}
+
+#endif  // TLM_HOST_AVX2

@@ -16,4 +16,9 @@ tlm_status tlm_add_s8_check(const tlm_add_params* params, int32_t count);
 void tlm_add_s8(const tlm_add_params* params, int32_t count, const int8_t* input1,
                 const int8_t* input2, int8_t* output);
 
+// Host fast path (host_simd.h): tlm_add_s8 on elements [begin, end), bit for bit, 8 lanes at a
+// time; the same overlap rule. Returns false, writing nothing, where this build or CPU has none.
+bool tlm_add_s8_fast(const tlm_add_params* params, int32_t begin, int32_t end,
+                     const int8_t* input1, const int8_t* input2, int8_t* output);
+
 #endif  // TINYLEARN_MICRO_ADD_S8_H

@@ -123,3 +123,348 @@ TLM_HOST_CLONES void tlm_conv2d_s8(const tlm_conv2d_params* p, const tlm_conv_di
     }
   }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Host fast path (host_simd.h). The same sums as above, arranged as a GEMM: a tile of kTileP
+// output pixels has its windows written as int16 rows (im2col) of (input + input_offset), 0 at
+// positions outside the input (a product of 0 is the omitted position), zero-padded to a
+// multiple of 16; each row is multiplied with kTileC filter rows at a time by _mm256_madd_epi16
+// (16 exact int16 products summed pairwise into 8 int32 lanes; |pair| <= 2 * 32640, and every
+// partial sum is a sum of a subset of the window's products, so the accumulator bound above
+// holds for it too). The lanes are added up, bias added, and requantize_avx2.h requantizes 8
+// channels at a time: lane by lane the arithmetic of requantize.h.
+#if TLM_HOST_AVX2
+#include <immintrin.h>
+#include <string.h>
+
+#include "requantize_avx2.h"
+
+namespace {
+
+constexpr int32_t kTileP = 4;  // output pixels per tile
+constexpr int32_t kTileC = 2;  // output channels per tile (kTileP * kTileC accumulators)
+constexpr int32_t kPackedP = 6;  // pixels per tile with packed filters (x 16 channels: 12 accumulators)
+constexpr int32_t kRows = kTileP > kPackedP ? kTileP : kPackedP;  // im2col rows in scratch
+
+inline size_t round_up(size_t n, size_t to) { return (n + to - 1) / to * to; }
+
+// Scratch: im2col rows [kTileP][k16] int16, accumulators [kTileP][out_c] int32, and the filter's
+// last rows copied, each zero-padded to k16 bytes. A 16-byte load at the end of a filter row
+// reads on into the next rows, which meets zeros of the im2col row; the rows whose k16 bytes
+// would run past the filter's end are read from the copies instead: the last one when depth >=
+// 16 (k16 < 2 * depth), at most 16 when depth < 16 (k16 = 16).
+struct ConvScratch {
+  int16_t* rows;
+  int32_t* acc;
+  int8_t* tail_rows;
+};
+
+inline size_t tail_bytes(int32_t depth, int32_t k16) { return depth < 16 ? 16 * 16 : k16; }
+
+inline int32_t depth16(const tlm_conv_dims* d) {
+  return (d->filter_h * d->filter_w * d->input_c + 15) & ~15;
+}
+
+inline ConvScratch carve(const tlm_conv_dims* d, void* scratch) {
+  const size_t k16 = static_cast<size_t>(depth16(d));
+  uint8_t* s = reinterpret_cast<uint8_t*>(round_up(reinterpret_cast<uintptr_t>(scratch), 32));
+  ConvScratch c;
+  c.rows = reinterpret_cast<int16_t*>(s);
+  s += round_up(kRows * k16 * 2, 32);
+  c.acc = reinterpret_cast<int32_t*>(s);
+  s += round_up(size_t{kTileP} * d->output_c * 4, 32);
+  c.tail_rows = reinterpret_cast<int8_t*>(s);
+  return c;
+}
+
+// dst[i] = src[i] + offset for i < n (int16: |.| <= 255).
+TLM_AVX2_TARGET inline void widen(const int8_t* src, int32_t n, int32_t offset, int16_t* dst) {
+  const __m256i off = _mm256_set1_epi16(static_cast<int16_t>(offset));
+  int32_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i),
+                        _mm256_add_epi16(tlm_avx2::load_s8x16_epi16(src + i), off));
+  if (i + 8 <= n) {
+    const __m128i x = _mm_cvtepi8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(src + i)));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i),
+                     _mm_add_epi16(x, _mm256_castsi256_si128(off)));
+    i += 8;
+  }
+  for (; i < n; ++i) dst[i] = static_cast<int16_t>(src[i] + offset);
+}
+
+// The im2col row of output pixel (b, out_y, out_x): filter order (f_y, f_x, c), as OHWI.
+TLM_AVX2_TARGET void window_row(const tlm_conv2d_params* p, const tlm_conv_dims* d,
+                                const int8_t* input, int32_t b, int32_t out_y, int32_t out_x,
+                                int32_t k16, int16_t* row) {
+  const int32_t in_h = d->input_h, in_w = d->input_w, in_c = d->input_c;
+  const int32_t f_h = d->filter_h, f_w = d->filter_w;
+  const int32_t y_origin = out_y * p->stride_h - p->pad_top;
+  const int32_t x_origin = out_x * p->stride_w - p->pad_left;
+  const int32_t x0 = x_origin < 0 ? -x_origin : 0;
+  const int32_t x1 = in_w - x_origin < f_w ? in_w - x_origin : f_w;
+  const int32_t line = f_w * in_c;
+  int16_t* r = row;
+  for (int32_t f_y = 0; f_y < f_h; ++f_y, r += line) {
+    const int32_t in_y = y_origin + f_y;
+    if (in_y < 0 || in_y >= in_h) {
+      memset(r, 0, sizeof(int16_t) * line);
+      continue;
+    }
+    if (x0 > 0) memset(r, 0, sizeof(int16_t) * x0 * in_c);
+    widen(input + ((b * in_h + in_y) * in_w + x_origin + x0) * in_c, (x1 - x0) * in_c,
+          p->input_offset, r + x0 * in_c);
+    if (x1 < f_w) memset(r + x1 * in_c, 0, sizeof(int16_t) * (f_w - x1) * in_c);
+  }
+  for (int32_t k = f_h * line; k < k16; ++k) row[k] = 0;
+}
+
+// acc[q * out_c + c] = rows[q] . filter rows w[c], for q < NP, c < NC.
+template <int NP, int NC>
+TLM_AVX2_TARGET inline void gemm_tile(const int16_t* rows, int32_t k16, const int8_t* const* w,
+                                      int32_t* acc, int32_t out_c) {
+  __m256i s[NP][NC];
+  for (int q = 0; q < NP; ++q)
+    for (int c = 0; c < NC; ++c) s[q][c] = _mm256_setzero_si256();
+  for (int32_t k = 0; k < k16; k += 16) {
+    __m256i wv[NC];
+    for (int c = 0; c < NC; ++c) wv[c] = tlm_avx2::load_s8x16_epi16(w[c] + k);
+    for (int q = 0; q < NP; ++q) {
+      const __m256i a = _mm256_load_si256(reinterpret_cast<const __m256i*>(rows + q * k16 + k));
+      for (int c = 0; c < NC; ++c) s[q][c] = _mm256_add_epi32(s[q][c], _mm256_madd_epi16(a, wv[c]));
+    }
+  }
+  for (int q = 0; q < NP; ++q)
+    for (int c = 0; c < NC; ++c) {
+      const __m128i v = _mm_add_epi32(_mm256_castsi256_si128(s[q][c]),
+                                      _mm256_extracti128_si256(s[q][c], 1));
+      const __m128i h = _mm_hadd_epi32(v, v);
+      acc[q * out_c + c] = _mm_cvtsi128_si32(_mm_hadd_epi32(h, h));
+    }
+}
+
+// With packed filters (tlm_conv2d_s8_fast_pack): int16 [k2 / 2][out_c8][2], the taps k, k + 1 of
+// channel o side by side, so that one _mm256_madd_epi16 of a broadcast im2col pair (x_k, x_k+1)
+// with 8 channels' pairs adds 2 products to each of 8 channel lanes: the accumulators hold whole
+// channels, with no horizontal sums, and requantize 8 channels at once. Channels past out_c are
+// zero in the packing and never stored.
+inline int32_t channels8(int32_t out_c) { return (out_c + 7) & ~7; }
+inline int32_t depth2(const tlm_conv_dims* d) {
+  return (d->filter_h * d->filter_w * d->input_c + 1) & ~1;
+}
+
+// Requantizes 8 channel lanes [o, o + n) of one pixel and stores them (n < 8: the last block).
+TLM_AVX2_TARGET inline void store_channels(const tlm_conv2d_params* p, __m256i acc,
+                                           const int32_t* multipliers, const int32_t* shifts,
+                                           const int32_t* bias, int32_t o, int32_t n,
+                                           int8_t* out) {
+  if (n == 8) {
+    if (bias) acc = _mm256_add_epi32(acc, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bias + o)));
+    acc = tlm_avx2::multiply_by_quantized_multiplier(
+        acc, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(multipliers + o)),
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(shifts + o)));
+    tlm_avx2::store_s8x8(out + o, tlm_avx2::offset_clamp(acc, p->output_offset,
+                                                         p->activation_min, p->activation_max));
+    return;
+  }
+  alignas(32) int32_t lanes[8];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), acc);
+  for (int32_t j = 0; j < n; ++j)
+    out[o + j] = requantize(p, lanes[j] + (bias ? bias[o + j] : 0), multipliers[o + j],
+                            shifts[o + j]);
+}
+
+// NP pixels (im2col rows `rows`, k2 int16 apart) x 8 * NV channels from o.
+template <int NP, int NV>
+TLM_AVX2_TARGET inline void packed_tile(const tlm_conv2d_params* p, const int16_t* rows,
+                                        int32_t k2, const int16_t* packed, int32_t c8,
+                                        int32_t o, int32_t out_c, const int32_t* multipliers,
+                                        const int32_t* shifts, const int32_t* bias,
+                                        int8_t* out) {
+  __m256i acc[NP][NV];
+  for (int q = 0; q < NP; ++q)
+    for (int v = 0; v < NV; ++v) acc[q][v] = _mm256_setzero_si256();
+  const int16_t* w = packed + 2 * o;
+  for (int32_t k = 0; k < k2; k += 2, w += 2 * c8) {
+    __m256i wv[NV];
+    for (int v = 0; v < NV; ++v)
+      wv[v] = _mm256_load_si256(reinterpret_cast<const __m256i*>(w + 16 * v));
+    for (int q = 0; q < NP; ++q) {
+      int32_t pair;
+      memcpy(&pair, rows + q * k2 + k, 4);
+      const __m256i a = _mm256_set1_epi32(pair);
+      for (int v = 0; v < NV; ++v) acc[q][v] = _mm256_add_epi32(acc[q][v], _mm256_madd_epi16(a, wv[v]));
+    }
+  }
+  for (int q = 0; q < NP; ++q)
+    for (int v = 0; v < NV; ++v) {
+      const int32_t ov = o + 8 * v;
+      if (ov < out_c)
+        store_channels(p, acc[q][v], multipliers, shifts, bias, ov,
+                       out_c - ov < 8 ? out_c - ov : 8, out + q * out_c);
+    }
+}
+
+
+TLM_AVX2_TARGET void conv_packed(const tlm_conv2d_params* p, const tlm_conv_dims* d,
+                                 const int32_t* multipliers, const int32_t* shifts,
+                                 const int8_t* input, const int16_t* packed, const int32_t* bias,
+                                 int32_t row_begin, int32_t row_end, void* scratch,
+                                 int8_t* output) {
+  const int32_t out_h = d->output_h, out_w = d->output_w, out_c = d->output_c;
+  const int32_t k2 = depth2(d), c8 = channels8(out_c);
+  int16_t* rows = reinterpret_cast<int16_t*>(round_up(reinterpret_cast<uintptr_t>(scratch), 32));
+  const int64_t q_end = int64_t{row_end} * out_w;
+  // A 1x1 filter moved by 1 without padding: output pixel q's window is input pixel q, so a
+  // tile's im2col rows are consecutive input bytes (when in_c is even, k2 == in_c).
+  const bool pointwise = d->filter_h == 1 && d->filter_w == 1 && p->stride_h == 1 &&
+                         p->stride_w == 1 && p->pad_top == 0 && p->pad_left == 0 &&
+                         d->input_h == out_h && d->input_w == out_w && k2 == d->input_c;
+  for (int64_t q0 = int64_t{row_begin} * out_w; q0 < q_end; q0 += kPackedP) {
+    const int32_t np = q_end - q0 < kPackedP ? static_cast<int32_t>(q_end - q0) : kPackedP;
+    if (pointwise) widen(input + q0 * k2, np * k2, p->input_offset, rows);
+    for (int32_t j = 0; j < np && !pointwise; ++j) {
+      const int64_t q = q0 + j;
+      const int32_t b = static_cast<int32_t>(q / (int64_t{out_h} * out_w));
+      const int32_t rem = static_cast<int32_t>(q - int64_t{b} * out_h * out_w);
+      window_row(p, d, input, b, rem / out_w, rem % out_w, k2, rows + j * k2);
+    }
+    int8_t* out = output + q0 * out_c;
+    for (int32_t o = 0; o < c8; o += 16) {
+      const bool two = c8 - o >= 16;
+      if (np == kPackedP) {
+        if (two)
+          packed_tile<kPackedP, 2>(p, rows, k2, packed, c8, o, out_c, multipliers, shifts, bias, out);
+        else
+          packed_tile<kPackedP, 1>(p, rows, k2, packed, c8, o, out_c, multipliers, shifts, bias, out);
+      } else {
+        for (int32_t j = 0; j < np; ++j) {
+          if (two)
+            packed_tile<1, 2>(p, rows + j * k2, k2, packed, c8, o, out_c, multipliers, shifts,
+                              bias, out + j * out_c);
+          else
+            packed_tile<1, 1>(p, rows + j * k2, k2, packed, c8, o, out_c, multipliers, shifts,
+                              bias, out + j * out_c);
+        }
+      }
+    }
+  }
+}
+
+TLM_AVX2_TARGET void conv_fast(const tlm_conv2d_params* p, const tlm_conv_dims* d,
+                               const int32_t* multipliers, const int32_t* shifts,
+                               const int8_t* input, const int8_t* filter, const int32_t* bias,
+                               int32_t row_begin, int32_t row_end, void* scratch,
+                               int8_t* output) {
+  const int32_t out_h = d->output_h, out_w = d->output_w, out_c = d->output_c;
+  const int32_t depth = d->filter_h * d->filter_w * d->input_c;
+  const int32_t k16 = depth16(d);
+  const ConvScratch s = carve(d, scratch);
+  // Rows [first_tail, out_c) are read from padded copies (o * depth + k16 > out_c * depth).
+  int32_t first_tail = out_c;
+  while (first_tail > 0 && int64_t{first_tail - 1} * depth + k16 > int64_t{out_c} * depth)
+    --first_tail;
+  for (int32_t o = first_tail; o < out_c; ++o) {
+    int8_t* row = s.tail_rows + (o - first_tail) * k16;
+    memcpy(row, filter + o * depth, depth);
+    memset(row + depth, 0, k16 - depth);
+  }
+  const int8_t* w[kTileC];
+  auto filter_row = [&](int32_t o) {
+    return o >= first_tail ? s.tail_rows + (o - first_tail) * k16 : filter + o * depth;
+  };
+  const int64_t q_end = int64_t{row_end} * out_w;
+  for (int64_t q0 = int64_t{row_begin} * out_w; q0 < q_end; q0 += kTileP) {
+    const int32_t np = q_end - q0 < kTileP ? static_cast<int32_t>(q_end - q0) : kTileP;
+    for (int32_t j = 0; j < np; ++j) {
+      const int64_t q = q0 + j;
+      const int32_t b = static_cast<int32_t>(q / (int64_t{out_h} * out_w));
+      const int32_t rem = static_cast<int32_t>(q - int64_t{b} * out_h * out_w);
+      window_row(p, d, input, b, rem / out_w, rem % out_w, k16, s.rows + j * k16);
+    }
+    int32_t o = 0;
+    for (; o + kTileC <= out_c; o += kTileC) {
+      for (int32_t c = 0; c < kTileC; ++c) w[c] = filter_row(o + c);
+      if (np == kTileP)
+        gemm_tile<kTileP, kTileC>(s.rows, k16, w, s.acc + o, out_c);
+      else
+        for (int32_t j = 0; j < np; ++j)
+          gemm_tile<1, kTileC>(s.rows + j * k16, k16, w, s.acc + j * out_c + o, out_c);
+    }
+    for (; o < out_c; ++o) {
+      w[0] = filter_row(o);
+      for (int32_t j = 0; j < np; ++j)
+        gemm_tile<1, 1>(s.rows + j * k16, k16, w, s.acc + j * out_c + o, out_c);
+    }
+    // Requantize and store, 8 channels at a time.
+    for (int32_t j = 0; j < np; ++j) {
+      const int32_t* acc = s.acc + j * out_c;
+      int8_t* out = output + (q0 + j) * out_c;
+      int32_t c = 0;
+      for (; c + 8 <= out_c; c += 8) {
+        __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(acc + c));
+        if (bias) a = _mm256_add_epi32(a, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bias + c)));
+        a = tlm_avx2::multiply_by_quantized_multiplier(
+            a, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(multipliers + c)),
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(shifts + c)));
+        tlm_avx2::store_s8x8(out + c, tlm_avx2::offset_clamp(a, p->output_offset,
+                                                             p->activation_min,
+                                                             p->activation_max));
+      }
+      for (; c < out_c; ++c)
+        out[c] = requantize(p, acc[c] + (bias ? bias[c] : 0), multipliers[c], shifts[c]);
+    }
+  }
+}
+
+}  // namespace
+
+size_t tlm_conv2d_s8_fast_packed_bytes(const tlm_conv_dims* d) {
+  return size_t(depth2(d)) * channels8(d->output_c) * 2;
+}
+
+void tlm_conv2d_s8_fast_pack(const tlm_conv_dims* d, const int8_t* filter, void* packed) {
+  const int32_t depth = d->filter_h * d->filter_w * d->input_c, k2 = depth2(d);
+  const int32_t c8 = channels8(d->output_c);
+  int16_t* w = static_cast<int16_t*>(packed);
+  for (int32_t k = 0; k < k2; ++k)
+    for (int32_t o = 0; o < c8; ++o)
+      w[(k / 2 * c8 + o) * 2 + (k & 1)] =
+          o < d->output_c && k < depth ? filter[int64_t{o} * depth + k] : 0;
+}
+
+size_t tlm_conv2d_s8_fast_scratch_bytes(const tlm_conv_dims* d) {
+  const size_t k16 = static_cast<size_t>(depth16(d));
+  const int32_t depth = d->filter_h * d->filter_w * d->input_c;
+  return 32 + round_up(kRows * k16 * 2, 32) + round_up(size_t{kTileP} * d->output_c * 4, 32) +
+         tail_bytes(depth, static_cast<int32_t>(k16));
+}
+
+bool tlm_conv2d_s8_fast(const tlm_conv2d_params* p, const tlm_conv_dims* d,
+                        const int32_t* multipliers, const int32_t* shifts, const int8_t* input,
+                        const int8_t* filter, const int32_t* bias, const void* packed,
+                        int32_t row_begin, int32_t row_end, void* scratch, int8_t* output) {
+  if (!tlm_host_avx2() || p->dilation_h != 1 || p->dilation_w != 1) return false;
+  if (row_begin >= row_end) return true;
+  if (packed) {
+    conv_packed(p, d, multipliers, shifts, input, static_cast<const int16_t*>(packed), bias,
+                row_begin, row_end, scratch, output);
+    return true;
+  }
+  conv_fast(p, d, multipliers, shifts, input, filter, bias, row_begin, row_end, scratch, output);
+  return true;
+}
+
+#else  // no fast path in this build
+
+size_t tlm_conv2d_s8_fast_scratch_bytes(const tlm_conv_dims*) { return 0; }
+size_t tlm_conv2d_s8_fast_packed_bytes(const tlm_conv_dims*) { return 0; }
+void tlm_conv2d_s8_fast_pack(const tlm_conv_dims*, const int8_t*, void*) {}
+
+bool tlm_conv2d_s8_fast(const tlm_conv2d_params*, const tlm_conv_dims*, const int32_t*,
+                        const int32_t*, const int8_t*, const int8_t*, const int32_t*,
+                        const void*, int32_t, int32_t, void*, int8_t*) {
+  return false;
+}
+
+#endif  // TLM_HOST_AVX2

@@ -27,4 +27,15 @@ void tlm_depthwise_conv2d_s8(const tlm_depthwise_conv2d_params* params,
                              const int32_t* shifts, const int8_t* input, const int8_t* filter,
                              const int32_t* bias, int8_t* output);
 
+// Host fast path (host_simd.h): the bytes tlm_depthwise_conv2d_s8 writes for output rows
+// [row_begin, row_end) of the [batches * output_h] rows, bit for bit, channels in AVX2 vectors.
+// Needs no scratch; pixels in raster order (an output trailing its input stays exact). Returns
+// false, writing nothing, where this build, CPU or shape (depth multiplier > 1, dilation) has no
+// fast path.
+bool tlm_depthwise_conv2d_s8_fast(const tlm_depthwise_conv2d_params* params,
+                                  const tlm_conv_dims* dims, const int32_t* multipliers,
+                                  const int32_t* shifts, const int8_t* input,
+                                  const int8_t* filter, const int32_t* bias, int32_t row_begin,
+                                  int32_t row_end, int8_t* output);
+
 #endif  // TINYLEARN_MICRO_DEPTHWISE_CONV2D_S8_H

@@ -42,4 +42,16 @@ void tlm_fully_connected_ref_s8(const tlm_fully_connected_ref_params* params,
                                 const int8_t* weights, const int32_t* bias, const int32_t* scales,
                                 int8_t* output);
 
+// Host fast path (host_simd.h) of tlm_fully_connected_ref_s8: output columns [out_begin, out_end)
+// of every batch row, bit for bit, with the input offset applied once per row into `scratch`
+// (tlm_fully_connected_ref_s8_fast_scratch_bytes(dims) bytes, 32-byte aligned) and the
+// requantization in the host's IEEE-754 doubles (exactly what requantize_fp64.h emulates).
+// Returns false, writing nothing, where this build or CPU has no fast path.
+size_t tlm_fully_connected_ref_s8_fast_scratch_bytes(const tlm_fc_dims* dims);
+bool tlm_fully_connected_ref_s8_fast(const tlm_fully_connected_ref_params* params,
+                                     const tlm_fc_dims* dims, const int8_t* input,
+                                     const int8_t* weights, const int32_t* bias,
+                                     const int32_t* scales, int32_t out_begin, int32_t out_end,
+                                     void* scratch, int8_t* output);
+
 #endif  // TINYLEARN_MICRO_FULLY_CONNECTED_S8_H

@@ -5,6 +5,14 @@
 // it (function multiversioning), since the baseline x86-64 ISA (SSE2) widens int8 to int32 slowly.
 // Integer sums are exact in any order, so every clone computes the same outputs bit for bit. On
 // the firmware (and anywhere else) the macro is empty: one source, one behaviour.
+//
+// The heaviest kernels also have a host fast path (`*_fast`, written with AVX2 intrinsics, in the
+// kernel's own file under TLM_HOST_AVX2): GEMM tiles for conv2d, channel vectors for depthwise
+// conv, add and fully connected. They compute the same integer sums and the same requantization
+// (requantize_avx2.h reproduces requantize.h lane by lane), so their outputs equal the plain
+// loops' bit for bit; tests/cpp/test_host_fast_*.cpp compare the two on random shapes. Where
+// TLM_HOST_AVX2 is 0 (the firmware, other hosts) the fast paths do not exist and
+// tlm_host_avx2() is false.
 #ifndef TINYLEARN_MICRO_HOST_SIMD_H
 #define TINYLEARN_MICRO_HOST_SIMD_H
 
@@ -16,5 +24,21 @@
 #ifndef TLM_HOST_CLONES
 #define TLM_HOST_CLONES
 #endif
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(TLM_NO_HOST_FAST)
+#define TLM_HOST_AVX2 1
+#define TLM_AVX2_TARGET __attribute__((target("avx2,fma")))
+#else
+#define TLM_HOST_AVX2 0
+#endif
+
+// True when this build has the AVX2 fast paths and the CPU runs them.
+inline bool tlm_host_avx2() {
+#if TLM_HOST_AVX2
+  return __builtin_cpu_supports("avx2");
+#else
+  return false;
+#endif
+}
 
 #endif  // TINYLEARN_MICRO_HOST_SIMD_H

@@ -4,6 +4,7 @@
 #include "ops_config.h"
 #include "tinylearn/micro/format.h"
 #include "tinylearn/micro/micro.h"
+#include "host_simd.h"
 #if TLM_WITH_FULLY_CONNECTED
 #include "fully_connected_s8.h"
 #endif
@@ -259,8 +260,69 @@ tlm_status read_fc(const tlm_model* m, const uint8_t* r, FcOp* op) {
   return TLM_OK;
 }
 
+#if TLM_HOST_AVX2
+// ---- Host execution (tlm_invoke_host) ----------------------------------------------------------
+//
+// A host fast path computes a range [begin, end) of an operator's n items (output rows, output
+// columns, elements), each part with its own slice of the host's scratch. Parts write disjoint
+// output bytes and read only the inputs, so they may run at once, unless the output overlaps the
+// input (an output trailing its input, or an elementwise operator in place): then one part runs,
+// in raster order, as the plain kernel does.
+struct HostParts {
+  const tlm_host* host;
+  int32_t n, parts;
+  void (*run)(const void* op, int32_t begin, int32_t end, void* scratch);
+  const void* op;
+};
+
+void run_host_part(void* arg, int32_t k) {
+  const HostParts* s = static_cast<const HostParts*>(arg);
+  const int32_t begin = static_cast<int32_t>(int64_t{s->n} * k / s->parts);
+  const int32_t end = static_cast<int32_t>(int64_t{s->n} * (k + 1) / s->parts);
+  s->run(s->op, begin, end, static_cast<uint8_t*>(s->host->scratch) + size_t(k) * s->host->scratch_bytes);
+}
+
+// Work (about one multiply-accumulate each) below which a part is not worth a thread hand-off.
+constexpr int64_t kHostWorkPerPart = int64_t{1} << 16;
+
+// Parts worth running for `work` over n items (1: the calling thread).
+int32_t host_parts(const tlm_host* host, int32_t n, int64_t work) {
+  int64_t parts = host->parallel ? work / kHostWorkPerPart : 1;
+  if (parts > host->workers) parts = host->workers;
+  if (parts > n) parts = n;
+  return parts < 1 ? 1 : static_cast<int32_t>(parts);
+}
+
+void run_host_parts(const tlm_host* host, int32_t n, int32_t parts,
+                    void (*run)(const void*, int32_t, int32_t, void*), const void* op) {
+  if (parts <= 1) {
+    run(op, 0, n, host->scratch);
+    return;
+  }
+  HostParts s{host, n, parts, run, op};
+  host->parallel(host->ctx, s.parts, run_host_part, &s);
+}
+#endif  // TLM_HOST_AVX2
+
 // Validates (arena == nullptr) or runs a fully connected operator.
-tlm_status op_fully_connected(const tlm_model* m, const uint8_t* r, int8_t* arena) {
+#if TLM_HOST_AVX2
+struct FcRun {
+  const tlm_fully_connected_ref_params* p;
+  const tlm_fc_dims* d;
+  const int8_t *input, *weights;
+  const int32_t *bias, *scales;
+  int8_t* output;
+};
+
+void fc_host_columns(const void* op, int32_t begin, int32_t end, void* scratch) {
+  const FcRun* a = static_cast<const FcRun*>(op);
+  tlm_fully_connected_ref_s8_fast(a->p, a->d, a->input, a->weights, a->bias, a->scales, begin,
+                                  end, scratch, a->output);
+}
+#endif
+
+tlm_status op_fully_connected(const tlm_model* m, const uint8_t* r, int8_t* arena,
+                              const tlm_host* host = nullptr) {
   FcOp op;
   const tlm_status s = read_fc(m, r, &op);
   if (s != TLM_OK) return s;
@@ -280,6 +342,21 @@ tlm_status op_fully_connected(const tlm_model* m, const uint8_t* r, int8_t* aren
   }
 #endif
   if (!arena) return tlm_fully_connected_ref_s8_check(&op.params, &op.dims, bias, scales);
+#if TLM_HOST_AVX2
+  if (host && tlm_fully_connected_ref_s8_fast_scratch_bytes(&op.dims) <= host->scratch_bytes) {
+    const FcRun a{&op.params, &op.dims, arena + op.input.offset, w, bias, scales,
+                  arena + op.output.offset};
+    if (tlm_fully_connected_ref_s8_fast(a.p, a.d, a.input, a.weights, a.bias, a.scales, 0, 0,
+                                        host->scratch, a.output)) {  // it has a fast path
+      const int64_t work = int64_t{op.dims.batches} * op.dims.in_features * op.dims.out_features;
+      run_host_parts(host, op.dims.out_features, host_parts(host, op.dims.out_features, work),
+                     fc_host_columns, &a);
+      return TLM_OK;
+    }
+  }
+#else
+  (void)host;
+#endif
   tlm_fully_connected_ref_s8(&op.params, &op.dims, arena + op.input.offset, w, bias, scales,
                              arena + op.output.offset);
   return TLM_OK;
@@ -329,9 +406,56 @@ tlm_status read_conv(const tlm_model* m, const uint8_t* r, bool depthwise, uint3
 #if TLM_WITH_CONV_2D || TLM_WITH_DEPTHWISE_CONV_2D
 // Validates (arena == nullptr) or runs a CONV_2D (P = tlm_conv2d_params) or DEPTHWISE_CONV_2D
 // (P = tlm_depthwise_conv2d_params) with its check and kernel.
+#if TLM_HOST_AVX2
+template <typename P>
+struct ConvRun {
+  const P* p;
+  const tlm_conv_dims* d;
+  const int32_t *multipliers, *shifts, *bias;
+  const int8_t *input, *filter;
+  int8_t* output;
+  const void* packed;
+};
+
+// Operator `op`'s packed weights in tlm_host.packed (a table of op_count byte offsets, 0 for
+// none, then the weights), or null.
+inline const void* host_packed(const tlm_host* host, uint32_t op) {
+  if (!host->packed) return nullptr;
+  uint32_t at;
+  memcpy(&at, static_cast<const uint8_t*>(host->packed) + 4 * op, 4);
+  return at ? static_cast<const uint8_t*>(host->packed) + at : nullptr;
+}
+
+#if TLM_WITH_CONV_2D
+inline bool conv_host_rows(const ConvRun<tlm_conv2d_params>& a, int32_t begin, int32_t end,
+                           void* scratch) {
+  return tlm_conv2d_s8_fast(a.p, a.d, a.multipliers, a.shifts, a.input, a.filter, a.bias,
+                            a.packed, begin, end, scratch, a.output);
+}
+inline size_t conv_host_scratch(const tlm_conv2d_params*, const tlm_conv_dims* d) {
+  return tlm_conv2d_s8_fast_scratch_bytes(d);
+}
+#endif
+#if TLM_WITH_DEPTHWISE_CONV_2D
+inline bool conv_host_rows(const ConvRun<tlm_depthwise_conv2d_params>& a, int32_t begin,
+                           int32_t end, void*) {
+  return tlm_depthwise_conv2d_s8_fast(a.p, a.d, a.multipliers, a.shifts, a.input, a.filter,
+                                      a.bias, begin, end, a.output);
+}
+inline size_t conv_host_scratch(const tlm_depthwise_conv2d_params*, const tlm_conv_dims*) {
+  return 0;
+}
+#endif
+
+template <typename P>
+void conv_host_part(const void* op, int32_t begin, int32_t end, void* scratch) {
+  conv_host_rows(*static_cast<const ConvRun<P>*>(op), begin, end, scratch);
+}
+#endif  // TLM_HOST_AVX2
+
 template <typename P, typename Check, typename Kernel>
 tlm_status op_conv(const tlm_model* m, const uint8_t* r, int8_t* arena, bool depthwise,
-                   Check check, Kernel kernel) {
+                   Check check, Kernel kernel, const tlm_host* host) {
   ConvOp op;
   const tlm_status s = read_conv(m, r, depthwise, sizeof(P), &op);
   if (s != TLM_OK) return s;
@@ -344,6 +468,37 @@ tlm_status op_conv(const tlm_model* m, const uint8_t* r, int8_t* arena, bool dep
   const int32_t* multipliers = blob_data<int32_t>(m, op.multipliers);
   const int32_t* shifts = blob_data<int32_t>(m, op.shifts);
   if (!arena) return check(&p, &op.dims, multipliers, shifts, bias);
+#if TLM_HOST_AVX2
+  if (host && conv_host_scratch(&p, &op.dims) <= host->scratch_bytes) {
+    const ConvRun<P> a{&p, &op.dims, multipliers, shifts, bias, arena + op.input.offset,
+                       blob_data<int8_t>(m, op.filter), arena + op.output.offset,
+                       host_packed(host, static_cast<uint32_t>((r - op_record(m, 0)) / TLM_OP_RECORD_BYTES))};
+    if (conv_host_rows(a, 0, 0, host->scratch)) {  // it has a fast path
+      const tlm_conv_dims& d = op.dims;
+      const int32_t rows = d.batches * d.output_h;
+      const int64_t work = int64_t{rows} * d.output_w * d.output_c * d.filter_h * d.filter_w *
+                           (depthwise ? 1 : d.input_c);
+      const int32_t parts = host_parts(host, rows, work);
+      if (parts > 1 && overlap(op.input, op.output)) {
+        // Parts in any order could overwrite input bytes another part still reads: they write
+        // to the staging buffer, copied into place once all have run; else one part, in order.
+        if (host->staging && host->staging_bytes >= op.output.bytes) {
+          ConvRun<P> staged = a;
+          staged.output = static_cast<int8_t*>(host->staging);
+          run_host_parts(host, rows, parts, conv_host_part<P>, &staged);
+          memcpy(arena + op.output.offset, host->staging, op.output.bytes);
+        } else {
+          run_host_parts(host, rows, 1, conv_host_part<P>, &a);
+        }
+        return TLM_OK;
+      }
+      run_host_parts(host, rows, parts, conv_host_part<P>, &a);
+      return TLM_OK;
+    }
+  }
+#else
+  (void)host;
+#endif
   kernel(&p, &op.dims, multipliers, shifts, arena + op.input.offset,
          blob_data<int8_t>(m, op.filter), bias, arena + op.output.offset);
   return TLM_OK;
@@ -351,15 +506,17 @@ tlm_status op_conv(const tlm_model* m, const uint8_t* r, int8_t* arena, bool dep
 #endif
 
 #if TLM_WITH_CONV_2D
-tlm_status op_conv2d(const tlm_model* m, const uint8_t* r, int8_t* arena) {
-  return op_conv<tlm_conv2d_params>(m, r, arena, false, tlm_conv2d_s8_check, tlm_conv2d_s8);
+tlm_status op_conv2d(const tlm_model* m, const uint8_t* r, int8_t* arena,
+                     const tlm_host* host = nullptr) {
+  return op_conv<tlm_conv2d_params>(m, r, arena, false, tlm_conv2d_s8_check, tlm_conv2d_s8, host);
 }
 #endif
 
 #if TLM_WITH_DEPTHWISE_CONV_2D
-tlm_status op_depthwise_conv2d(const tlm_model* m, const uint8_t* r, int8_t* arena) {
+tlm_status op_depthwise_conv2d(const tlm_model* m, const uint8_t* r, int8_t* arena,
+                               const tlm_host* host = nullptr) {
   return op_conv<tlm_depthwise_conv2d_params>(m, r, arena, true, tlm_depthwise_conv2d_s8_check,
-                                              tlm_depthwise_conv2d_s8);
+                                              tlm_depthwise_conv2d_s8, host);
 }
 #endif
 
@@ -443,7 +600,21 @@ tlm_status op_mean(const tlm_model* m, const uint8_t* r, int8_t* arena) {
 #endif
 
 #if TLM_WITH_ADD
-tlm_status op_add(const tlm_model* m, const uint8_t* r, int8_t* arena) {
+#if TLM_HOST_AVX2
+struct AddRun {
+  const tlm_add_params* p;
+  const int8_t *input1, *input2;
+  int8_t* output;
+};
+
+void add_host_part(const void* op, int32_t begin, int32_t end, void*) {
+  const AddRun* a = static_cast<const AddRun*>(op);
+  tlm_add_s8_fast(a->p, begin, end, a->input1, a->input2, a->output);
+}
+#endif
+
+tlm_status op_add(const tlm_model* m, const uint8_t* r, int8_t* arena,
+                  const tlm_host* host = nullptr) {
   if (bad_record(r, 2, 1, sizeof(tlm_add_params))) return TLM_ERR_BAD_OP;
   Tensor in1, in2, out;
   tlm_status s;
@@ -456,6 +627,18 @@ tlm_status op_add(const tlm_model* m, const uint8_t* r, int8_t* arena) {
   tlm_add_params p;
   read_params(m, r, &p);
   if (!arena) return tlm_add_s8_check(&p, count(out));
+#if TLM_HOST_AVX2
+  // Elementwise: parts are disjoint ranges of elements, in place or not.
+  if (host && tlm_add_s8_fast(&p, 0, 0, arena + in1.offset, arena + in2.offset,
+                              arena + out.offset)) {
+    const AddRun a{&p, arena + in1.offset, arena + in2.offset, arena + out.offset};
+    run_host_parts(host, count(out), host_parts(host, count(out), int64_t{count(out)} * 8),
+                   add_host_part, &a);
+    return TLM_OK;
+  }
+#else
+  (void)host;
+#endif
   tlm_add_s8(&p, count(out), arena + in1.offset, arena + in2.offset, arena + out.offset);
   return TLM_OK;
 }
@@ -764,8 +947,16 @@ int8_t* tlm_output(const tlm_model* model, void* arena) {
   return arena_tensor(model, arena, model ? model->output_tensor : 0);
 }
 
-tlm_status tlm_invoke(const tlm_model* model, void* arena, size_t arena_bytes) {
+// tlm_invoke and tlm_invoke_host: one loop, inlined into each (the firmware links only the first).
+__attribute__((always_inline)) static inline tlm_status invoke_ops(const tlm_model* model,
+                                                                   void* arena,
+                                                                   size_t arena_bytes,
+                                                                   const tlm_host* host) {
   if (!model || !model->blob || !arena) return TLM_ERR_NULL;
+#if TLM_HOST_AVX2
+  if (host && (host->workers < 1 || (host->scratch_bytes > 0 && !host->scratch)))
+    return TLM_ERR_NULL;
+#endif
   if (!aligned4(arena)) return TLM_ERR_ALIGNMENT;
   if (arena_bytes < model->arena_bytes) return TLM_ERR_ARENA_TOO_SMALL;
   int8_t* a = static_cast<int8_t*>(arena);
@@ -774,8 +965,17 @@ tlm_status tlm_invoke(const tlm_model* model, void* arena, size_t arena_bytes) {
     switch (rd_u16(r)) {
 #if TLM_WITH_FULLY_CONNECTED
       case TLM_OP_FULLY_CONNECTED:
-        op_fully_connected(model, r, a);  // validated by tlm_model_init
+        op_fully_connected(model, r, a, host);  // validated by tlm_model_init
         break;
+#endif
+#if TLM_HOST_AVX2 && TLM_WITH_CONV_2D
+      case TLM_OP_CONV_2D: op_conv2d(model, r, a, host); break;
+#endif
+#if TLM_HOST_AVX2 && TLM_WITH_DEPTHWISE_CONV_2D
+      case TLM_OP_DEPTHWISE_CONV_2D: op_depthwise_conv2d(model, r, a, host); break;
+#endif
+#if TLM_HOST_AVX2 && TLM_WITH_ADD
+      case TLM_OP_ADD: op_add(model, r, a, host); break;
 #endif
       default:
         // Every operator was validated by tlm_model_init, so this one is known and runs.
@@ -783,6 +983,110 @@ tlm_status tlm_invoke(const tlm_model* model, void* arena, size_t arena_bytes) {
     }
   }
   return TLM_OK;
+}
+
+tlm_status tlm_invoke(const tlm_model* model, void* arena, size_t arena_bytes) {
+  return invoke_ops(model, arena, arena_bytes, nullptr);
+}
+
+tlm_status tlm_invoke_host(const tlm_model* model, void* arena, size_t arena_bytes,
+                           const tlm_host* host) {
+  return invoke_ops(model, arena, arena_bytes, host);
+}
+
+uint32_t tlm_host_packed_bytes(const tlm_model* model) {
+  uint64_t bytes = 0;
+#if TLM_HOST_AVX2 && TLM_WITH_CONV_2D
+  if (!model || !model->blob) return 0;
+  bytes = (4 * uint64_t{model->op_count} + 31) / 32 * 32;
+  for (uint32_t i = 0; i < model->op_count; ++i) {
+    const uint8_t* r = op_record(model, i);
+    ConvOp op;
+    if (rd_u16(r) == TLM_OP_CONV_2D &&
+        read_conv(model, r, false, sizeof(tlm_conv2d_params), &op) == TLM_OK)
+      bytes += (tlm_conv2d_s8_fast_packed_bytes(&op.dims) + 31) / 32 * 32;
+  }
+#else
+  (void)model;
+#endif
+  return bytes > UINT32_MAX ? 0 : static_cast<uint32_t>(bytes);
+}
+
+tlm_status tlm_host_pack(const tlm_model* model, void* packed, size_t bytes) {
+  if (!model || !model->blob || !packed) return TLM_ERR_NULL;
+  if (reinterpret_cast<uintptr_t>(packed) % 32) return TLM_ERR_ALIGNMENT;
+  if (bytes < tlm_host_packed_bytes(model)) return TLM_ERR_ARENA_TOO_SMALL;
+#if TLM_HOST_AVX2 && TLM_WITH_CONV_2D
+  uint8_t* base = static_cast<uint8_t*>(packed);
+  uint32_t at = (4 * uint32_t{model->op_count} + 31) / 32 * 32;
+  for (uint32_t i = 0; i < model->op_count; ++i) {
+    const uint8_t* r = op_record(model, i);
+    ConvOp op;
+    uint32_t here = 0;
+    if (rd_u16(r) == TLM_OP_CONV_2D &&
+        read_conv(model, r, false, sizeof(tlm_conv2d_params), &op) == TLM_OK) {
+      here = at;
+      tlm_conv2d_s8_fast_pack(&op.dims, blob_data<int8_t>(model, op.filter), base + at);
+      at += static_cast<uint32_t>((tlm_conv2d_s8_fast_packed_bytes(&op.dims) + 31) / 32 * 32);
+    }
+    memcpy(base + 4 * i, &here, 4);
+  }
+#endif
+  return TLM_OK;
+}
+
+uint32_t tlm_host_staging_bytes(const tlm_model* model) {
+  uint32_t most = 0;
+#if TLM_HOST_AVX2
+  if (!model || !model->blob) return 0;
+  for (uint32_t i = 0; i < model->op_count; ++i) {
+    const uint8_t* r = op_record(model, i);
+    const uint16_t code = rd_u16(r);
+    ConvOp op;
+    if ((code == TLM_OP_CONV_2D &&
+         read_conv(model, r, false, sizeof(tlm_conv2d_params), &op) == TLM_OK) ||
+        (code == TLM_OP_DEPTHWISE_CONV_2D &&
+         read_conv(model, r, true, sizeof(tlm_depthwise_conv2d_params), &op) == TLM_OK))
+      if (overlap(op.input, op.output) && op.output.bytes > most) most = op.output.bytes;
+  }
+#else
+  (void)model;
+#endif
+  return most;
+}
+
+uint32_t tlm_host_scratch_bytes(const tlm_model* model) {
+  size_t most = 0;
+#if TLM_HOST_AVX2
+  if (!model || !model->blob) return 0;
+  for (uint32_t i = 0; i < model->op_count; ++i) {
+    const uint8_t* r = op_record(model, i);
+    size_t bytes = 0;
+    switch (rd_u16(r)) {
+#if TLM_WITH_CONV_2D
+      case TLM_OP_CONV_2D: {
+        ConvOp op;
+        if (read_conv(model, r, false, sizeof(tlm_conv2d_params), &op) == TLM_OK)
+          bytes = tlm_conv2d_s8_fast_scratch_bytes(&op.dims);
+        break;
+      }
+#endif
+#if TLM_WITH_FULLY_CONNECTED
+      case TLM_OP_FULLY_CONNECTED: {
+        FcOp op;
+        if (read_fc(model, r, &op) == TLM_OK && op.ref)
+          bytes = tlm_fully_connected_ref_s8_fast_scratch_bytes(&op.dims);
+        break;
+      }
+#endif
+      default: break;
+    }
+    if (bytes > most) most = bytes;
+  }
+#else
+  (void)model;
+#endif
+  return static_cast<uint32_t>(most);
 }
 
 const char* tlm_status_str(tlm_status s) {

@@ -36,6 +36,9 @@ class Int8Model:
             raise ModelFormatError(str(e)) from None
         self._in = self._m.input
         self._out = self._m.output
+        # Computed once: invoke() checks shapes on every call (single-sample latency).
+        self._in_shape = _sample_shape(self._in)
+        self._out_shape = _sample_shape(self._out)
         self._graph = graph
 
     @property
@@ -64,11 +67,11 @@ class Int8Model:
     @property
     def input_shape(self) -> tuple:
         """(None, ...): the input tensor's shape without its batch dimension of 1."""
-        return _sample_shape(self._in)
+        return self._in_shape
 
     @property
     def output_shape(self) -> tuple:
-        return _sample_shape(self._out)
+        return self._out_shape
 
     @property
     def size_bytes(self) -> int:
@@ -102,15 +105,16 @@ class Int8Model:
         if x.dtype != np.int8:
             raise TypeError(f"invoke: expected an int8 array, got dtype {x.dtype}; "
                             "use predict() for float input or quantize_input() first")
-        sample = self.input_shape[1:]
+        sample = self._in_shape[1:]
         if x.ndim == 1 and sample == (1,):
             x = x.reshape(-1, 1)
         if x.shape[1:] != sample:
             raise ValueError(f"invoke: expected shape (N, {', '.join(map(str, sample))}), got {x.shape}")
-        if x.shape[0] == 0:
+        n = x.shape[0]
+        if n == 0:
             raise ValueError("invoke: expected at least one sample, got an empty array")
-        y = self._m.invoke(np.ascontiguousarray(x.reshape(len(x), -1)))
-        return y.reshape((len(x),) + self.output_shape[1:])
+        y = self._m.invoke(x.reshape(n, -1))  # the binding copies a non-contiguous view
+        return y.reshape((n,) + self._out_shape[1:])
 
     def predict(self, x) -> np.ndarray:
         """Float in, float out: quantize, run int8, dequantize."""

@@ -18,6 +18,11 @@
 #define tlm_output tlm_output_reduced
 #define tlm_invoke tlm_invoke_reduced
 #define tlm_status_str tlm_status_str_reduced
+#define tlm_invoke_host tlm_invoke_host_reduced
+#define tlm_host_packed_bytes tlm_host_packed_bytes_reduced
+#define tlm_host_pack tlm_host_pack_reduced
+#define tlm_host_staging_bytes tlm_host_staging_bytes_reduced
+#define tlm_host_scratch_bytes tlm_host_scratch_bytes_reduced
 #include "model.cpp"
 #undef tlm_model_init
 #undef tlm_arena_bytes
@@ -28,6 +33,11 @@
 #undef tlm_output
 #undef tlm_invoke
 #undef tlm_status_str
+#undef tlm_invoke_host
+#undef tlm_host_packed_bytes
+#undef tlm_host_pack
+#undef tlm_host_staging_bytes
+#undef tlm_host_scratch_bytes
 
 #include <doctest/doctest.h>
 

@@ -120,6 +120,11 @@ class Int8Model {
   std::size_t bytes_;
   tlm_model model_;
   std::vector<std::uint32_t> arena_;
+  std::size_t scratch_bytes_;          // host fast-path scratch per worker (tlm_host_scratch_bytes)
+  std::vector<std::uint8_t> scratch_;  // one slice per worker or batch part
+  std::vector<std::uint8_t> packed_;   // tlm_host_pack's weights (+ 32 bytes to align them)
+  const void* packed_at_ = nullptr;
+  std::vector<std::uint32_t> staging_;  // tlm_host.staging for single-sample runs
 };
 
 }  // namespace tinylearn

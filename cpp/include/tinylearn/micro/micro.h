@@ -95,6 +95,42 @@ void* tlm_output_data(const tlm_model* model, void* arena);
 // Runs every operator once. `arena` must be 4-byte aligned and at least tlm_arena_bytes() long.
 tlm_status tlm_invoke(const tlm_model* model, void* arena, size_t arena_bytes);
 
+// Host execution (what the Python extension uses; a device needs none of it). On x86-64 hosts
+// with AVX2 the heaviest kernels have fast paths (cpp/micro/host_simd.h) that need scratch memory
+// outside the arena, and an operator may be split into parts that run on several threads. The
+// outputs are the same bytes tlm_invoke writes, always.
+typedef void (*tlm_task_fn)(void* arg, int32_t part);
+typedef struct tlm_host {
+  void* scratch;         // workers * scratch_bytes bytes, one slice per part (any alignment)
+  size_t scratch_bytes;  // per worker, at least tlm_host_scratch_bytes(model)
+  int32_t workers;       // >= 1: the most parts one operator is split into
+  // Runs task(arg, k) for every k in [0, parts), parts <= workers, on any threads, and returns
+  // when all are done. Null: every operator runs whole on the calling thread.
+  void (*parallel)(void* ctx, int32_t parts, tlm_task_fn task, void* arg);
+  void* ctx;
+  const void* packed;    // tlm_host_pack's weights for this model (32-byte aligned), or null
+  // An operator whose output overlaps its input in the arena (the planner lets a convolution's
+  // output trail its input) runs in parts into this buffer, then is copied into place; when it
+  // is null or too small (< tlm_host_staging_bytes), such an operator runs whole on one thread.
+  void* staging;
+  size_t staging_bytes;
+} tlm_host;
+
+// Staging bytes that let every operator of the model be split over threads.
+uint32_t tlm_host_staging_bytes(const tlm_model* model);
+
+// Scratch bytes one worker needs for the host fast paths of this model (0 where there are none).
+uint32_t tlm_host_scratch_bytes(const tlm_model* model);
+
+// Some fast paths read weights rearranged once, outside the blob: tlm_host_pack writes them into
+// `packed` (tlm_host_packed_bytes(model) bytes, 32-byte aligned), for tlm_host.packed.
+uint32_t tlm_host_packed_bytes(const tlm_model* model);
+tlm_status tlm_host_pack(const tlm_model* model, void* packed, size_t bytes);
+
+// tlm_invoke with host fast paths and threads; host == null is tlm_invoke.
+tlm_status tlm_invoke_host(const tlm_model* model, void* arena, size_t arena_bytes,
+                           const tlm_host* host);
+
 // A short constant name for a status ("ok", "checksum mismatch", ...). Never null.
 const char* tlm_status_str(tlm_status status);
 
