@@ -148,7 +148,7 @@ constexpr int32_t kRows = kTileP > kPackedP ? kTileP : kPackedP;  // im2col rows
 
 inline size_t round_up(size_t n, size_t to) { return (n + to - 1) / to * to; }
 
-// Scratch: im2col rows [kTileP][k16] int16, accumulators [kTileP][out_c] int32, and the filter's
+// Scratch: im2col rows [kRows][k16] int16 (+ 16 int16 of slack), accumulators [kTileP][out_c] int32, and the filter's
 // last rows copied, each zero-padded to k16 bytes. A 16-byte load at the end of a filter row
 // reads on into the next rows, which meets zeros of the im2col row; the rows whose k16 bytes
 // would run past the filter's end are read from the copies instead: the last one when depth >=
@@ -170,7 +170,7 @@ inline ConvScratch carve(const tlm_conv_dims* d, void* scratch) {
   uint8_t* s = reinterpret_cast<uint8_t*>(round_up(reinterpret_cast<uintptr_t>(scratch), 32));
   ConvScratch c;
   c.rows = reinterpret_cast<int16_t*>(s);
-  s += round_up(kRows * k16 * 2, 32);
+  s += round_up(kRows * k16 * 2 + 32, 32);  // + slack for widen_run
   c.acc = reinterpret_cast<int32_t*>(s);
   s += round_up(size_t{kTileP} * d->output_c * 4, 32);
   c.tail_rows = reinterpret_cast<int8_t*>(s);
@@ -193,10 +193,25 @@ TLM_AVX2_TARGET inline void widen(const int8_t* src, int32_t n, int32_t offset, 
   for (; i < n; ++i) dst[i] = static_cast<int16_t>(src[i] + offset);
 }
 
+// widen() of a short run (n <= 16) in one vector when 16 bytes from src are inside the input
+// (before src_end): dst[n..15] get values of the bytes after the run, which the caller overwrites
+// (the next segment of the row, the zero tail) or never reads (the scratch's slack).
+TLM_AVX2_TARGET inline void widen_run(const int8_t* src, int32_t n, int32_t offset, int16_t* dst,
+                                      const int8_t* src_end) {
+  if (n <= 16 && src_end - src >= 16) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst),
+                        _mm256_add_epi16(tlm_avx2::load_s8x16_epi16(src),
+                                         _mm256_set1_epi16(static_cast<int16_t>(offset))));
+    return;
+  }
+  widen(src, n, offset, dst);
+}
+
 // The im2col row of output pixel (b, out_y, out_x): filter order (f_y, f_x, c), as OHWI.
-TLM_AVX2_TARGET void window_row(const tlm_conv2d_params* p, const tlm_conv_dims* d,
-                                const int8_t* input, int32_t b, int32_t out_y, int32_t out_x,
-                                int32_t k16, int16_t* row) {
+__attribute__((always_inline)) TLM_AVX2_TARGET inline void window_row(
+    const tlm_conv2d_params* p, const tlm_conv_dims* d, const int8_t* input, int32_t b,
+    int32_t out_y, int32_t out_x, int32_t k16, int16_t* row) {
+  const int8_t* input_end = input + int64_t{d->batches} * d->input_h * d->input_w * d->input_c;
   const int32_t in_h = d->input_h, in_w = d->input_w, in_c = d->input_c;
   const int32_t f_h = d->filter_h, f_w = d->filter_w;
   const int32_t y_origin = out_y * p->stride_h - p->pad_top;
@@ -211,9 +226,9 @@ TLM_AVX2_TARGET void window_row(const tlm_conv2d_params* p, const tlm_conv_dims*
       memset(r, 0, sizeof(int16_t) * line);
       continue;
     }
+    widen_run(input + ((b * in_h + in_y) * in_w + x_origin + x0) * in_c, (x1 - x0) * in_c,
+              p->input_offset, r + x0 * in_c, input_end);
     if (x0 > 0) memset(r, 0, sizeof(int16_t) * x0 * in_c);
-    widen(input + ((b * in_h + in_y) * in_w + x_origin + x0) * in_c, (x1 - x0) * in_c,
-          p->input_offset, r + x0 * in_c);
     if (x1 < f_w) memset(r + x1 * in_c, 0, sizeof(int16_t) * (f_w - x1) * in_c);
   }
   for (int32_t k = f_h * line; k < k16; ++k) row[k] = 0;
@@ -296,13 +311,26 @@ TLM_AVX2_TARGET inline void packed_tile(const tlm_conv2d_params* p, const int16_
       for (int v = 0; v < NV; ++v) acc[q][v] = _mm256_add_epi32(acc[q][v], _mm256_madd_epi16(a, wv[v]));
     }
   }
-  for (int q = 0; q < NP; ++q)
-    for (int v = 0; v < NV; ++v) {
-      const int32_t ov = o + 8 * v;
-      if (ov < out_c)
-        store_channels(p, acc[q][v], multipliers, shifts, bias, ov,
-                       out_c - ov < 8 ? out_c - ov : 8, out + q * out_c);
+  for (int v = 0; v < NV; ++v) {
+    const int32_t ov = o + 8 * v;
+    if (ov + 8 <= out_c) {  // 8 whole channels: their constants once for the NP pixels
+      const tlm_avx2::Requant8 c = tlm_avx2::requant8(
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(multipliers + ov)),
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(shifts + ov)));
+      const __m256i b = bias ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bias + ov))
+                             : _mm256_setzero_si256();
+      for (int q = 0; q < NP; ++q) {
+        const __m256i y =
+            tlm_avx2::multiply_by_quantized_multiplier(_mm256_add_epi32(acc[q][v], b), c);
+        tlm_avx2::store_s8x8(out + q * out_c + ov,
+                             tlm_avx2::offset_clamp(y, p->output_offset, p->activation_min,
+                                                    p->activation_max));
+      }
+    } else if (ov < out_c) {
+      for (int q = 0; q < NP; ++q)
+        store_channels(p, acc[q][v], multipliers, shifts, bias, ov, out_c - ov, out + q * out_c);
     }
+  }
 }
 
 
@@ -436,7 +464,7 @@ void tlm_conv2d_s8_fast_pack(const tlm_conv_dims* d, const int8_t* filter, void*
 size_t tlm_conv2d_s8_fast_scratch_bytes(const tlm_conv_dims* d) {
   const size_t k16 = static_cast<size_t>(depth16(d));
   const int32_t depth = d->filter_h * d->filter_w * d->input_c;
-  return 32 + round_up(kRows * k16 * 2, 32) + round_up(size_t{kTileP} * d->output_c * 4, 32) +
+  return 32 + round_up(kRows * k16 * 2 + 32, 32) + round_up(size_t{kTileP} * d->output_c * 4, 32) +
          tail_bytes(depth, static_cast<int32_t>(k16));
 }
 

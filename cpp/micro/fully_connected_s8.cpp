@@ -127,9 +127,9 @@ TLM_HOST_CLONES void tlm_fully_connected_ref_s8(const tlm_fully_connected_ref_pa
 // input load. Per batch row, scratch holds (x[i] + input_offset) as int16, zero-padded to K16 (a
 // multiple of 16), so each 16-element chunk is one madd against 16 weights widened to int16.
 //
-// Sums: x + input_offset is in [-255, 255] and a weight in [-128, 127], so each product fits int16
-// inputs and _mm256_madd_epi16 (a pair of products summed into int32, |.| <= 65280) is exact; the
-// padding multiplies by 0. Every partial sum, in whatever order, is a sum of some of the row's
+// Sums: x + input_offset is in [-255, 255] and a weight in [-128, 127], both int16, so
+// _mm256_madd_epi16 (a pair of products summed into int32, |.| <= 65280) is exact; the padding
+// multiplies by 0. Every partial sum, in whatever order, is a sum of some of the row's
 // products, so the accumulator bound above holds for it as well: the int32 totals are the plain
 // kernel's exactly.
 //
@@ -140,14 +140,15 @@ TLM_HOST_CLONES void tlm_fully_connected_ref_s8(const tlm_fully_connected_ref_pa
 //
 // Requantization: the plain kernel computes requantize_fp64(acc, m, e), which is round(double(acc) *
 // scale) exactly as IEEE-754 doubles and C's round() give it (saturating at 2^52), scale = m * 2^-e.
-// Here the host's own doubles compute it (x86-64 SSE2/AVX: IEEE-754 binary64, round to nearest
-// even, no extended precision):
+// Here the host's own doubles compute it (x86-64 SSE2/AVX: IEEE-754 binary64, no extended
+// precision; the default rounding mode, to nearest even, which the emulation fixes):
 //   * the scale is built from its bits, exact while it is a normal double (m < 2^53 so it fits in
 //     53 bits; m * 2^-e >= 2^-1022 iff e <= 1074) or zero. Larger exponents (subnormal scales)
 //     take the integer emulation for that channel;
 //   * double(acc) is exact (|acc| < 2^31) and the product is IEEE's rounding of acc * m * 2^-e to 53
 //     bits, the emulation's q * 2^(d - e). (A product below 2^-1022 would be rounded to fewer bits,
-//     but it is far below 0.5, so both round it to 0.) |product| < 2^84, no overflow;
+//     but it is far below 0.5, so both round it to 0.) |product| < 2^84, no overflow. It goes
+//     through max/min before any addition, so no FMA contraction can fuse it away;
 //   * the product is clamped to [-1024, 1024] first: round() is monotone and +-1024 are integers,
 //     so this equals clamping round()'s result, and any |value| >= 1024 (including the emulation's
 //     saturated +-2^52) plus an offset in [-128, 127] lands outside [-128, 127] on the same side;
@@ -192,10 +193,13 @@ inline void channel_scale(const tlm_fully_connected_ref_params* p, const int32_t
   }
 }
 
-// Channel c's exact scale from the per-channel table (see exact_scale).
-inline double channel_exact_scale(const int32_t* scales, int32_t c) {
-  const uint64_t m = uint64_t(uint32_t(scales[3 * c])) | (uint64_t(uint32_t(scales[3 * c + 1])) << 32);
-  return exact_scale(m, scales[3 * c + 2]);
+// Channel c's exact scale (see exact_scale).
+inline double channel_exact_scale(const tlm_fully_connected_ref_params* p, const int32_t* scales,
+                                  int32_t c) {
+  uint64_t m;
+  int32_t e;
+  channel_scale(p, scales, c, &m, &e);
+  return exact_scale(m, e);
 }
 
 // dst[i] = src[i] + offset for i < n, 0 for n <= i < k16 (int16: |.| <= 255).
@@ -257,10 +261,7 @@ TLM_AVX2_TARGET void fc_fast(const tlm_fully_connected_ref_params* p, const tlm_
   const int32_t k_full = in_n & ~15;  // chunks [0, k_full) are whole; a partial one may follow
   int16_t* xs = reinterpret_cast<int16_t*>(
       (reinterpret_cast<uintptr_t>(scratch) + 31) & ~uintptr_t{31});
-  uint64_t m_t = 0;
-  int32_t e_t = 0;
-  channel_scale(p, nullptr, 0, &m_t, &e_t);
-  const double scale_t = exact_scale(m_t, e_t);  // the per-tensor scale (-1: not exact)
+  const double scale_t = channel_exact_scale(p, nullptr, 0);  // per tensor (-1: not exact)
   const OutputClamp clamp{_mm_set1_epi32(p->base.output_offset),
                           _mm_set1_epi32(p->base.activation_min),
                           _mm_set1_epi32(p->base.activation_max)};
@@ -300,8 +301,10 @@ TLM_AVX2_TARGET void fc_fast(const tlm_fully_connected_ref_params* p, const tlm_
       __m256d scale4 = _mm256_set1_pd(scale_t);
       bool slow = scale_t < 0.0;
       if (scales) {
-        const double s0 = channel_exact_scale(scales, o), s1 = channel_exact_scale(scales, c1);
-        const double s2 = channel_exact_scale(scales, c2), s3 = channel_exact_scale(scales, c3);
+        const double s0 = channel_exact_scale(p, scales, o);
+        const double s1 = channel_exact_scale(p, scales, c1);
+        const double s2 = channel_exact_scale(p, scales, c2);
+        const double s3 = channel_exact_scale(p, scales, c3);
         scale4 = _mm256_setr_pd(s0, s1, s2, s3);
         slow = (s0 < 0.0) | (s1 < 0.0) | (s2 < 0.0) | (s3 < 0.0);
       }

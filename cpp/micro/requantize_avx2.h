@@ -52,6 +52,33 @@ TLM_AVX2_TARGET inline __m256i multiply_by_quantized_multiplier(__m256i x, __m25
       rounding_doubling_high_mul(_mm256_sllv_epi32(x, left), multiplier), right);
 }
 
+// The per-channel parts of multiply_by_quantized_multiplier, computed once for 8 channels and
+// applied to many pixels.
+struct Requant8 {
+  __m256i multiplier, left, right, mask, half_mask;
+};
+
+TLM_AVX2_TARGET inline Requant8 requant8(__m256i multiplier, __m256i shift) {
+  Requant8 c;
+  c.multiplier = multiplier;
+  c.left = _mm256_max_epi32(shift, _mm256_setzero_si256());
+  c.right = _mm256_sub_epi32(c.left, shift);
+  const __m256i one = _mm256_set1_epi32(1);
+  c.mask = _mm256_sub_epi32(_mm256_sllv_epi32(one, c.right), one);
+  c.half_mask = _mm256_srli_epi32(c.mask, 1);
+  return c;
+}
+
+// multiply_by_quantized_multiplier(x, multiplier, shift) with requant8's constants: the same
+// operations, lane by lane.
+TLM_AVX2_TARGET inline __m256i multiply_by_quantized_multiplier(__m256i x, const Requant8& c) {
+  x = rounding_doubling_high_mul(_mm256_sllv_epi32(x, c.left), c.multiplier);
+  const __m256i remainder = _mm256_and_si256(x, c.mask);
+  const __m256i threshold =
+      _mm256_sub_epi32(c.half_mask, _mm256_cmpgt_epi32(_mm256_setzero_si256(), x));
+  return _mm256_sub_epi32(_mm256_srav_epi32(x, c.right), _mm256_cmpgt_epi32(remainder, threshold));
+}
+
 // clamp(x + offset, lo, hi) as the kernels compute it in 64 bits: clamping x to [lo - offset,
 // hi - offset] first (both within [-255, 255]) keeps the sum inside int32, same result.
 TLM_AVX2_TARGET inline __m256i offset_clamp(__m256i x, int32_t offset, int32_t lo, int32_t hi) {

@@ -100,9 +100,12 @@ bool random_case(std::mt19937& rng, int trial, Case* c) {
   c->bias.resize(d.out_features);
   for (auto& v : c->bias) {
     const int r = u(0, 9);
-    v = r == 0 ? static_cast<int32_t>(u(0, 1) ? limit : -limit)
-               : r == 1 ? static_cast<int32_t>(std::uniform_int_distribution<int64_t>(-limit, limit)(rng))
-                        : u(-100000, 100000);
+    if (r == 0)
+      v = static_cast<int32_t>(u(0, 1) ? limit : -limit);  // the check's bound itself
+    else if (r == 1)
+      v = static_cast<int32_t>(std::uniform_int_distribution<int64_t>(-limit, limit)(rng));
+    else
+      v = u(-100000, 100000);
   }
   c->with_bias = u(0, 4) != 0;
   // Scales: one kind for the case, now and then another kind per channel.
@@ -305,7 +308,8 @@ TEST_CASE("fully connected fast path requantizes as round(double(acc) * scale), 
     REQUIRE(ran);
     for (int32_t o = 0; o < n; ++o) {
       if (got[o] != expected[o]) {
-        INFO("acc " << accs[o] << " scale " << std::setprecision(17) << effs[o] << " offset " << offset);
+        INFO("acc " << accs[o] << " scale " << std::setprecision(17) << effs[o] << " offset "
+                    << offset);
         REQUIRE(int(got[o]) == int(expected[o]));
       }
     }
