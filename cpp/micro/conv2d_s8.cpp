@@ -170,7 +170,7 @@ inline ConvScratch carve(const tlm_conv_dims* d, void* scratch) {
   uint8_t* s = reinterpret_cast<uint8_t*>(round_up(reinterpret_cast<uintptr_t>(scratch), 32));
   ConvScratch c;
   c.rows = reinterpret_cast<int16_t*>(s);
-  s += round_up(kRows * k16 * 2 + 32, 32);  // + slack for widen_run
+  s += 2 * round_up(kRows * k16 * 2 + 32, 32);  // + slack for widen_run; two buffers
   c.acc = reinterpret_cast<int32_t*>(s);
   s += round_up(size_t{kTileP} * d->output_c * 4, 32);
   c.tail_rows = reinterpret_cast<int8_t*>(s);
@@ -334,6 +334,24 @@ TLM_AVX2_TARGET inline void packed_tile(const tlm_conv2d_params* p, const int16_
 }
 
 
+// The im2col rows (k2 apart) of the tile of pixels [q0, min(q0 + kPackedP, q_end)).
+TLM_AVX2_TARGET void build_tile(const tlm_conv2d_params* p, const tlm_conv_dims* d,
+                                const int8_t* input, bool pointwise, int64_t q0, int64_t q_end,
+                                int32_t k2, int16_t* buf) {
+  const int32_t out_h = d->output_h, out_w = d->output_w;
+  const int32_t np = q_end - q0 < kPackedP ? static_cast<int32_t>(q_end - q0) : kPackedP;
+  if (pointwise) {
+    widen(input + q0 * k2, np * k2, p->input_offset, buf);
+    return;
+  }
+  for (int32_t j = 0; j < np; ++j) {
+    const int64_t q = q0 + j;
+    const int32_t b = static_cast<int32_t>(q / (int64_t{out_h} * out_w));
+    const int32_t rem = static_cast<int32_t>(q - int64_t{b} * out_h * out_w);
+    window_row(p, d, input, b, rem / out_w, rem % out_w, k2, buf + j * k2);
+  }
+}
+
 TLM_AVX2_TARGET void conv_packed(const tlm_conv2d_params* p, const tlm_conv_dims* d,
                                  const int32_t* multipliers, const int32_t* shifts,
                                  const int8_t* input, const int16_t* packed, const int32_t* bias,
@@ -341,22 +359,24 @@ TLM_AVX2_TARGET void conv_packed(const tlm_conv2d_params* p, const tlm_conv_dims
                                  int8_t* output) {
   const int32_t out_h = d->output_h, out_w = d->output_w, out_c = d->output_c;
   const int32_t k2 = depth2(d), c8 = channels8(out_c);
+  // Two im2col buffers: the next tile's rows are written while this tile's are read, so that the
+  // GEMM's 4-byte loads do not wait on (or fail to forward from) the stores just made.
   int16_t* rows = reinterpret_cast<int16_t*>(round_up(reinterpret_cast<uintptr_t>(scratch), 32));
+  int16_t* next_rows = rows + round_up(size_t{kPackedP} * k2 + 16, 16);
   const int64_t q_end = int64_t{row_end} * out_w;
   // A 1x1 filter moved by 1 without padding: output pixel q's window is input pixel q, so a
   // tile's im2col rows are consecutive input bytes (when in_c is even, k2 == in_c).
   const bool pointwise = d->filter_h == 1 && d->filter_w == 1 && p->stride_h == 1 &&
                          p->stride_w == 1 && p->pad_top == 0 && p->pad_left == 0 &&
                          d->input_h == out_h && d->input_w == out_w && k2 == d->input_c;
-  for (int64_t q0 = int64_t{row_begin} * out_w; q0 < q_end; q0 += kPackedP) {
+  const int64_t q_begin = int64_t{row_begin} * out_w;
+  if (q_begin < q_end) build_tile(p, d, input, pointwise, q_begin, q_end, k2, rows);
+  for (int64_t q0 = q_begin; q0 < q_end; q0 += kPackedP) {
     const int32_t np = q_end - q0 < kPackedP ? static_cast<int32_t>(q_end - q0) : kPackedP;
-    if (pointwise) widen(input + q0 * k2, np * k2, p->input_offset, rows);
-    for (int32_t j = 0; j < np && !pointwise; ++j) {
-      const int64_t q = q0 + j;
-      const int32_t b = static_cast<int32_t>(q / (int64_t{out_h} * out_w));
-      const int32_t rem = static_cast<int32_t>(q - int64_t{b} * out_h * out_w);
-      window_row(p, d, input, b, rem / out_w, rem % out_w, k2, rows + j * k2);
-    }
+    // Reading the next tile's windows before this tile's outputs are written is safe: an output
+    // trailing its input overwrites only bytes no later window reads (window_lead).
+    if (q0 + kPackedP < q_end)
+      build_tile(p, d, input, pointwise, q0 + kPackedP, q_end, k2, next_rows);
     int8_t* out = output + q0 * out_c;
     for (int32_t o = 0; o < c8; o += 16) {
       const bool two = c8 - o >= 16;
@@ -376,6 +396,9 @@ TLM_AVX2_TARGET void conv_packed(const tlm_conv2d_params* p, const tlm_conv_dims
         }
       }
     }
+    int16_t* t = rows;
+    rows = next_rows;
+    next_rows = t;
   }
 }
 
@@ -464,7 +487,7 @@ void tlm_conv2d_s8_fast_pack(const tlm_conv_dims* d, const int8_t* filter, void*
 size_t tlm_conv2d_s8_fast_scratch_bytes(const tlm_conv_dims* d) {
   const size_t k16 = static_cast<size_t>(depth16(d));
   const int32_t depth = d->filter_h * d->filter_w * d->input_c;
-  return 32 + round_up(kRows * k16 * 2 + 32, 32) + round_up(size_t{kTileP} * d->output_c * 4, 32) +
+  return 32 + 2 * round_up(kRows * k16 * 2 + 32, 32) + round_up(size_t{kTileP} * d->output_c * 4, 32) +
          tail_bytes(depth, static_cast<int32_t>(k16));
 }
 
