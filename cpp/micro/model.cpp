@@ -849,6 +849,46 @@ tlm_status check_op(const tlm_model* m, uint32_t i, uint32_t payload) {
   }
 }
 
+#if TLM_HOST_AVX2 && (TLM_WITH_CONV_2D || TLM_WITH_DEPTHWISE_CONV_2D)
+// Reads operator i when it is a CONV_2D or a DEPTHWISE_CONV_2D (validated by tlm_model_init).
+bool read_host_conv(const tlm_model* m, uint32_t i, bool* depthwise, ConvOp* op) {
+  const uint8_t* r = op_record(m, i);
+  switch (rd_u16(r)) {
+#if TLM_WITH_CONV_2D
+    case TLM_OP_CONV_2D:
+      *depthwise = false;
+      return read_conv(m, r, false, sizeof(tlm_conv2d_params), op) == TLM_OK;
+#endif
+#if TLM_WITH_DEPTHWISE_CONV_2D
+    case TLM_OP_DEPTHWISE_CONV_2D:
+      *depthwise = true;
+      return read_conv(m, r, true, sizeof(tlm_depthwise_conv2d_params), op) == TLM_OK;
+#endif
+    default: return false;
+  }
+}
+#endif
+
+#if TLM_HOST_AVX2 && TLM_WITH_CONV_2D
+// tlm_host_pack's layout: a table of op_count byte offsets (0: none), then each CONV_2D's packed
+// filter, 32-byte aligned. Returns its bytes; with `base`, also writes it.
+uint64_t host_pack(const tlm_model* m, uint8_t* base) {
+  uint64_t at = (4 * uint64_t{m->op_count} + 31) / 32 * 32;
+  for (uint32_t i = 0; i < m->op_count; ++i) {
+    ConvOp op;
+    bool depthwise;
+    uint32_t here = 0;
+    if (read_host_conv(m, i, &depthwise, &op) && !depthwise) {
+      here = static_cast<uint32_t>(at);
+      if (base) tlm_conv2d_s8_fast_pack(&op.dims, blob_data<int8_t>(m, op.filter), base + at);
+      at += (tlm_conv2d_s8_fast_packed_bytes(&op.dims) + 31) / 32 * 32;
+    }
+    if (base) memcpy(base + 4 * i, &here, 4);
+  }
+  return at;
+}
+#endif
+
 }  // namespace
 
 extern "C" {
@@ -995,59 +1035,39 @@ tlm_status tlm_invoke_host(const tlm_model* model, void* arena, size_t arena_byt
 }
 
 uint32_t tlm_host_packed_bytes(const tlm_model* model) {
-  uint64_t bytes = 0;
 #if TLM_HOST_AVX2 && TLM_WITH_CONV_2D
   if (!model || !model->blob) return 0;
-  bytes = (4 * uint64_t{model->op_count} + 31) / 32 * 32;
-  for (uint32_t i = 0; i < model->op_count; ++i) {
-    const uint8_t* r = op_record(model, i);
-    ConvOp op;
-    if (rd_u16(r) == TLM_OP_CONV_2D &&
-        read_conv(model, r, false, sizeof(tlm_conv2d_params), &op) == TLM_OK)
-      bytes += (tlm_conv2d_s8_fast_packed_bytes(&op.dims) + 31) / 32 * 32;
-  }
+  const uint64_t bytes = host_pack(model, nullptr);
+  return bytes > UINT32_MAX ? 0 : static_cast<uint32_t>(bytes);
 #else
   (void)model;
+  return 0;
 #endif
-  return bytes > UINT32_MAX ? 0 : static_cast<uint32_t>(bytes);
 }
 
 tlm_status tlm_host_pack(const tlm_model* model, void* packed, size_t bytes) {
   if (!model || !model->blob || !packed) return TLM_ERR_NULL;
   if (reinterpret_cast<uintptr_t>(packed) % 32) return TLM_ERR_ALIGNMENT;
-  if (bytes < tlm_host_packed_bytes(model)) return TLM_ERR_ARENA_TOO_SMALL;
 #if TLM_HOST_AVX2 && TLM_WITH_CONV_2D
-  uint8_t* base = static_cast<uint8_t*>(packed);
-  uint32_t at = (4 * uint32_t{model->op_count} + 31) / 32 * 32;
-  for (uint32_t i = 0; i < model->op_count; ++i) {
-    const uint8_t* r = op_record(model, i);
-    ConvOp op;
-    uint32_t here = 0;
-    if (rd_u16(r) == TLM_OP_CONV_2D &&
-        read_conv(model, r, false, sizeof(tlm_conv2d_params), &op) == TLM_OK) {
-      here = at;
-      tlm_conv2d_s8_fast_pack(&op.dims, blob_data<int8_t>(model, op.filter), base + at);
-      at += static_cast<uint32_t>((tlm_conv2d_s8_fast_packed_bytes(&op.dims) + 31) / 32 * 32);
-    }
-    memcpy(base + 4 * i, &here, 4);
-  }
+  const uint64_t needed = host_pack(model, nullptr);
+  if (needed > UINT32_MAX || bytes < needed) return TLM_ERR_ARENA_TOO_SMALL;
+  host_pack(model, static_cast<uint8_t*>(packed));
+#else
+  (void)bytes;
 #endif
   return TLM_OK;
 }
 
 uint32_t tlm_host_staging_bytes(const tlm_model* model) {
   uint32_t most = 0;
-#if TLM_HOST_AVX2
+#if TLM_HOST_AVX2 && (TLM_WITH_CONV_2D || TLM_WITH_DEPTHWISE_CONV_2D)
   if (!model || !model->blob) return 0;
   for (uint32_t i = 0; i < model->op_count; ++i) {
-    const uint8_t* r = op_record(model, i);
-    const uint16_t code = rd_u16(r);
     ConvOp op;
-    if ((code == TLM_OP_CONV_2D &&
-         read_conv(model, r, false, sizeof(tlm_conv2d_params), &op) == TLM_OK) ||
-        (code == TLM_OP_DEPTHWISE_CONV_2D &&
-         read_conv(model, r, true, sizeof(tlm_depthwise_conv2d_params), &op) == TLM_OK))
-      if (overlap(op.input, op.output) && op.output.bytes > most) most = op.output.bytes;
+    bool depthwise;
+    if (read_host_conv(model, i, &depthwise, &op) && overlap(op.input, op.output) &&
+        op.output.bytes > most)
+      most = op.output.bytes;
   }
 #else
   (void)model;
@@ -1060,27 +1080,19 @@ uint32_t tlm_host_scratch_bytes(const tlm_model* model) {
 #if TLM_HOST_AVX2
   if (!model || !model->blob) return 0;
   for (uint32_t i = 0; i < model->op_count; ++i) {
-    const uint8_t* r = op_record(model, i);
     size_t bytes = 0;
-    switch (rd_u16(r)) {
 #if TLM_WITH_CONV_2D
-      case TLM_OP_CONV_2D: {
-        ConvOp op;
-        if (read_conv(model, r, false, sizeof(tlm_conv2d_params), &op) == TLM_OK)
-          bytes = tlm_conv2d_s8_fast_scratch_bytes(&op.dims);
-        break;
-      }
+    ConvOp op;
+    bool depthwise;
+    if (read_host_conv(model, i, &depthwise, &op) && !depthwise)
+      bytes = tlm_conv2d_s8_fast_scratch_bytes(&op.dims);
 #endif
 #if TLM_WITH_FULLY_CONNECTED
-      case TLM_OP_FULLY_CONNECTED: {
-        FcOp op;
-        if (read_fc(model, r, &op) == TLM_OK && op.ref)
-          bytes = tlm_fully_connected_ref_s8_fast_scratch_bytes(&op.dims);
-        break;
-      }
+    FcOp fc;
+    const uint8_t* r = op_record(model, i);
+    if (rd_u16(r) == TLM_OP_FULLY_CONNECTED && read_fc(model, r, &fc) == TLM_OK && fc.ref)
+      bytes = tlm_fully_connected_ref_s8_fast_scratch_bytes(&fc.dims);
 #endif
-      default: break;
-    }
     if (bytes > most) most = bytes;
   }
 #else
