@@ -29,7 +29,7 @@ Int8Model::Int8Model(const std::uint8_t* blob, std::size_t bytes) : bytes_(bytes
                                 " (status " + std::to_string(int(s)) + ")");
   arena_.assign((tlm_arena_bytes(&model_) + 3) / 4 + 1, 0);
   scratch_bytes_ = (tlm_host_scratch_bytes(&model_) + 63) / 64 * 64;
-  staging_.assign((tlm_host_staging_bytes(&model_) + 3) / 4, 0);
+  staging_words_ = (tlm_host_staging_bytes(&model_) + 3) / 4;
   if (const std::uint32_t packed = tlm_host_packed_bytes(&model_)) {
     packed_.assign(packed + 32, 0);
     void* at = reinterpret_cast<void*>((reinterpret_cast<std::uintptr_t>(packed_.data()) + 31) &
@@ -72,6 +72,7 @@ void Int8Model::invoke(const std::int8_t* in, std::int8_t* out, std::size_t n) {
   const std::size_t workers = parts > 1 ? parts : par::max_threads();
   if (arena_.size() < parts * words) arena_.assign(parts * words, 0);
   if (scratch_.size() < workers * scratch_bytes_) scratch_.assign(workers * scratch_bytes_, 0);
+  if (staging_.size() < parts * staging_words_) staging_.assign(parts * staging_words_, 0);
   tlm_status status = TLM_OK;
   par::for_parts(n, parts, [&](std::size_t k, std::size_t b, std::size_t e) {
     void* arena = arena_.data() + k * words;
@@ -81,10 +82,8 @@ void Int8Model::invoke(const std::int8_t* in, std::int8_t* out, std::size_t n) {
     host.workers = parts > 1 ? 1 : std::int32_t(workers);
     host.parallel = parts > 1 || workers < 2 ? nullptr : omp_parallel;
     host.packed = packed_at_;
-    if (host.parallel) {
-      host.staging = staging_.data();
-      host.staging_bytes = staging_.size() * 4;
-    }
+    host.staging = staging_.data() + k * staging_words_;
+    host.staging_bytes = staging_words_ * 4;
     std::int8_t* a_in = tlm_input(&model_, arena);
     const std::int8_t* a_out = tlm_output(&model_, arena);
     for (std::size_t i = b; i < e; ++i) {

@@ -124,7 +124,8 @@ class Int8Model {
   std::vector<std::uint8_t> scratch_;  // one slice per worker or batch part
   std::vector<std::uint8_t> packed_;   // tlm_host_pack's weights (+ 32 bytes to align them)
   const void* packed_at_ = nullptr;
-  std::vector<std::uint32_t> staging_;  // tlm_host.staging for single-sample runs
+  std::size_t staging_words_ = 0;       // tlm_host.staging per part (tlm_host_staging_bytes)
+  std::vector<std::uint32_t> staging_;  // one slice per batch part
 };
 
 }  // namespace tinylearn

@@ -110,8 +110,9 @@ typedef struct tlm_host {
   void* ctx;
   const void* packed;    // tlm_host_pack's weights for this model (32-byte aligned), or null
   // An operator whose output overlaps its input in the arena (the planner lets a convolution's
-  // output trail its input) runs in parts into this buffer, then is copied into place; when it
-  // is null or too small (< tlm_host_staging_bytes), such an operator runs whole on one thread.
+  // output trail its input) runs (in parts) into this buffer, then is copied into place; when it
+  // is null or too small (< tlm_host_staging_bytes), such an operator runs whole on one thread,
+  // in place.
   void* staging;
   size_t staging_bytes;
 } tlm_host;
