@@ -127,12 +127,14 @@ TLM_HOST_CLONES void tlm_conv2d_s8(const tlm_conv2d_params* p, const tlm_conv_di
 // ---------------------------------------------------------------------------------------------
 // Host fast path (host_simd.h). The same sums as above, arranged as a GEMM: a tile of kTileP
 // output pixels has its windows written as int16 rows (im2col) of (input + input_offset), 0 at
-// positions outside the input (a product of 0 is the omitted position), zero-padded to a
-// multiple of 16; each row is multiplied with kTileC filter rows at a time by _mm256_madd_epi16
-// (16 exact int16 products summed pairwise into 8 int32 lanes; |pair| <= 2 * 32640, and every
-// partial sum is a sum of a subset of the window's products, so the accumulator bound above
-// holds for it too). The lanes are added up, bias added, and requantize_avx2.h requantizes 8
-// channels at a time: lane by lane the arithmetic of requantize.h.
+// positions outside the input (a product of 0 is the omitted position), padded to an even
+// length. The filter is packed once (tlm_conv2d_s8_fast_pack) as int16 [k2 / 2][out_c8][2]: the
+// taps k, k + 1 of channel o side by side, so that one _mm256_madd_epi16 of a broadcast im2col
+// pair (x_k, x_k+1) with 8 channels' pairs adds 2 exact products to each of 8 channel lanes
+// (|pair| <= 2 * 32640, and every partial sum is a sum of a subset of the window's products, so
+// the accumulator bound above holds for it too). The accumulators hold whole channels, with no
+// horizontal sums; requantize_avx2.h requantizes 8 channels at once, lane by lane the arithmetic
+// of requantize.h. Channels past out_c are zero in the packing and never stored.
 #if TLM_HOST_AVX2
 #include <immintrin.h>
 #include <string.h>
@@ -141,41 +143,12 @@ TLM_HOST_CLONES void tlm_conv2d_s8(const tlm_conv2d_params* p, const tlm_conv_di
 
 namespace {
 
-constexpr int32_t kTileP = 4;  // output pixels per tile
-constexpr int32_t kTileC = 2;  // output channels per tile (kTileP * kTileC accumulators)
-constexpr int32_t kPackedP = 6;  // pixels per tile with packed filters (x 16 channels: 12 accumulators)
-constexpr int32_t kRows = kTileP > kPackedP ? kTileP : kPackedP;  // im2col rows in scratch
+constexpr int32_t kTileP = 6;  // output pixels per tile (x 16 channels: 12 accumulators)
 
 inline size_t round_up(size_t n, size_t to) { return (n + to - 1) / to * to; }
 
-// Scratch: im2col rows [kRows][k16] int16 (+ 16 int16 of slack), accumulators [kTileP][out_c] int32, and the filter's
-// last rows copied, each zero-padded to k16 bytes. A 16-byte load at the end of a filter row
-// reads on into the next rows, which meets zeros of the im2col row; the rows whose k16 bytes
-// would run past the filter's end are read from the copies instead: the last one when depth >=
-// 16 (k16 < 2 * depth), at most 16 when depth < 16 (k16 = 16).
-struct ConvScratch {
-  int16_t* rows;
-  int32_t* acc;
-  int8_t* tail_rows;
-};
-
-inline size_t tail_bytes(int32_t depth, int32_t k16) { return depth < 16 ? 16 * 16 : k16; }
-
-inline int32_t depth16(const tlm_conv_dims* d) {
-  return (d->filter_h * d->filter_w * d->input_c + 15) & ~15;
-}
-
-inline ConvScratch carve(const tlm_conv_dims* d, void* scratch) {
-  const size_t k16 = static_cast<size_t>(depth16(d));
-  uint8_t* s = reinterpret_cast<uint8_t*>(round_up(reinterpret_cast<uintptr_t>(scratch), 32));
-  ConvScratch c;
-  c.rows = reinterpret_cast<int16_t*>(s);
-  s += 2 * round_up(kRows * k16 * 2 + 32, 32);  // + slack for widen_run; two buffers
-  c.acc = reinterpret_cast<int32_t*>(s);
-  s += round_up(size_t{kTileP} * d->output_c * 4, 32);
-  c.tail_rows = reinterpret_cast<int8_t*>(s);
-  return c;
-}
+// One im2col buffer: kTileP rows of k2 int16, and 16 int16 of slack for widen_run.
+inline size_t tile_rows_bytes(int32_t k2) { return round_up(size_t{kTileP} * k2 * 2 + 32, 32); }
 
 // dst[i] = src[i] + offset for i < n (int16: |.| <= 255).
 TLM_AVX2_TARGET inline void widen(const int8_t* src, int32_t n, int32_t offset, int16_t* dst) {
@@ -210,7 +183,7 @@ TLM_AVX2_TARGET inline void widen_run(const int8_t* src, int32_t n, int32_t offs
 // The im2col row of output pixel (b, out_y, out_x): filter order (f_y, f_x, c), as OHWI.
 __attribute__((always_inline)) TLM_AVX2_TARGET inline void window_row(
     const tlm_conv2d_params* p, const tlm_conv_dims* d, const int8_t* input, int32_t b,
-    int32_t out_y, int32_t out_x, int32_t k16, int16_t* row) {
+    int32_t out_y, int32_t out_x, int32_t length, int16_t* row) {
   const int8_t* input_end = input + int64_t{d->batches} * d->input_h * d->input_w * d->input_c;
   const int32_t in_h = d->input_h, in_w = d->input_w, in_c = d->input_c;
   const int32_t f_h = d->filter_h, f_w = d->filter_w;
@@ -231,38 +204,9 @@ __attribute__((always_inline)) TLM_AVX2_TARGET inline void window_row(
     if (x0 > 0) memset(r, 0, sizeof(int16_t) * x0 * in_c);
     if (x1 < f_w) memset(r + x1 * in_c, 0, sizeof(int16_t) * (f_w - x1) * in_c);
   }
-  for (int32_t k = f_h * line; k < k16; ++k) row[k] = 0;
+  for (int32_t k = f_h * line; k < length; ++k) row[k] = 0;
 }
 
-// acc[q * out_c + c] = rows[q] . filter rows w[c], for q < NP, c < NC.
-template <int NP, int NC>
-TLM_AVX2_TARGET inline void gemm_tile(const int16_t* rows, int32_t k16, const int8_t* const* w,
-                                      int32_t* acc, int32_t out_c) {
-  __m256i s[NP][NC];
-  for (int q = 0; q < NP; ++q)
-    for (int c = 0; c < NC; ++c) s[q][c] = _mm256_setzero_si256();
-  for (int32_t k = 0; k < k16; k += 16) {
-    __m256i wv[NC];
-    for (int c = 0; c < NC; ++c) wv[c] = tlm_avx2::load_s8x16_epi16(w[c] + k);
-    for (int q = 0; q < NP; ++q) {
-      const __m256i a = _mm256_load_si256(reinterpret_cast<const __m256i*>(rows + q * k16 + k));
-      for (int c = 0; c < NC; ++c) s[q][c] = _mm256_add_epi32(s[q][c], _mm256_madd_epi16(a, wv[c]));
-    }
-  }
-  for (int q = 0; q < NP; ++q)
-    for (int c = 0; c < NC; ++c) {
-      const __m128i v = _mm_add_epi32(_mm256_castsi256_si128(s[q][c]),
-                                      _mm256_extracti128_si256(s[q][c], 1));
-      const __m128i h = _mm_hadd_epi32(v, v);
-      acc[q * out_c + c] = _mm_cvtsi128_si32(_mm_hadd_epi32(h, h));
-    }
-}
-
-// With packed filters (tlm_conv2d_s8_fast_pack): int16 [k2 / 2][out_c8][2], the taps k, k + 1 of
-// channel o side by side, so that one _mm256_madd_epi16 of a broadcast im2col pair (x_k, x_k+1)
-// with 8 channels' pairs adds 2 products to each of 8 channel lanes: the accumulators hold whole
-// channels, with no horizontal sums, and requantize 8 channels at once. Channels past out_c are
-// zero in the packing and never stored.
 inline int32_t channels8(int32_t out_c) { return (out_c + 7) & ~7; }
 inline int32_t depth2(const tlm_conv_dims* d) {
   return (d->filter_h * d->filter_w * d->input_c + 1) & ~1;
@@ -334,12 +278,12 @@ TLM_AVX2_TARGET inline void packed_tile(const tlm_conv2d_params* p, const int16_
 }
 
 
-// The im2col rows (k2 apart) of the tile of pixels [q0, min(q0 + kPackedP, q_end)).
+// The im2col rows (k2 apart) of the tile of pixels [q0, min(q0 + kTileP, q_end)).
 TLM_AVX2_TARGET void build_tile(const tlm_conv2d_params* p, const tlm_conv_dims* d,
                                 const int8_t* input, bool pointwise, int64_t q0, int64_t q_end,
                                 int32_t k2, int16_t* buf) {
   const int32_t out_h = d->output_h, out_w = d->output_w;
-  const int32_t np = q_end - q0 < kPackedP ? static_cast<int32_t>(q_end - q0) : kPackedP;
+  const int32_t np = q_end - q0 < kTileP ? static_cast<int32_t>(q_end - q0) : kTileP;
   if (pointwise) {
     widen(input + q0 * k2, np * k2, p->input_offset, buf);
     return;
@@ -362,7 +306,7 @@ TLM_AVX2_TARGET void conv_packed(const tlm_conv2d_params* p, const tlm_conv_dims
   // Two im2col buffers: the next tile's rows are written while this tile's are read, so that the
   // GEMM's 4-byte loads do not wait on (or fail to forward from) the stores just made.
   int16_t* rows = reinterpret_cast<int16_t*>(round_up(reinterpret_cast<uintptr_t>(scratch), 32));
-  int16_t* next_rows = rows + round_up(size_t{kPackedP} * k2 + 16, 16);
+  int16_t* next_rows = rows + tile_rows_bytes(k2) / 2;
   const int64_t q_end = int64_t{row_end} * out_w;
   // A 1x1 filter moved by 1 without padding: output pixel q's window is input pixel q, so a
   // tile's im2col rows are consecutive input bytes (when in_c is even, k2 == in_c).
@@ -371,20 +315,20 @@ TLM_AVX2_TARGET void conv_packed(const tlm_conv2d_params* p, const tlm_conv_dims
                          d->input_h == out_h && d->input_w == out_w && k2 == d->input_c;
   const int64_t q_begin = int64_t{row_begin} * out_w;
   if (q_begin < q_end) build_tile(p, d, input, pointwise, q_begin, q_end, k2, rows);
-  for (int64_t q0 = q_begin; q0 < q_end; q0 += kPackedP) {
-    const int32_t np = q_end - q0 < kPackedP ? static_cast<int32_t>(q_end - q0) : kPackedP;
+  for (int64_t q0 = q_begin; q0 < q_end; q0 += kTileP) {
+    const int32_t np = q_end - q0 < kTileP ? static_cast<int32_t>(q_end - q0) : kTileP;
     // Reading the next tile's windows before this tile's outputs are written is safe: an output
     // trailing its input overwrites only bytes no later window reads (window_lead).
-    if (q0 + kPackedP < q_end)
-      build_tile(p, d, input, pointwise, q0 + kPackedP, q_end, k2, next_rows);
+    if (q0 + kTileP < q_end)
+      build_tile(p, d, input, pointwise, q0 + kTileP, q_end, k2, next_rows);
     int8_t* out = output + q0 * out_c;
     for (int32_t o = 0; o < c8; o += 16) {
       const bool two = c8 - o >= 16;
-      if (np == kPackedP) {
+      if (np == kTileP) {
         if (two)
-          packed_tile<kPackedP, 2>(p, rows, k2, packed, c8, o, out_c, multipliers, shifts, bias, out);
+          packed_tile<kTileP, 2>(p, rows, k2, packed, c8, o, out_c, multipliers, shifts, bias, out);
         else
-          packed_tile<kPackedP, 1>(p, rows, k2, packed, c8, o, out_c, multipliers, shifts, bias, out);
+          packed_tile<kTileP, 1>(p, rows, k2, packed, c8, o, out_c, multipliers, shifts, bias, out);
       } else {
         for (int32_t j = 0; j < np; ++j) {
           if (two)
@@ -399,72 +343,6 @@ TLM_AVX2_TARGET void conv_packed(const tlm_conv2d_params* p, const tlm_conv_dims
     int16_t* t = rows;
     rows = next_rows;
     next_rows = t;
-  }
-}
-
-TLM_AVX2_TARGET void conv_fast(const tlm_conv2d_params* p, const tlm_conv_dims* d,
-                               const int32_t* multipliers, const int32_t* shifts,
-                               const int8_t* input, const int8_t* filter, const int32_t* bias,
-                               int32_t row_begin, int32_t row_end, void* scratch,
-                               int8_t* output) {
-  const int32_t out_h = d->output_h, out_w = d->output_w, out_c = d->output_c;
-  const int32_t depth = d->filter_h * d->filter_w * d->input_c;
-  const int32_t k16 = depth16(d);
-  const ConvScratch s = carve(d, scratch);
-  // Rows [first_tail, out_c) are read from padded copies (o * depth + k16 > out_c * depth).
-  int32_t first_tail = out_c;
-  while (first_tail > 0 && int64_t{first_tail - 1} * depth + k16 > int64_t{out_c} * depth)
-    --first_tail;
-  for (int32_t o = first_tail; o < out_c; ++o) {
-    int8_t* row = s.tail_rows + (o - first_tail) * k16;
-    memcpy(row, filter + o * depth, depth);
-    memset(row + depth, 0, k16 - depth);
-  }
-  const int8_t* w[kTileC];
-  auto filter_row = [&](int32_t o) {
-    return o >= first_tail ? s.tail_rows + (o - first_tail) * k16 : filter + o * depth;
-  };
-  const int64_t q_end = int64_t{row_end} * out_w;
-  for (int64_t q0 = int64_t{row_begin} * out_w; q0 < q_end; q0 += kTileP) {
-    const int32_t np = q_end - q0 < kTileP ? static_cast<int32_t>(q_end - q0) : kTileP;
-    for (int32_t j = 0; j < np; ++j) {
-      const int64_t q = q0 + j;
-      const int32_t b = static_cast<int32_t>(q / (int64_t{out_h} * out_w));
-      const int32_t rem = static_cast<int32_t>(q - int64_t{b} * out_h * out_w);
-      window_row(p, d, input, b, rem / out_w, rem % out_w, k16, s.rows + j * k16);
-    }
-    int32_t o = 0;
-    for (; o + kTileC <= out_c; o += kTileC) {
-      for (int32_t c = 0; c < kTileC; ++c) w[c] = filter_row(o + c);
-      if (np == kTileP)
-        gemm_tile<kTileP, kTileC>(s.rows, k16, w, s.acc + o, out_c);
-      else
-        for (int32_t j = 0; j < np; ++j)
-          gemm_tile<1, kTileC>(s.rows + j * k16, k16, w, s.acc + j * out_c + o, out_c);
-    }
-    for (; o < out_c; ++o) {
-      w[0] = filter_row(o);
-      for (int32_t j = 0; j < np; ++j)
-        gemm_tile<1, 1>(s.rows + j * k16, k16, w, s.acc + j * out_c + o, out_c);
-    }
-    // Requantize and store, 8 channels at a time.
-    for (int32_t j = 0; j < np; ++j) {
-      const int32_t* acc = s.acc + j * out_c;
-      int8_t* out = output + (q0 + j) * out_c;
-      int32_t c = 0;
-      for (; c + 8 <= out_c; c += 8) {
-        __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(acc + c));
-        if (bias) a = _mm256_add_epi32(a, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bias + c)));
-        a = tlm_avx2::multiply_by_quantized_multiplier(
-            a, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(multipliers + c)),
-            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(shifts + c)));
-        tlm_avx2::store_s8x8(out + c, tlm_avx2::offset_clamp(a, p->output_offset,
-                                                             p->activation_min,
-                                                             p->activation_max));
-      }
-      for (; c < out_c; ++c)
-        out[c] = requantize(p, acc[c] + (bias ? bias[c] : 0), multipliers[c], shifts[c]);
-    }
   }
 }
 
@@ -484,25 +362,19 @@ void tlm_conv2d_s8_fast_pack(const tlm_conv_dims* d, const int8_t* filter, void*
           o < d->output_c && k < depth ? filter[int64_t{o} * depth + k] : 0;
 }
 
+// Scratch: two im2col buffers, 32-byte aligned.
 size_t tlm_conv2d_s8_fast_scratch_bytes(const tlm_conv_dims* d) {
-  const size_t k16 = static_cast<size_t>(depth16(d));
-  const int32_t depth = d->filter_h * d->filter_w * d->input_c;
-  return 32 + 2 * round_up(kRows * k16 * 2 + 32, 32) + round_up(size_t{kTileP} * d->output_c * 4, 32) +
-         tail_bytes(depth, static_cast<int32_t>(k16));
+  return 32 + 2 * tile_rows_bytes(depth2(d));
 }
 
 bool tlm_conv2d_s8_fast(const tlm_conv2d_params* p, const tlm_conv_dims* d,
                         const int32_t* multipliers, const int32_t* shifts, const int8_t* input,
-                        const int8_t* filter, const int32_t* bias, const void* packed,
-                        int32_t row_begin, int32_t row_end, void* scratch, int8_t* output) {
-  if (!tlm_host_avx2() || p->dilation_h != 1 || p->dilation_w != 1) return false;
-  if (row_begin >= row_end) return true;
-  if (packed) {
+                        const void* packed, const int32_t* bias, int32_t row_begin,
+                        int32_t row_end, void* scratch, int8_t* output) {
+  if (!packed || !tlm_host_avx2() || p->dilation_h != 1 || p->dilation_w != 1) return false;
+  if (row_begin < row_end)
     conv_packed(p, d, multipliers, shifts, input, static_cast<const int16_t*>(packed), bias,
                 row_begin, row_end, scratch, output);
-    return true;
-  }
-  conv_fast(p, d, multipliers, shifts, input, filter, bias, row_begin, row_end, scratch, output);
   return true;
 }
 
@@ -513,8 +385,8 @@ size_t tlm_conv2d_s8_fast_packed_bytes(const tlm_conv_dims*) { return 0; }
 void tlm_conv2d_s8_fast_pack(const tlm_conv_dims*, const int8_t*, void*) {}
 
 bool tlm_conv2d_s8_fast(const tlm_conv2d_params*, const tlm_conv_dims*, const int32_t*,
-                        const int32_t*, const int8_t*, const int8_t*, const int32_t*,
-                        const void*, int32_t, int32_t, void*, int8_t*) {
+                        const int32_t*, const int8_t*, const void*, const int32_t*, int32_t,
+                        int32_t, void*, int8_t*) {
   return false;
 }
 

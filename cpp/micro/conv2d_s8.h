@@ -31,16 +31,16 @@ void tlm_conv2d_s8(const tlm_conv2d_params* params, const tlm_conv_dims* dims,
 // row_end) of the [batches * output_h] rows, bit for bit, computed as GEMM tiles over an int16
 // im2col in `scratch` (tlm_conv2d_s8_fast_scratch_bytes(dims) bytes, any alignment). `packed`:
 // the filter rearranged once by tlm_conv2d_s8_fast_pack into tlm_conv2d_s8_fast_packed_bytes(dims)
-// bytes (32-byte aligned), or null to read `filter` as it is (slower for narrow windows). Rows
-// computed in raster order, a tile's windows read before its outputs are written, so an output
-// trailing its input by window_lead (nn_types.h) stays exact. Returns false, writing nothing,
-// where this build or CPU has no fast path (always on the firmware).
+// bytes (32-byte aligned). Rows computed in raster order, a tile's windows read before its
+// outputs are written, so an output trailing its input by window_lead (nn_types.h) stays exact.
+// Returns false, writing nothing, where this build or CPU has no fast path (always on the
+// firmware), for dilated filters, and without `packed`.
 size_t tlm_conv2d_s8_fast_scratch_bytes(const tlm_conv_dims* dims);
 size_t tlm_conv2d_s8_fast_packed_bytes(const tlm_conv_dims* dims);
 void tlm_conv2d_s8_fast_pack(const tlm_conv_dims* dims, const int8_t* filter, void* packed);
 bool tlm_conv2d_s8_fast(const tlm_conv2d_params* params, const tlm_conv_dims* dims,
                         const int32_t* multipliers, const int32_t* shifts, const int8_t* input,
-                        const int8_t* filter, const int32_t* bias, const void* packed,
-                        int32_t row_begin, int32_t row_end, void* scratch, int8_t* output);
+                        const void* packed, const int32_t* bias, int32_t row_begin,
+                        int32_t row_end, void* scratch, int8_t* output);
 
 #endif  // TINYLEARN_MICRO_CONV2D_S8_H

@@ -429,8 +429,8 @@ inline const void* host_packed(const tlm_host* host, uint32_t op) {
 #if TLM_WITH_CONV_2D
 inline bool conv_host_rows(const ConvRun<tlm_conv2d_params>& a, int32_t begin, int32_t end,
                            void* scratch) {
-  return tlm_conv2d_s8_fast(a.p, a.d, a.multipliers, a.shifts, a.input, a.filter, a.bias,
-                            a.packed, begin, end, scratch, a.output);
+  return tlm_conv2d_s8_fast(a.p, a.d, a.multipliers, a.shifts, a.input, a.packed, a.bias, begin,
+                            end, scratch, a.output);
 }
 inline size_t conv_host_scratch(const tlm_conv2d_params*, const tlm_conv_dims* d) {
   return tlm_conv2d_s8_fast_scratch_bytes(d);
