@@ -128,6 +128,15 @@ bool random_case(std::mt19937& rng, int trial, Case* c) {
 
 // Runs the fast path over [0, out_features) in random pieces, checking after each piece that no
 // column at or beyond its end was written; false if there is no fast path.
+// The plain kernel's output for the case.
+std::vector<std::int8_t> plain_output(const Case& c) {
+  std::vector<std::int8_t> out(size_t(c.d.batches) * c.d.out_features);
+  tlm_fully_connected_ref_s8(&c.p, &c.d, c.input.data(), c.weights.data(),
+                             c.with_bias ? c.bias.data() : nullptr,
+                             c.per_channel ? c.scales.data() : nullptr, out.data());
+  return out;
+}
+
 bool run_fast_in_pieces(std::mt19937& rng, const Case& c, std::vector<std::int8_t>* got) {
   const tlm_fc_dims& d = c.d;
   const int32_t* bias = c.with_bias ? c.bias.data() : nullptr;
@@ -163,11 +172,8 @@ TEST_CASE("fully connected (reference requantization) fast path equals the plain
       continue;
     }
     const tlm_fc_dims& d = c.d;
-    const size_t out_bytes = size_t(d.batches) * d.out_features;
-    std::vector<std::int8_t> expected(out_bytes), got(out_bytes, 0x55);
-    tlm_fully_connected_ref_s8(&c.p, &d, c.input.data(), c.weights.data(),
-                               c.with_bias ? c.bias.data() : nullptr,
-                               c.per_channel ? c.scales.data() : nullptr, expected.data());
+    const std::vector<std::int8_t> expected = plain_output(c);
+    std::vector<std::int8_t> got(expected.size(), 0x55);
     if (!run_fast_in_pieces(rng, c, &got)) {
       CHECK_FALSE(tlm_host_avx2());
       break;
@@ -175,10 +181,10 @@ TEST_CASE("fully connected (reference requantization) fast path equals the plain
     REQUIRE(tlm_host_avx2());
     ++checked;
     if (c.p.scale_exponent > 1074) ++subnormal;
-    outputs += out_bytes;
+    outputs += expected.size();
     for (std::int8_t v : expected)
       inside += v > c.p.base.activation_min && v < c.p.base.activation_max;
-    for (size_t i = 0; i < out_bytes; ++i) {
+    for (size_t i = 0; i < expected.size(); ++i) {
       if (got[i] != expected[i]) {
         INFO("trial " << trial << " element " << i << " batches " << d.batches << " in "
                       << d.in_features << " out " << d.out_features << " per_channel "
@@ -203,11 +209,8 @@ TEST_CASE("fully connected fast path writes only its columns, and nothing for an
     Case c;
     if (!random_case(rng, trial + 1, &c)) continue;
     const tlm_fc_dims& d = c.d;
-    const size_t out_bytes = size_t(d.batches) * d.out_features;
-    std::vector<std::int8_t> expected(out_bytes), got(out_bytes, 0x55);
-    tlm_fully_connected_ref_s8(&c.p, &d, c.input.data(), c.weights.data(),
-                               c.with_bias ? c.bias.data() : nullptr,
-                               c.per_channel ? c.scales.data() : nullptr, expected.data());
+    const std::vector<std::int8_t> expected = plain_output(c);
+    std::vector<std::int8_t> got(expected.size(), 0x55);
     const int32_t o0 = std::uniform_int_distribution<int>(0, d.out_features)(rng);
     const int32_t o1 = std::uniform_int_distribution<int>(o0, d.out_features)(rng);
     std::vector<std::uint8_t> scratch(tlm_fully_connected_ref_s8_fast_scratch_bytes(&d));
