@@ -6,7 +6,10 @@
 #include "tinylearn/convert/convert.h"
 #include "tinylearn/micro/format.h"
 
+#include <unistd.h>
+
 #include "../train/parallel.h"
+#include "host_pool.h"
 
 namespace tinylearn {
 
@@ -21,6 +24,7 @@ Int8Model::Int8Model(const std::uint8_t* blob, std::size_t bytes) : bytes_(bytes
                                   " is newer than this tinylearn reads (version " +
                                   std::to_string(TLM_FORMAT_VERSION) + "): upgrade tinylearn");
   }
+  lock_ = std::make_unique<std::mutex>();
   storage_.assign((bytes + 3) / 4, 0);
   std::memcpy(storage_.data(), blob, bytes);
   const tlm_status s = tlm_model_init(&model_, storage_.data(), bytes);
@@ -38,17 +42,12 @@ Int8Model::Int8Model(const std::uint8_t* blob, std::size_t bytes) : bytes_(bytes
   }
 }
 
-namespace {
-
-// tlm_host's parallel hook: the parts of one operator on OpenMP threads.
-void omp_parallel(void*, std::int32_t parts, tlm_task_fn task, void* arg) {
-#ifdef _OPENMP
-#pragma omp parallel for num_threads(parts) schedule(static, 1)
-#endif
-  for (std::int32_t k = 0; k < parts; ++k) task(arg, k);
+Int8Model::~Int8Model() {
+  // In a forked child the pool's threads do not exist: leave it, joining them would hang.
+  if (pool_ && pool_pid_ != long(getpid())) (void)pool_.release();
 }
-
-}  // namespace
+Int8Model::Int8Model(Int8Model&&) noexcept = default;
+Int8Model& Int8Model::operator=(Int8Model&&) noexcept = default;
 
 tlm_tensor_info Int8Model::input_info() const {
   tlm_tensor_info info;
@@ -63,6 +62,7 @@ tlm_tensor_info Int8Model::output_info() const {
 }
 
 void Int8Model::invoke(const std::int8_t* in, std::int8_t* out, std::size_t n) {
+  std::lock_guard<std::mutex> guard(*lock_);
   const std::uint32_t in_size = input_size(), out_size = output_size();
   const std::size_t words = (tlm_arena_bytes(&model_) + 3) / 4 + 1;
   // Samples split over the cores, one arena per part (the core itself keeps no state outside
@@ -73,6 +73,13 @@ void Int8Model::invoke(const std::int8_t* in, std::int8_t* out, std::size_t n) {
   if (arena_.size() < parts * words) arena_.assign(parts * words, 0);
   if (scratch_.size() < workers * scratch_bytes_) scratch_.assign(workers * scratch_bytes_, 0);
   if (staging_.size() < parts * staging_words_) staging_.assign(parts * staging_words_, 0);
+  const bool split_ops = parts == 1 && workers > 1;
+  if (split_ops && (!pool_ || pool_pid_ != long(getpid()) || pool_->threads() != int(workers))) {
+    if (pool_ && pool_pid_ != long(getpid())) (void)pool_.release();  // see ~Int8Model
+    pool_.reset();
+    pool_ = std::make_unique<HostPool>(int(workers) - 1);
+    pool_pid_ = long(getpid());
+  }
   tlm_status status = TLM_OK;
   par::for_parts(n, parts, [&](std::size_t k, std::size_t b, std::size_t e) {
     void* arena = arena_.data() + k * words;
@@ -80,7 +87,8 @@ void Int8Model::invoke(const std::int8_t* in, std::int8_t* out, std::size_t n) {
     host.scratch = scratch_.data() + (parts > 1 ? k * scratch_bytes_ : 0);
     host.scratch_bytes = scratch_bytes_;
     host.workers = parts > 1 ? 1 : std::int32_t(workers);
-    host.parallel = parts > 1 || workers < 2 ? nullptr : omp_parallel;
+    host.parallel = split_ops ? HostPool::parallel : nullptr;
+    host.ctx = split_ops ? pool_.get() : nullptr;
     host.packed = packed_at_;
     host.staging = staging_.data() + k * staging_words_;
     host.staging_bytes = staging_words_ * 4;

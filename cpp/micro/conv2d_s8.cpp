@@ -125,16 +125,21 @@ TLM_HOST_CLONES void tlm_conv2d_s8(const tlm_conv2d_params* p, const tlm_conv_di
 }
 
 // ---------------------------------------------------------------------------------------------
-// Host fast path (host_simd.h). The same sums as above, arranged as a GEMM: a tile of kTileP
-// output pixels has its windows written as int16 rows (im2col) of (input + input_offset), 0 at
-// positions outside the input (a product of 0 is the omitted position), padded to an even
-// length. The filter is packed once (tlm_conv2d_s8_fast_pack) as int16 [k2 / 2][out_c8][2]: the
-// taps k, k + 1 of channel o side by side, so that one _mm256_madd_epi16 of a broadcast im2col
-// pair (x_k, x_k+1) with 8 channels' pairs adds 2 exact products to each of 8 channel lanes
-// (|pair| <= 2 * 32640, and every partial sum is a sum of a subset of the window's products, so
-// the accumulator bound above holds for it too). The accumulators hold whole channels, with no
-// horizontal sums; requantize_avx2.h requantizes 8 channels at once, lane by lane the arithmetic
-// of requantize.h. Channels past out_c are zero in the packing and never stored.
+// Host fast path (host_simd.h). The same sums as above, arranged as a GEMM read in place from a
+// padded int16 copy of the input (no im2col). A band of output rows gets the input rows its
+// windows cover widened once into `scratch` as (input + input_offset), with zero columns and rows
+// where the windows reach outside the input (a product of 0 is the omitted position). In that
+// copy the window of an output pixel is filter_h runs of filter_w * input_c consecutive int16,
+// one per filter row, `stride` pixels apart from the next pixel's. Each run is read in pairs;
+// when its length is odd, the last pair takes one int16 past the run, which meets a zero weight.
+// The filter is packed once (tlm_conv2d_s8_fast_pack) as int16 [filter_h][run2 / 2][out_c8][2]
+// (run2: the run length rounded up to even): the taps k, k + 1 of channel o side by side, so that
+// one _mm256_madd_epi16 of a broadcast input pair (x_k, x_k+1) with 8 channels' pairs adds 2
+// exact products to each of 8 channel lanes (|pair| <= 2 * 32640, and every partial sum is a sum
+// of a subset of the window's products, so the accumulator bound above holds for it too). The
+// accumulators hold whole channels, with no horizontal sums; requantize_avx2.h requantizes 8
+// channels at once, lane by lane the arithmetic of requantize.h. Channels past out_c are zero in
+// the packing and never stored.
 #if TLM_HOST_AVX2
 #include <immintrin.h>
 #include <string.h>
@@ -144,11 +149,27 @@ TLM_HOST_CLONES void tlm_conv2d_s8(const tlm_conv2d_params* p, const tlm_conv_di
 namespace {
 
 constexpr int32_t kTileP = 6;  // output pixels per tile (x 16 channels: 12 accumulators)
+// The padded input rows of one band: at most this many bytes, unless filter_h rows need more.
+constexpr size_t kBandBytes = 24 * 1024;
+constexpr int32_t kSlack = 16;  // int16 after the band, read by the last pixel's odd run
 
 inline size_t round_up(size_t n, size_t to) { return (n + to - 1) / to * to; }
 
-// One im2col buffer: kTileP rows of k2 int16, and 16 int16 of slack for widen_run.
-inline size_t tile_rows_bytes(int32_t k2) { return round_up(size_t{kTileP} * k2 * 2 + 32, 32); }
+inline int32_t channels8(int32_t out_c) { return (out_c + 7) & ~7; }
+// A window run (one filter row) in int16, rounded up to even.
+inline int32_t run2(const tlm_conv_dims* d) { return (d->filter_w * d->input_c + 1) & ~1; }
+// The padded row's width in pixels that the scratch is sized for: the input and a filter width
+// of zeros on each side (TFLite pads less than a filter on each side; a wider padding makes
+// tlm_conv2d_s8_fast return false).
+inline int32_t padded_w_max(const tlm_conv_dims* d) { return d->input_w + 2 * d->filter_w; }
+inline size_t row_bytes(const tlm_conv_dims* d) {
+  return size_t(padded_w_max(d)) * size_t(d->input_c) * 2;
+}
+// Padded rows the scratch holds: kBandBytes' worth, at least one window's filter_h.
+inline int64_t band_rows(const tlm_conv_dims* d) {
+  const int64_t rows = static_cast<int64_t>(kBandBytes / row_bytes(d));
+  return rows > d->filter_h ? rows : d->filter_h;
+}
 
 // dst[i] = src[i] + offset for i < n (int16: |.| <= 255).
 TLM_AVX2_TARGET inline void widen(const int8_t* src, int32_t n, int32_t offset, int16_t* dst) {
@@ -166,66 +187,11 @@ TLM_AVX2_TARGET inline void widen(const int8_t* src, int32_t n, int32_t offset, 
   for (; i < n; ++i) dst[i] = static_cast<int16_t>(src[i] + offset);
 }
 
-// widen() of a short run (n <= 16) in one vector when 16 bytes from src are inside the input
-// (before src_end): dst[n..15] get values of the bytes after the run, which the caller overwrites
-// (the next segment of the row, the zero tail) or never reads (the scratch's slack).
-TLM_AVX2_TARGET inline void widen_run(const int8_t* src, int32_t n, int32_t offset, int16_t* dst,
-                                      const int8_t* src_end) {
-  if (n <= 16 && src_end - src >= 16) {
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst),
-                        _mm256_add_epi16(tlm_avx2::load_s8x16_epi16(src),
-                                         _mm256_set1_epi16(static_cast<int16_t>(offset))));
-    return;
-  }
-  widen(src, n, offset, dst);
-}
-
-// The im2col row of output pixel (b, out_y, out_x): filter order (f_y, f_x, c), as OHWI.
-__attribute__((always_inline)) TLM_AVX2_TARGET inline void window_row(
-    const tlm_conv2d_params* p, const tlm_conv_dims* d, const int8_t* input, int32_t b,
-    int32_t out_y, int32_t out_x, int32_t length, int16_t* row) {
-  const int8_t* input_end = input + int64_t{d->batches} * d->input_h * d->input_w * d->input_c;
-  const int32_t in_h = d->input_h, in_w = d->input_w, in_c = d->input_c;
-  const int32_t f_h = d->filter_h, f_w = d->filter_w;
-  const int32_t y_origin = out_y * p->stride_h - p->pad_top;
-  const int32_t x_origin = out_x * p->stride_w - p->pad_left;
-  const int32_t x0 = x_origin < 0 ? -x_origin : 0;
-  const int32_t x1 = in_w - x_origin < f_w ? in_w - x_origin : f_w;
-  const int32_t line = f_w * in_c;
-  int16_t* r = row;
-  for (int32_t f_y = 0; f_y < f_h; ++f_y, r += line) {
-    const int32_t in_y = y_origin + f_y;
-    if (in_y < 0 || in_y >= in_h) {
-      memset(r, 0, sizeof(int16_t) * line);
-      continue;
-    }
-    widen_run(input + ((b * in_h + in_y) * in_w + x_origin + x0) * in_c, (x1 - x0) * in_c,
-              p->input_offset, r + x0 * in_c, input_end);
-    if (x0 > 0) memset(r, 0, sizeof(int16_t) * x0 * in_c);
-    if (x1 < f_w) memset(r + x1 * in_c, 0, sizeof(int16_t) * (f_w - x1) * in_c);
-  }
-  for (int32_t k = f_h * line; k < length; ++k) row[k] = 0;
-}
-
-inline int32_t channels8(int32_t out_c) { return (out_c + 7) & ~7; }
-inline int32_t depth2(const tlm_conv_dims* d) {
-  return (d->filter_h * d->filter_w * d->input_c + 1) & ~1;
-}
-
 // Requantizes 8 channel lanes [o, o + n) of one pixel and stores them (n < 8: the last block).
 TLM_AVX2_TARGET inline void store_channels(const tlm_conv2d_params* p, __m256i acc,
                                            const int32_t* multipliers, const int32_t* shifts,
                                            const int32_t* bias, int32_t o, int32_t n,
                                            int8_t* out) {
-  if (n == 8) {
-    if (bias) acc = _mm256_add_epi32(acc, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bias + o)));
-    acc = tlm_avx2::multiply_by_quantized_multiplier(
-        acc, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(multipliers + o)),
-        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(shifts + o)));
-    tlm_avx2::store_s8x8(out + o, tlm_avx2::offset_clamp(acc, p->output_offset,
-                                                         p->activation_min, p->activation_max));
-    return;
-  }
   alignas(32) int32_t lanes[8];
   _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), acc);
   for (int32_t j = 0; j < n; ++j)
@@ -233,138 +199,200 @@ TLM_AVX2_TARGET inline void store_channels(const tlm_conv2d_params* p, __m256i a
                             shifts[o + j]);
 }
 
-// NP pixels (im2col rows `rows`, k2 int16 apart) x 8 * NV channels from o.
-template <int NP, int NV>
-TLM_AVX2_TARGET inline void packed_tile(const tlm_conv2d_params* p, const int16_t* rows,
-                                        int32_t k2, const int16_t* packed, int32_t c8,
-                                        int32_t o, int32_t out_c, const int32_t* multipliers,
-                                        const int32_t* shifts, const int32_t* bias,
-                                        int8_t* out) {
-  __m256i acc[NP][NV];
-  for (int q = 0; q < NP; ++q)
-    for (int v = 0; v < NV; ++v) acc[q][v] = _mm256_setzero_si256();
-  const int16_t* w = packed + 2 * o;
-  for (int32_t k = 0; k < k2; k += 2, w += 2 * c8) {
-    __m256i wv[NV];
-    for (int v = 0; v < NV; ++v)
-      wv[v] = _mm256_load_si256(reinterpret_cast<const __m256i*>(w + 16 * v));
-    for (int q = 0; q < NP; ++q) {
-      int32_t pair;
-      memcpy(&pair, rows + q * k2 + k, 4);
-      const __m256i a = _mm256_set1_epi32(pair);
-      for (int v = 0; v < NV; ++v) acc[q][v] = _mm256_add_epi32(acc[q][v], _mm256_madd_epi16(a, wv[v]));
-    }
-  }
-  for (int v = 0; v < NV; ++v) {
-    const int32_t ov = o + 8 * v;
-    if (ov + 8 <= out_c) {  // 8 whole channels: their constants once for the NP pixels
-      const tlm_avx2::Requant8 c = tlm_avx2::requant8(
-          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(multipliers + ov)),
-          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(shifts + ov)));
-      const __m256i b = bias ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bias + ov))
-                             : _mm256_setzero_si256();
-      for (int q = 0; q < NP; ++q) {
-        const __m256i y =
-            tlm_avx2::multiply_by_quantized_multiplier(_mm256_add_epi32(acc[q][v], b), c);
-        tlm_avx2::store_s8x8(out + q * out_c + ov,
-                             tlm_avx2::offset_clamp(y, p->output_offset, p->activation_min,
-                                                    p->activation_max));
-      }
-    } else if (ov < out_c) {
-      for (int q = 0; q < NP; ++q)
-        store_channels(p, acc[q][v], multipliers, shifts, bias, ov, out_c - ov, out + q * out_c);
-    }
-  }
+// Where a tile reads: pixel q's window run for filter row f_y starts at base[q] + f_y * line.
+struct Runs {
+  const int16_t* base[kTileP];
+  int32_t rows;   // filter_h
+  int64_t line;   // int16 between padded rows
+  int32_t pairs;  // run2 / 2
+};
+
+TLM_AVX2_TARGET inline __m256i broadcast_pair(const int16_t* x) {
+  int32_t pair;
+  memcpy(&pair, x, 4);
+  return _mm256_set1_epi32(pair);
 }
 
-
-// The im2col rows (k2 apart) of the tile of pixels [q0, min(q0 + kTileP, q_end)).
-TLM_AVX2_TARGET void build_tile(const tlm_conv2d_params* p, const tlm_conv_dims* d,
-                                const int8_t* input, bool pointwise, int64_t q0, int64_t q_end,
-                                int32_t k2, int16_t* buf) {
-  const int32_t out_h = d->output_h, out_w = d->output_w;
-  const int32_t np = q_end - q0 < kTileP ? static_cast<int32_t>(q_end - q0) : kTileP;
-  if (pointwise) {
-    widen(input + q0 * k2, np * k2, p->input_offset, buf);
-    return;
+// The GEMM of a full tile (kTileP pixels) with 16 channels from o: 12 accumulators, named so that
+// the compiler keeps them in registers (as an array they were spilled around every madd).
+#define TLM_MADD2(acc0, acc1, x)                                            \
+  {                                                                         \
+    const __m256i a = broadcast_pair(x);                                    \
+    acc0 = _mm256_add_epi32(acc0, _mm256_madd_epi16(a, w0));                \
+    acc1 = _mm256_add_epi32(acc1, _mm256_madd_epi16(a, w1));                \
   }
-  for (int32_t j = 0; j < np; ++j) {
-    const int64_t q = q0 + j;
-    const int32_t b = static_cast<int32_t>(q / (int64_t{out_h} * out_w));
-    const int32_t rem = static_cast<int32_t>(q - int64_t{b} * out_h * out_w);
-    window_row(p, d, input, b, rem / out_w, rem % out_w, k2, buf + j * k2);
+TLM_AVX2_TARGET __attribute__((noinline)) void gemm_6x16(const Runs& t, const int16_t* packed,
+                                                         int32_t c8, int32_t o, __m256i* acc) {
+  __m256i a00 = _mm256_setzero_si256(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00;
+  __m256i a30 = a00, a31 = a00, a40 = a00, a41 = a00, a50 = a00, a51 = a00;
+  const int16_t* w = packed + 2 * o;
+  for (int32_t f_y = 0; f_y < t.rows; ++f_y) {
+    const int64_t at = f_y * t.line;
+    const int16_t *x0 = t.base[0] + at, *x1 = t.base[1] + at, *x2 = t.base[2] + at;
+    const int16_t *x3 = t.base[3] + at, *x4 = t.base[4] + at, *x5 = t.base[5] + at;
+    for (int32_t k = 0; k < 2 * t.pairs; k += 2, w += 2 * c8) {
+      const __m256i w0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(w));
+      const __m256i w1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(w + 16));
+      TLM_MADD2(a00, a01, x0 + k)
+      TLM_MADD2(a10, a11, x1 + k)
+      TLM_MADD2(a20, a21, x2 + k)
+      TLM_MADD2(a30, a31, x3 + k)
+      TLM_MADD2(a40, a41, x4 + k)
+      TLM_MADD2(a50, a51, x5 + k)
+    }
+  }
+  acc[0] = a00, acc[1] = a01, acc[2] = a10, acc[3] = a11, acc[4] = a20, acc[5] = a21;
+  acc[6] = a30, acc[7] = a31, acc[8] = a40, acc[9] = a41, acc[10] = a50, acc[11] = a51;
+}
+#undef TLM_MADD2
+
+// The same for 8 channels from o: 6 accumulators.
+TLM_AVX2_TARGET __attribute__((noinline)) void gemm_6x8(const Runs& t, const int16_t* packed,
+                                                        int32_t c8, int32_t o, __m256i* acc) {
+  __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0;
+  const int16_t* w = packed + 2 * o;
+  for (int32_t f_y = 0; f_y < t.rows; ++f_y) {
+    const int64_t at = f_y * t.line;
+    const int16_t *x0 = t.base[0] + at, *x1 = t.base[1] + at, *x2 = t.base[2] + at;
+    const int16_t *x3 = t.base[3] + at, *x4 = t.base[4] + at, *x5 = t.base[5] + at;
+    for (int32_t k = 0; k < 2 * t.pairs; k += 2, w += 2 * c8) {
+      const __m256i w0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(w));
+      a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(broadcast_pair(x0 + k), w0));
+      a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(broadcast_pair(x1 + k), w0));
+      a2 = _mm256_add_epi32(a2, _mm256_madd_epi16(broadcast_pair(x2 + k), w0));
+      a3 = _mm256_add_epi32(a3, _mm256_madd_epi16(broadcast_pair(x3 + k), w0));
+      a4 = _mm256_add_epi32(a4, _mm256_madd_epi16(broadcast_pair(x4 + k), w0));
+      a5 = _mm256_add_epi32(a5, _mm256_madd_epi16(broadcast_pair(x5 + k), w0));
+    }
+  }
+  acc[0] = a0, acc[1] = a1, acc[2] = a2, acc[3] = a3, acc[4] = a4, acc[5] = a5;
+}
+
+// Output rows [r0, r1) of one image (batch b): their input rows widened and padded into `band`
+// (rows of `pw` pixels), then the GEMM tiles.
+TLM_AVX2_TARGET void conv_band(const tlm_conv2d_params* p, const tlm_conv_dims* d,
+                               const int32_t* multipliers, const int32_t* shifts,
+                               const int8_t* input, const int16_t* packed, const int32_t* bias,
+                               int32_t b, int32_t r0, int32_t r1, int32_t pw, int16_t* band,
+                               int8_t* output) {
+  const int32_t in_h = d->input_h, in_w = d->input_w, in_c = d->input_c;
+  const int32_t out_w = d->output_w, out_c = d->output_c, c8 = channels8(out_c);
+  const int64_t line = int64_t{pw} * in_c;
+  // Padded row i holds input row y_top + i; its pixel j is input column j - pad_left.
+  const int32_t y_top = r0 * p->stride_h - p->pad_top;
+  const int32_t rows = (r1 - 1 - r0) * p->stride_h + d->filter_h;
+  const int32_t left = p->pad_left;
+  const int32_t right = pw - left - in_w;  // >= 0: checked by the caller
+  for (int32_t i = 0; i < rows; ++i) {
+    int16_t* row = band + i * line;
+    const int32_t y = y_top + i;
+    if (y < 0 || y >= in_h) {
+      memset(row, 0, sizeof(int16_t) * size_t(line));
+      continue;
+    }
+    memset(row, 0, sizeof(int16_t) * size_t(left) * in_c);
+    widen(input + ((int64_t{b} * in_h + y) * in_w) * in_c, in_w * in_c, p->input_offset,
+          row + int64_t{left} * in_c);
+    memset(row + int64_t{left + in_w} * in_c, 0, sizeof(int16_t) * size_t(right) * in_c);
+  }
+  memset(band + rows * line, 0, sizeof(int16_t) * kSlack);
+
+  Runs t;
+  t.rows = d->filter_h;
+  t.line = line;
+  t.pairs = run2(d) / 2;
+  const int64_t q_end = int64_t{r1 - r0} * out_w;
+  int8_t* out_band = output + (int64_t{b} * d->output_h + r0) * out_w * out_c;
+  const tlm_avx2::Clamp8 clamp =
+      tlm_avx2::clamp8(p->output_offset, p->activation_min, p->activation_max);
+  // Channel blocks outer, so that their requantization constants are made once per band.
+  for (int32_t o = 0; o < c8; o += 16) {
+    const int nv = c8 - o >= 16 ? 2 : 1;
+    tlm_avx2::Requant8 rq[2];
+    __m256i bias8[2];
+    bool whole[2];
+    for (int v = 0; v < nv; ++v) {
+      const int32_t ov = o + 8 * v;
+      whole[v] = ov + 8 <= out_c;  // else the last block, of out_c % 8 channels
+      if (!whole[v]) continue;
+      rq[v] = tlm_avx2::requant8(
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(multipliers + ov)),
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(shifts + ov)));
+      bias8[v] = bias ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bias + ov))
+                      : _mm256_setzero_si256();
+    }
+    int32_t oy = 0, ox = 0;  // of pixel q0 in the band
+    for (int64_t q0 = 0; q0 < q_end; q0 += kTileP) {
+      // A last tile of fewer pixels repeats its last one (computed, not stored).
+      const int32_t np = q_end - q0 < kTileP ? static_cast<int32_t>(q_end - q0) : kTileP;
+      for (int32_t j = 0; j < np; ++j) {
+        t.base[j] = band + int64_t{oy} * p->stride_h * line + int64_t{ox} * p->stride_w * in_c;
+        if (++ox == out_w) ox = 0, ++oy;
+      }
+      for (int32_t j = np; j < kTileP; ++j) t.base[j] = t.base[np - 1];
+      alignas(32) __m256i acc[kTileP * 2];
+      if (nv == 2)
+        gemm_6x16(t, packed, c8, o, acc);
+      else
+        gemm_6x8(t, packed, c8, o, acc);
+      int8_t* out = out_band + q0 * out_c;
+      for (int v = 0; v < nv; ++v) {
+        const int32_t ov = o + 8 * v;
+        for (int32_t j = 0; j < np; ++j) {
+          if (whole[v]) {
+            const __m256i y = tlm_avx2::multiply_by_quantized_multiplier(
+                _mm256_add_epi32(acc[j * nv + v], bias8[v]), rq[v]);
+            tlm_avx2::store_s8x8(out + j * out_c + ov, tlm_avx2::offset_clamp(y, clamp));
+          } else {
+            store_channels(p, acc[j * nv + v], multipliers, shifts, bias, ov, out_c - ov,
+                           out + j * out_c);
+          }
+        }
+      }
+    }
   }
 }
 
 TLM_AVX2_TARGET void conv_packed(const tlm_conv2d_params* p, const tlm_conv_dims* d,
                                  const int32_t* multipliers, const int32_t* shifts,
                                  const int8_t* input, const int16_t* packed, const int32_t* bias,
-                                 int32_t row_begin, int32_t row_end, void* scratch,
+                                 int32_t row_begin, int32_t row_end, int32_t pw, void* scratch,
                                  int8_t* output) {
-  const int32_t out_h = d->output_h, out_w = d->output_w, out_c = d->output_c;
-  const int32_t k2 = depth2(d), c8 = channels8(out_c);
-  // Two im2col buffers: the next tile's rows are written while this tile's are read, so that the
-  // GEMM's 4-byte loads do not wait on (or fail to forward from) the stores just made.
-  int16_t* rows = reinterpret_cast<int16_t*>(round_up(reinterpret_cast<uintptr_t>(scratch), 32));
-  int16_t* next_rows = rows + tile_rows_bytes(k2) / 2;
-  const int64_t q_end = int64_t{row_end} * out_w;
-  // A 1x1 filter moved by 1 without padding: output pixel q's window is input pixel q, so a
-  // tile's im2col rows are consecutive input bytes (when in_c is even, k2 == in_c).
-  const bool pointwise = d->filter_h == 1 && d->filter_w == 1 && p->stride_h == 1 &&
-                         p->stride_w == 1 && p->pad_top == 0 && p->pad_left == 0 &&
-                         d->input_h == out_h && d->input_w == out_w && k2 == d->input_c;
-  const int64_t q_begin = int64_t{row_begin} * out_w;
-  if (q_begin < q_end) build_tile(p, d, input, pointwise, q_begin, q_end, k2, rows);
-  for (int64_t q0 = q_begin; q0 < q_end; q0 += kTileP) {
-    const int32_t np = q_end - q0 < kTileP ? static_cast<int32_t>(q_end - q0) : kTileP;
-    // Reading the next tile's windows before this tile's outputs are written is safe: an output
-    // trailing its input overwrites only bytes no later window reads (window_lead).
-    if (q0 + kTileP < q_end)
-      build_tile(p, d, input, pointwise, q0 + kTileP, q_end, k2, next_rows);
-    int8_t* out = output + q0 * out_c;
-    for (int32_t o = 0; o < c8; o += 16) {
-      const bool two = c8 - o >= 16;
-      if (np == kTileP) {
-        if (two)
-          packed_tile<kTileP, 2>(p, rows, k2, packed, c8, o, out_c, multipliers, shifts, bias, out);
-        else
-          packed_tile<kTileP, 1>(p, rows, k2, packed, c8, o, out_c, multipliers, shifts, bias, out);
-      } else {
-        for (int32_t j = 0; j < np; ++j) {
-          if (two)
-            packed_tile<1, 2>(p, rows + j * k2, k2, packed, c8, o, out_c, multipliers, shifts,
-                              bias, out + j * out_c);
-          else
-            packed_tile<1, 1>(p, rows + j * k2, k2, packed, c8, o, out_c, multipliers, shifts,
-                              bias, out + j * out_c);
-        }
-      }
-    }
-    int16_t* t = rows;
-    rows = next_rows;
-    next_rows = t;
+  int16_t* band = reinterpret_cast<int16_t*>(round_up(reinterpret_cast<uintptr_t>(scratch), 32));
+  const int32_t out_h = d->output_h;
+  // Output rows per band: their windows cover (n - 1) * stride + filter_h padded rows.
+  const int64_t fit = (band_rows(d) - d->filter_h) / p->stride_h + 1;
+  for (int32_t r = row_begin; r < row_end;) {
+    const int32_t b = r / out_h, y = r - b * out_h;
+    int64_t n = out_h - y;  // to the end of this image
+    if (n > row_end - r) n = row_end - r;
+    if (n > fit) n = fit;
+    conv_band(p, d, multipliers, shifts, input, packed, bias, b, y, y + static_cast<int32_t>(n),
+              pw, band, output);
+    r += static_cast<int32_t>(n);
   }
 }
 
 }  // namespace
 
 size_t tlm_conv2d_s8_fast_packed_bytes(const tlm_conv_dims* d) {
-  return size_t(depth2(d)) * channels8(d->output_c) * 2;
+  return size_t(d->filter_h) * size_t(run2(d)) * size_t(channels8(d->output_c)) * 2;
 }
 
 void tlm_conv2d_s8_fast_pack(const tlm_conv_dims* d, const int8_t* filter, void* packed) {
-  const int32_t depth = d->filter_h * d->filter_w * d->input_c, k2 = depth2(d);
-  const int32_t c8 = channels8(d->output_c);
+  const int32_t run = d->filter_w * d->input_c, r2 = run2(d), c8 = channels8(d->output_c);
+  const int32_t depth = d->filter_h * run;
   int16_t* w = static_cast<int16_t*>(packed);
-  for (int32_t k = 0; k < k2; ++k)
-    for (int32_t o = 0; o < c8; ++o)
-      w[(k / 2 * c8 + o) * 2 + (k & 1)] =
-          o < d->output_c && k < depth ? filter[int64_t{o} * depth + k] : 0;
+  for (int32_t f_y = 0; f_y < d->filter_h; ++f_y)
+    for (int32_t k = 0; k < r2; ++k)
+      for (int32_t o = 0; o < c8; ++o)
+        w[((int64_t{f_y} * r2 + k) / 2 * c8 + o) * 2 + (k & 1)] =
+            o < d->output_c && k < run ? filter[int64_t{o} * depth + f_y * run + k] : 0;
 }
 
-// Scratch: two im2col buffers, 32-byte aligned.
+// Scratch: one band of padded input rows (and its slack), 32-byte aligned.
 size_t tlm_conv2d_s8_fast_scratch_bytes(const tlm_conv_dims* d) {
-  return 32 + 2 * tile_rows_bytes(depth2(d));
+  return 32 + size_t(band_rows(d)) * row_bytes(d) + 2 * kSlack;
 }
 
 bool tlm_conv2d_s8_fast(const tlm_conv2d_params* p, const tlm_conv_dims* d,
@@ -372,9 +400,14 @@ bool tlm_conv2d_s8_fast(const tlm_conv2d_params* p, const tlm_conv_dims* d,
                         const void* packed, const int32_t* bias, int32_t row_begin,
                         int32_t row_end, void* scratch, int8_t* output) {
   if (!packed || !tlm_host_avx2() || p->dilation_h != 1 || p->dilation_w != 1) return false;
+  // The padded row: the input with pad_left zero pixels before it, and after it as many as the
+  // last window needs past the input.
+  const int32_t reach = (d->output_w - 1) * p->stride_w + d->filter_w - p->pad_left;
+  const int32_t pw = p->pad_left + (reach > d->input_w ? reach : d->input_w);
+  if (p->pad_left < 0 || p->pad_top < 0 || pw > padded_w_max(d)) return false;
   if (row_begin < row_end)
     conv_packed(p, d, multipliers, shifts, input, static_cast<const int16_t*>(packed), bias,
-                row_begin, row_end, scratch, output);
+                row_begin, row_end, pw, scratch, output);
   return true;
 }
 

@@ -28,13 +28,14 @@ void tlm_conv2d_s8(const tlm_conv2d_params* params, const tlm_conv_dims* dims,
                    const int8_t* filter, const int32_t* bias, int8_t* output);
 
 // Host fast path (host_simd.h): the bytes tlm_conv2d_s8 writes for output rows [row_begin,
-// row_end) of the [batches * output_h] rows, bit for bit, computed as GEMM tiles over an int16
-// im2col in `scratch` (tlm_conv2d_s8_fast_scratch_bytes(dims) bytes, any alignment). `packed`:
-// the filter rearranged once by tlm_conv2d_s8_fast_pack into tlm_conv2d_s8_fast_packed_bytes(dims)
-// bytes (32-byte aligned). Rows computed in raster order, a tile's windows read before its
-// outputs are written, so an output trailing its input by window_lead (nn_types.h) stays exact.
+// row_end) of the [batches * output_h] rows, bit for bit, computed as GEMM tiles read in place
+// from bands of padded int16 input rows in `scratch` (tlm_conv2d_s8_fast_scratch_bytes(dims)
+// bytes, any alignment; one per concurrent caller). `packed`: the filter rearranged once by
+// tlm_conv2d_s8_fast_pack into tlm_conv2d_s8_fast_packed_bytes(dims) bytes (32-byte aligned).
+// Bands run in raster order, each band's input read before its outputs are written, so an output
+// trailing its input by window_lead (nn_types.h) stays exact for one caller over all rows.
 // Returns false, writing nothing, where this build or CPU has no fast path (always on the
-// firmware), for dilated filters, and without `packed`.
+// firmware), for dilated filters, paddings of a filter width or more, and without `packed`.
 size_t tlm_conv2d_s8_fast_scratch_bytes(const tlm_conv_dims* dims);
 size_t tlm_conv2d_s8_fast_packed_bytes(const tlm_conv_dims* dims);
 void tlm_conv2d_s8_fast_pack(const tlm_conv_dims* dims, const int8_t* filter, void* packed);

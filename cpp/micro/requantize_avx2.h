@@ -25,7 +25,7 @@ TLM_AVX2_TARGET inline __m256i rounding_doubling_high_mul(__m256i a, __m256i b) 
   const __m256i odd = _mm256_add_epi64(
       _mm256_mul_epi32(_mm256_srli_epi64(a, 32), _mm256_srli_epi64(b, 32)), nudge);
   const __m256i lo = _mm256_srli_epi64(even, 31);  // result in the low half of each 64-bit lane
-  const __m256i hi = _mm256_slli_epi64(_mm256_srli_epi64(odd, 31), 32);
+  const __m256i hi = _mm256_slli_epi64(odd, 1);  // bits 31..62 in the high half
   return _mm256_blend_epi32(lo, hi, 0xAA);
 }
 
@@ -55,12 +55,13 @@ TLM_AVX2_TARGET inline __m256i multiply_by_quantized_multiplier(__m256i x, __m25
 // The per-channel parts of multiply_by_quantized_multiplier, computed once for 8 channels and
 // applied to many pixels.
 struct Requant8 {
-  __m256i multiplier, left, right, mask, half_mask;
+  __m256i multiplier, multiplier_odd, left, right, mask, half_mask;  // odd: lanes 1, 3, 5, 7
 };
 
 TLM_AVX2_TARGET inline Requant8 requant8(__m256i multiplier, __m256i shift) {
   Requant8 c;
   c.multiplier = multiplier;
+  c.multiplier_odd = _mm256_srli_epi64(multiplier, 32);
   c.left = _mm256_max_epi32(shift, _mm256_setzero_si256());
   c.right = _mm256_sub_epi32(c.left, shift);
   const __m256i one = _mm256_set1_epi32(1);
@@ -72,7 +73,15 @@ TLM_AVX2_TARGET inline Requant8 requant8(__m256i multiplier, __m256i shift) {
 // multiply_by_quantized_multiplier(x, multiplier, shift) with requant8's constants: the same
 // operations, lane by lane.
 TLM_AVX2_TARGET inline __m256i multiply_by_quantized_multiplier(__m256i x, const Requant8& c) {
-  x = rounding_doubling_high_mul(_mm256_sllv_epi32(x, c.left), c.multiplier);
+  {  // rounding_doubling_high_mul(x << left, multiplier) with the odd lanes' multiplier hoisted,
+     // and those lanes' result (bits 31..62 of the 64-bit sum) moved to the high half in one shift
+    const __m256i nudge = _mm256_set1_epi64x(int64_t{1} << 30);
+    x = _mm256_sllv_epi32(x, c.left);
+    const __m256i even = _mm256_add_epi64(_mm256_mul_epi32(x, c.multiplier), nudge);
+    const __m256i odd =
+        _mm256_add_epi64(_mm256_mul_epi32(_mm256_srli_epi64(x, 32), c.multiplier_odd), nudge);
+    x = _mm256_blend_epi32(_mm256_srli_epi64(even, 31), _mm256_slli_epi64(odd, 1), 0xAA);
+  }
   const __m256i remainder = _mm256_and_si256(x, c.mask);
   const __m256i threshold =
       _mm256_sub_epi32(c.half_mask, _mm256_cmpgt_epi32(_mm256_setzero_si256(), x));
@@ -88,6 +97,19 @@ TLM_AVX2_TARGET inline __m256i offset_clamp(__m256i x, int32_t offset, int32_t l
 }
 
 // The low byte of each of the 8 lanes (values already in [-128, 127]), stored to out[0..7].
+// offset_clamp with its vectors made once (a loop's stores may alias the params they come from,
+// which would make the compiler load and broadcast them again after every store).
+struct Clamp8 {
+  __m256i lo, hi, offset;  // lo and hi less the offset
+};
+TLM_AVX2_TARGET inline Clamp8 clamp8(int32_t offset, int32_t lo, int32_t hi) {
+  return {_mm256_set1_epi32(lo - offset), _mm256_set1_epi32(hi - offset),
+          _mm256_set1_epi32(offset)};
+}
+TLM_AVX2_TARGET inline __m256i offset_clamp(__m256i x, const Clamp8& c) {
+  return _mm256_add_epi32(_mm256_min_epi32(_mm256_max_epi32(x, c.lo), c.hi), c.offset);
+}
+
 TLM_AVX2_TARGET inline void store_s8x8(int8_t* out, __m256i x) {
   const __m128i lo = _mm256_castsi256_si128(x), hi = _mm256_extracti128_si256(x, 1);
   const __m128i w = _mm_packs_epi32(lo, hi);  // exact: values fit int16

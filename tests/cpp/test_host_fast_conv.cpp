@@ -1,5 +1,5 @@
-// The host fast path of conv2d (tlm_conv2d_s8_fast: int16 im2col + AVX2 GEMM tiles over the
-// packed filter + vector requantization) against the plain kernel, byte for byte, over random shapes, strides, paddings,
+// The host fast path of conv2d (tlm_conv2d_s8_fast: bands of padded int16 input rows + AVX2 GEMM
+// tiles over the packed filter + vector requantization) against the plain kernel, byte for byte, over random shapes, strides, paddings,
 // offsets, multipliers, shifts, biases and clamps with fixed seeds, computed in random row
 // ranges as the host interpreter splits an operator over threads. The plain kernel itself is
 // checked against independent references and TFLite in test_kernels_s8.cpp.
@@ -36,12 +36,13 @@ void axis(std::mt19937& rng, int32_t in, int32_t k, int32_t stride, bool same, i
   (void)rng;
 }
 
-bool random_case(std::mt19937& rng, Case* c) {
+// large: images up to 48 x 48 (several bands of padded rows per image, tiles across rows).
+bool random_case(std::mt19937& rng, Case* c, bool large = false) {
   auto u = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
   tlm_conv_dims& d = c->d;
-  d.batches = u(1, 2);
-  d.input_h = u(1, 14);
-  d.input_w = u(1, 14);
+  d.batches = large ? u(1, 3) : u(1, 2);
+  d.input_h = large ? u(20, 48) : u(1, 14);
+  d.input_w = large ? u(20, 48) : u(1, 14);
   d.input_c = u(0, 3) == 0 ? u(1, 3) : u(1, 40);
   d.filter_h = u(1, 5);
   d.filter_w = u(1, 5);
@@ -80,12 +81,15 @@ bool random_case(std::mt19937& rng, Case* c) {
 
 }  // namespace
 
-TEST_CASE("conv2d fast path equals the plain kernel, any row split") {
-  std::mt19937 rng(20261122);
+namespace {
+
+// Runs trials random cases (random_case(large)) through the fast path in random row pieces of
+// 1..max_piece rows; returns how many were checked.
+int check_fast_equals_plain(std::mt19937& rng, int trials, bool large, int max_piece) {
   int checked = 0;
-  for (int trial = 0; trial < 600; ++trial) {
+  for (int trial = 0; trial < trials; ++trial) {
     Case c;
-    if (!random_case(rng, &c)) continue;
+    if (!random_case(rng, &c, large)) continue;
     const tlm_conv_dims& d = c.d;
     const int32_t* bias = c.with_bias ? c.bias.data() : nullptr;
     const size_t out_bytes = size_t(d.batches) * d.output_h * d.output_w * d.output_c;
@@ -104,7 +108,8 @@ TEST_CASE("conv2d fast path equals the plain kernel, any row split") {
     const int32_t rows = d.batches * d.output_h;
     // Random pieces [r0, r1); between pieces, the bytes of later rows must be untouched.
     for (int32_t r0 = 0; r0 < rows;) {
-      const int32_t r1 = std::min(rows, r0 + std::uniform_int_distribution<int>(1, 4)(rng));
+      const int32_t r1 =
+          std::min(rows, r0 + std::uniform_int_distribution<int>(1, max_piece)(rng));
       // Misaligned scratch on purpose: the kernel aligns it.
       const bool ran = tlm_conv2d_s8_fast(&c.p, &d, c.multipliers.data(), c.shifts.data(),
                                           c.input.data(), packed_at, bias, r0, r1,
@@ -129,5 +134,19 @@ TEST_CASE("conv2d fast path equals the plain kernel, any row split") {
       }
     }
   }
+  return checked;
+}
+
+}  // namespace
+
+TEST_CASE("conv2d fast path equals the plain kernel, any row split") {
+  std::mt19937 rng(20261122);
+  const int checked = check_fast_equals_plain(rng, 600, false, 4);
   if (tlm_host_avx2()) CHECK(checked >= 300);
+}
+
+TEST_CASE("conv2d fast path equals the plain kernel on images of several bands") {
+  std::mt19937 rng(20261123);
+  const int checked = check_fast_equals_plain(rng, 120, true, 60);
+  if (tlm_host_avx2()) CHECK(checked >= 60);
 }

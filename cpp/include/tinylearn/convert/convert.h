@@ -10,6 +10,8 @@
 #define TINYLEARN_CONVERT_CONVERT_H
 
 #include <cstdint>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -100,15 +102,21 @@ std::uint32_t crc32(const std::uint8_t* data, std::size_t n);
 
 // Runs a blob with the freestanding core on the host. Throws std::invalid_argument with the
 // core's status when the blob is rejected.
+class HostPool;
+
 class Int8Model {
  public:
   Int8Model(const std::uint8_t* blob, std::size_t bytes);
+  ~Int8Model();
+  Int8Model(Int8Model&&) noexcept;
+  Int8Model& operator=(Int8Model&&) noexcept;
   const tlm_model& model() const { return model_; }
   tlm_tensor_info input_info() const;
   tlm_tensor_info output_info() const;
   std::uint32_t input_size() const { return input_info().bytes; }
   std::uint32_t output_size() const { return output_info().bytes; }
-  // n samples: in (n, input_size) int8 -> out (n, output_size) int8.
+  // n samples: in (n, input_size) int8 -> out (n, output_size) int8. Thread-safe: concurrent
+  // calls on one model run one after another (they share its arena).
   void invoke(const std::int8_t* in, std::int8_t* out, std::size_t n);
   // Float in, float out: quantize the input, invoke, dequantize the output.
   void predict(const float* in, float* out, std::size_t n);
@@ -126,6 +134,9 @@ class Int8Model {
   const void* packed_at_ = nullptr;
   std::size_t staging_words_ = 0;       // tlm_host.staging per part (tlm_host_staging_bytes)
   std::vector<std::uint32_t> staging_;  // one slice per batch part
+  std::unique_ptr<std::mutex> lock_;    // held by invoke
+  std::unique_ptr<HostPool> pool_;      // single samples' operator parts (made on first use)
+  long pool_pid_ = 0;                   // the process that made pool_ (a forked child remakes it)
 };
 
 }  // namespace tinylearn

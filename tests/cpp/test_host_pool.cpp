@@ -1,0 +1,77 @@
+// The spinning fork-join pool that runs a single sample's operator parts on the cores
+// (cpp/convert/host_pool.h): every part runs exactly once per call, on distinct threads, and
+// calls keep working after the helpers have gone to sleep.
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <chrono>
+#include <set>
+#include <thread>
+#include <vector>
+
+#include "../../cpp/convert/host_pool.h"
+
+namespace {
+
+struct Job {
+  std::atomic<int> runs[8];
+  std::thread::id who[8];
+};
+
+void count_part(void* arg, std::int32_t k) {
+  Job* job = static_cast<Job*>(arg);
+  job->runs[k].fetch_add(1);
+  job->who[k] = std::this_thread::get_id();
+}
+
+// Runs `parts` parts `calls` times, each call on a fresh job; checks each part ran once, and
+// (more than one part) on as many threads.
+void check_calls(tinylearn::HostPool& pool, int parts, int calls, bool pause_between) {
+  for (int c = 0; c < calls; ++c) {
+    Job job;
+    for (auto& r : job.runs) r.store(0);
+    pool.run(parts, count_part, &job);
+    std::set<std::thread::id> threads;
+    for (int k = 0; k < parts; ++k) {
+      REQUIRE(job.runs[k].load() == 1);
+      threads.insert(job.who[k]);
+    }
+    for (int k = parts; k < 8; ++k) REQUIRE(job.runs[k].load() == 0);
+    REQUIRE(int(threads.size()) == parts);
+    if (pause_between) std::this_thread::sleep_for(std::chrono::milliseconds(2));  // helpers sleep
+  }
+}
+
+}  // namespace
+
+TEST_CASE("host pool runs every part once, spinning and after sleeping") {
+  tinylearn::HostPool pool(1);
+  CHECK(pool.threads() == 2);
+  check_calls(pool, 2, 20000, false);
+  check_calls(pool, 1, 100, false);
+  check_calls(pool, 2, 30, true);
+  // More threads than this machine may have cores: slower (spinning threads get preempted), but
+  // exact.
+  tinylearn::HostPool wide(3);
+  CHECK(wide.threads() == 4);
+  check_calls(wide, 4, 200, false);
+  check_calls(wide, 2, 200, false);  // fewer parts than threads
+  check_calls(wide, 4, 10, true);
+}
+
+TEST_CASE("host pool without helpers runs the parts on the caller") {
+  tinylearn::HostPool pool(0);
+  Job job;
+  for (auto& r : job.runs) r.store(0);
+  pool.run(1, count_part, &job);
+  CHECK(job.runs[0].load() == 1);
+  CHECK((job.who[0] == std::this_thread::get_id()));
+}
+
+TEST_CASE("host pool is destroyed cleanly while its helpers spin or sleep") {
+  for (int i = 0; i < 20; ++i) {
+    tinylearn::HostPool pool(1);
+    check_calls(pool, 2, 5, false);
+    if (i % 2) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+}
