@@ -9,6 +9,7 @@
 // Accumulator bound: |sum| <= 128 * count and count <= filter_h * filter_w <= 2^23
 // (TLM_AVG_POOL_MAX_AREA), so |sum| + count / 2 < 2^31.
 #include "avg_pool2d_s8.h"
+#include "host_simd.h"
 
 tlm_status tlm_avg_pool2d_s8_check(const tlm_pool_params* p, const tlm_pool_dims* d) {
   if (d->batches < 1 || d->channels < 1) return TLM_ERR_SHAPE;
@@ -23,7 +24,11 @@ tlm_status tlm_avg_pool2d_s8_check(const tlm_pool_params* p, const tlm_pool_dims
   return TLM_OK;
 }
 
-void tlm_avg_pool2d_s8(const tlm_pool_params* p, const tlm_pool_dims* d, const int8_t* input,
+namespace {
+constexpr int32_t kChunk = 32;  // channels summed together: 128 bytes of stack
+}  // namespace
+
+TLM_HOST_CLONES void tlm_avg_pool2d_s8(const tlm_pool_params* p, const tlm_pool_dims* d, const int8_t* input,
                        int8_t* output) {
   const int32_t in_h = d->input_h, in_w = d->input_w, channels = d->channels;
   for (int32_t b = 0; b < d->batches; ++b) {
@@ -38,16 +43,25 @@ void tlm_avg_pool2d_s8(const tlm_pool_params* p, const tlm_pool_dims* d, const i
             p->filter_w < in_w - in_x_origin ? p->filter_w : in_w - in_x_origin;
         const int32_t count = (f_y_end - f_y_start) * (f_x_end - f_x_start);
         int8_t* y = output + ((b * d->output_h + out_y) * d->output_w + out_x) * channels;
-        for (int32_t c = 0; c < channels; ++c) {
-          int32_t acc = 0;
+        // Channels kChunk at a time, the window's pixels outer: each pixel's channels are
+        // consecutive bytes, so the sums vectorize (the same integer sums in another order).
+        for (int32_t c0 = 0; c0 < channels; c0 += kChunk) {
+          const int32_t n = channels - c0 < kChunk ? channels - c0 : kChunk;
+          int32_t acc[kChunk] = {0};
           for (int32_t f_y = f_y_start; f_y < f_y_end; ++f_y)
-            for (int32_t f_x = f_x_start; f_x < f_x_end; ++f_x)
-              acc += input[((b * in_h + in_y_origin + f_y) * in_w + in_x_origin + f_x) * channels + c];
-          // Round to the closest integer, halves away from zero (TFLite's exact expression).
-          acc = acc > 0 ? (acc + count / 2) / count : (acc - count / 2) / count;
-          if (acc < p->activation_min) acc = p->activation_min;
-          if (acc > p->activation_max) acc = p->activation_max;
-          y[c] = static_cast<int8_t>(acc);
+            for (int32_t f_x = f_x_start; f_x < f_x_end; ++f_x) {
+              const int8_t* x =
+                  input + ((b * in_h + in_y_origin + f_y) * in_w + in_x_origin + f_x) * channels + c0;
+              for (int32_t c = 0; c < n; ++c) acc[c] += x[c];
+            }
+          for (int32_t c = 0; c < n; ++c) {
+            // Round to the closest integer, halves away from zero (TFLite's exact expression).
+            int32_t v = acc[c];
+            v = v > 0 ? (v + count / 2) / count : (v - count / 2) / count;
+            if (v < p->activation_min) v = p->activation_min;
+            if (v > p->activation_max) v = p->activation_max;
+            y[c0 + c] = static_cast<int8_t>(v);
+          }
         }
       }
     }

@@ -29,13 +29,20 @@ void tlm_depthwise_conv2d_s8(const tlm_depthwise_conv2d_params* params,
 
 // Host fast path (host_simd.h): the bytes tlm_depthwise_conv2d_s8 writes for output rows
 // [row_begin, row_end) of the [batches * output_h] rows, bit for bit, channels in AVX2 vectors.
-// Needs no scratch; pixels in raster order (an output trailing its input stays exact). Returns
-// false, writing nothing, where this build, CPU or shape (depth multiplier > 1, dilation) has no
-// fast path.
+// `scratch`: tlm_depthwise_conv2d_s8_fast_scratch_bytes(dims) bytes, any alignment, one per
+// concurrent caller (thread; not kept between calls). It holds the filter rearranged as int16
+// pairs of filter rows, and a band of input rows widened to int16 and interleaved two by two,
+// with the padding filled in: about 32 KB of them, or as many as one output row's window needs
+// (bounded by the dims: filter_h / 2 + 1 pairs of padded rows). Bands run in raster order, each
+// band's input read before its outputs are written, so an output trailing its input by
+// window_lead (nn_types.h) stays exact for one caller over all rows. Returns false, writing
+// nothing, where this build, CPU or shape (depth multiplier > 1, dilation) has no fast path;
+// with row_begin == row_end it only answers that (no work, scratch untouched).
+size_t tlm_depthwise_conv2d_s8_fast_scratch_bytes(const tlm_conv_dims* dims);
 bool tlm_depthwise_conv2d_s8_fast(const tlm_depthwise_conv2d_params* params,
                                   const tlm_conv_dims* dims, const int32_t* multipliers,
                                   const int32_t* shifts, const int8_t* input,
                                   const int8_t* filter, const int32_t* bias, int32_t row_begin,
-                                  int32_t row_end, int8_t* output);
+                                  int32_t row_end, void* scratch, int8_t* output);
 
 #endif  // TINYLEARN_MICRO_DEPTHWISE_CONV2D_S8_H

@@ -438,12 +438,12 @@ inline size_t conv_host_scratch(const tlm_conv2d_params*, const tlm_conv_dims* d
 #endif
 #if TLM_WITH_DEPTHWISE_CONV_2D
 inline bool conv_host_rows(const ConvRun<tlm_depthwise_conv2d_params>& a, int32_t begin,
-                           int32_t end, void*) {
+                           int32_t end, void* scratch) {
   return tlm_depthwise_conv2d_s8_fast(a.p, a.d, a.multipliers, a.shifts, a.input, a.filter,
-                                      a.bias, begin, end, a.output);
+                                      a.bias, begin, end, scratch, a.output);
 }
-inline size_t conv_host_scratch(const tlm_depthwise_conv2d_params*, const tlm_conv_dims*) {
-  return 0;
+inline size_t conv_host_scratch(const tlm_depthwise_conv2d_params*, const tlm_conv_dims* d) {
+  return tlm_depthwise_conv2d_s8_fast_scratch_bytes(d);
 }
 #endif
 
@@ -1085,11 +1085,17 @@ uint32_t tlm_host_scratch_bytes(const tlm_model* model) {
   if (!model || !model->blob) return 0;
   for (uint32_t i = 0; i < model->op_count; ++i) {
     size_t bytes = 0;
-#if TLM_WITH_CONV_2D
+#if TLM_WITH_CONV_2D || TLM_WITH_DEPTHWISE_CONV_2D
     ConvOp op;
     bool depthwise;
-    if (read_host_conv(model, i, &depthwise, &op) && !depthwise)
-      bytes = tlm_conv2d_s8_fast_scratch_bytes(&op.dims);
+    if (read_host_conv(model, i, &depthwise, &op)) {
+#if TLM_WITH_CONV_2D
+      if (!depthwise) bytes = tlm_conv2d_s8_fast_scratch_bytes(&op.dims);
+#endif
+#if TLM_WITH_DEPTHWISE_CONV_2D
+      if (depthwise) bytes = tlm_depthwise_conv2d_s8_fast_scratch_bytes(&op.dims);
+#endif
+    }
 #endif
 #if TLM_WITH_FULLY_CONNECTED
     FcOp fc;

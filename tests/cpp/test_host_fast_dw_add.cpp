@@ -2,6 +2,8 @@
 // byte for byte, on random shapes, parameters and row / element ranges with fixed seeds; and the
 // 8-lane requantization (requantize_avx2.h) against requantize.h on random and edge inputs. Where
 // the build or CPU has no fast path, the fast functions must decline (return false, write nothing).
+// The depthwise fast path gets a scratch of exactly tlm_depthwise_conv2d_s8_fast_scratch_bytes
+// bytes, misaligned, between sentinel bytes it must leave alone.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -118,10 +120,13 @@ DwCase random_dw_case(std::mt19937& rng) {
   c.shift.resize(n);
   c.bias.resize(n);
   const std::int64_t limit = INT32_MAX - std::int64_t{d.filter_h} * d.filter_w * 32640;
+  // Half the cases with a model's requantization throughout (shifts in [-12, -1], moderate
+  // biases: the fast path's own requantization), half with edge values mixed in.
+  const bool typical = uniform(rng, 0, 1) == 0;
   for (std::int32_t o = 0; o < n; ++o) {
     c.mult[o] = random_multiplier(rng);
-    c.shift[o] = random_shift(rng, -31, 30, -16, -6);
-    switch (uniform(rng, 0, 5)) {
+    c.shift[o] = typical ? uniform(rng, -12, -1) : random_shift(rng, -31, 30, -16, -6);
+    switch (typical ? 2 : uniform(rng, 0, 5)) {
       case 0: c.bias[o] = static_cast<std::int32_t>(limit); break;
       case 1: c.bias[o] = static_cast<std::int32_t>(-limit); break;
       default: c.bias[o] = uniform(rng, -50000, 50000); break;
@@ -151,10 +156,45 @@ I8 dw_plain(const DwCase& c) {
   return y;
 }
 
+// Exactly tlm_depthwise_conv2d_s8_fast_scratch_bytes(d) bytes, `misalign` (0..31) bytes past a
+// 32-byte boundary, with sentinel bytes before and after.
+class DwScratch {
+ public:
+  DwScratch(const tlm_conv_dims& d, std::size_t misalign)
+      : bytes_(tlm_depthwise_conv2d_s8_fast_scratch_bytes(&d)), buf_(bytes_ + 32 + 32 + kGuard) {
+    std::fill(buf_.begin(), buf_.end(), kSentinel);
+    const auto base = reinterpret_cast<std::uintptr_t>(buf_.data());
+    at_ = (32 - base % 32) % 32 + misalign % 32;
+  }
+  void* data() { return buf_.data() + at_; }
+  // True when nothing outside the scratch's bytes changed.
+  bool intact() const {
+    for (std::size_t i = 0; i < buf_.size(); ++i)
+      if ((i < at_ || i >= at_ + bytes_) && buf_[i] != kSentinel) return false;
+    return true;
+  }
+
+ private:
+  static constexpr std::size_t kGuard = 64;
+  static constexpr std::uint8_t kSentinel = 0xC3;
+  std::size_t bytes_, at_ = 0;
+  std::vector<std::uint8_t> buf_;
+};
+
+// The fast path over rows [row_begin, row_end) from `input` into `output`, with a fresh misaligned
+// scratch whose sentinels must stay intact.
+bool dw_fast_at(const DwCase& c, const std::int8_t* input, std::int32_t row_begin,
+                std::int32_t row_end, std::int8_t* output) {
+  DwScratch scratch(c.d, std::size_t(row_begin * 13 + c.d.input_c * 7 + c.d.output_w));
+  const bool ran = tlm_depthwise_conv2d_s8_fast(
+      &c.p, &c.d, c.mult.data(), c.shift.data(), input, c.filter.data(),
+      c.has_bias ? c.bias.data() : nullptr, row_begin, row_end, scratch.data(), output);
+  CHECK(scratch.intact());
+  return ran;
+}
+
 bool dw_fast(const DwCase& c, std::int32_t row_begin, std::int32_t row_end, I8& y) {
-  return tlm_depthwise_conv2d_s8_fast(&c.p, &c.d, c.mult.data(), c.shift.data(), c.input.data(),
-                                      c.filter.data(), c.has_bias ? c.bias.data() : nullptr,
-                                      row_begin, row_end, y.data());
+  return dw_fast_at(c, c.input.data(), row_begin, row_end, y.data());
 }
 
 // Cut points splitting [0, n) into 1..4 random pieces (some possibly empty).
@@ -290,10 +330,7 @@ TEST_CASE("host fast depthwise conv with its output trailing its input by window
     const std::vector<std::int32_t> cuts = random_cuts(rng, d.batches * d.output_h);
     bool all = true;
     for (std::size_t i = 0; i + 1 < cuts.size(); ++i)
-      all = tlm_depthwise_conv2d_s8_fast(&c.p, &d, c.mult.data(), c.shift.data(),
-                                         arena.data() + in_at, c.filter.data(),
-                                         c.has_bias ? c.bias.data() : nullptr, cuts[i],
-                                         cuts[i + 1], arena.data()) && all;
+      all = dw_fast_at(c, arena.data() + in_at, cuts[i], cuts[i + 1], arena.data()) && all;
     if (!tlm_host_avx2()) {
       CHECK_FALSE(all);
       continue;
@@ -321,11 +358,229 @@ TEST_CASE("host fast depthwise conv declines depth multiplier > 1 and dilation")
     c.shift.resize(c.d.output_c, 0);
     c.bias.resize(c.d.output_c, 0);
     c.filter.resize(std::size_t(c.d.filter_h) * c.d.filter_w * c.d.output_c, 1);
-    CHECK_FALSE(tlm_depthwise_conv2d_s8_fast(&c.p, &c.d, c.mult.data(), c.shift.data(),
-                                             c.input.data(), c.filter.data(), c.bias.data(), 0,
-                                             c.d.batches * c.d.output_h, y.data()));
+    c.has_bias = true;
+    CHECK_FALSE(dw_fast(c, 0, c.d.batches * c.d.output_h, y));
     CHECK(std::all_of(y.begin(), y.end(), [](std::int8_t v) { return v == 7; }));
   }
+}
+
+namespace {
+
+// One listed depthwise shape: input [batches, h, w, c], filter fh x fw, strides; pad: -1 for
+// TFLite's SAME (pad_total = max((out - 1) * stride + f - in, 0), top / left half of it, rounded
+// down), -2 for VALID, else that padding on both axes with as many outputs as fit.
+struct DwShape {
+  std::int32_t batches, h, w, c, fh, fw, sh, sw, pad;
+};
+
+void shape_axis(std::int32_t in, std::int32_t f, std::int32_t stride, std::int32_t pad,
+                std::int32_t* out, std::int32_t* pad_out) {
+  if (pad == -1) {
+    *out = (in + stride - 1) / stride;
+    *pad_out = std::max<std::int32_t>((*out - 1) * stride + f - in, 0) / 2;
+  } else if (pad == -2) {
+    *out = (in - f) / stride + 1;
+    *pad_out = 0;
+  } else {
+    *out = (in - 1 + pad) / stride + 1;  // the last window starting inside the input
+    *pad_out = pad;
+  }
+}
+
+// A case of the given shape. typical: shifts in [-12, -1], moderate biases, multipliers in
+// [2^30, 2^31) (a model's, and the fast path's requantization); else random_dw_case's mix.
+DwCase shape_case(std::mt19937& rng, const DwShape& s, bool typical) {
+  DwCase c = random_dw_case(rng);
+  tlm_conv_dims& d = c.d;
+  tlm_depthwise_conv2d_params& p = c.p;
+  d.batches = s.batches;
+  d.input_h = s.h;
+  d.input_w = s.w;
+  d.input_c = d.output_c = s.c;
+  d.filter_h = s.fh;
+  d.filter_w = s.fw;
+  p.stride_h = s.sh;
+  p.stride_w = s.sw;
+  shape_axis(s.h, s.fh, s.sh, s.pad, &d.output_h, &p.pad_top);
+  shape_axis(s.w, s.fw, s.sw, s.pad, &d.output_w, &p.pad_left);
+  c.mult.resize(s.c);
+  c.shift.resize(s.c);
+  c.bias.resize(s.c);
+  const std::int64_t limit = INT32_MAX - std::int64_t{s.fh} * s.fw * 32640;
+  for (std::int32_t o = 0; o < s.c; ++o) {
+    c.mult[o] = random_multiplier(rng);
+    if (typical) {
+      c.shift[o] = uniform(rng, -12, -1);
+      c.bias[o] = uniform(rng, -40000, 40000);
+    } else {
+      c.shift[o] = random_shift(rng, -31, 30, -16, -6);
+      const std::int64_t edge = uniform(rng, 0, 1) ? limit : -limit;
+      c.bias[o] = uniform(rng, 0, 3) == 0 ? static_cast<std::int32_t>(edge)
+                                           : uniform(rng, -50000, 50000);
+    }
+  }
+  const bool extreme = uniform(rng, 0, 5) == 0;
+  c.input = random_s8(rng, std::size_t(d.batches) * d.input_h * d.input_w * d.input_c, extreme);
+  c.filter = random_s8(rng, std::size_t(d.filter_h) * d.filter_w * d.output_c, extreme);
+  return c;
+}
+
+// Runs case c through the fast path in the pieces `cuts` (sorted row numbers from 0 to all rows)
+// into an output full of a sentinel, checking after each piece that only its rows changed, and
+// at the end that all equal the plain kernel's.
+void check_pieces(const DwCase& c, const std::vector<std::int32_t>& cuts, const char* what) {
+  const I8 want = dw_plain(c);
+  const std::int8_t sentinel = 0x6B;
+  I8 got(want.size(), sentinel);
+  const std::size_t row_bytes = std::size_t(c.d.output_w) * c.d.output_c;
+  const tlm_conv_dims& d = c.d;
+  INFO(what << ": n=" << d.batches << " h=" << d.input_h << " w=" << d.input_w << " c=" << d.input_c
+            << " f=" << d.filter_h << "x" << d.filter_w << " stride=" << c.p.stride_h << ","
+            << c.p.stride_w << " pad=" << c.p.pad_top << "," << c.p.pad_left << " out="
+            << d.output_h << "x" << d.output_w);
+  for (std::size_t i = 0; i + 1 < cuts.size(); ++i) {
+    const bool ran = dw_fast(c, cuts[i], cuts[i + 1], got);
+    if (!tlm_host_avx2()) {
+      CHECK_FALSE(ran);
+      CHECK(std::all_of(got.begin(), got.end(), [=](std::int8_t v) { return v == sentinel; }));
+      return;
+    }
+    REQUIRE(ran);
+    // Rows at or past cuts[i + 1] untouched so far.
+    for (std::size_t k = std::size_t(cuts[i + 1]) * row_bytes; k < got.size(); ++k)
+      if (got[k] != sentinel) {
+        INFO("piece [" << cuts[i] << ", " << cuts[i + 1] << ") wrote byte " << k);
+        CHECK(got[k] == sentinel);
+        break;
+      }
+  }
+  for (std::size_t k = 0; k < got.size(); ++k)
+    if (got[k] != want[k]) {
+      const std::size_t ch = k % std::size_t(d.output_c);
+      INFO("first difference at byte " << k << " (row " << k / row_bytes << ", channel " << ch
+                                       << ": multiplier " << c.mult[ch] << ", shift "
+                                       << c.shift[ch] << ", bias "
+                                       << (c.has_bias ? c.bias[ch] : 0) << ")");
+      CHECK(got[k] == want[k]);
+      break;
+    }
+}
+
+}  // namespace
+
+TEST_CASE("host fast depthwise conv on listed shapes, channel counts and row splits") {
+  const DwShape shapes[] = {
+      // MobileNetV1-0.25 (96x96) and DS-CNN layers.
+      {1, 48, 48, 8, 3, 3, 1, 1, -1},  {1, 48, 48, 16, 3, 3, 2, 2, -1},
+      {1, 24, 24, 32, 3, 3, 1, 1, -1}, {1, 24, 24, 32, 3, 3, 2, 2, -1},
+      {1, 12, 12, 64, 3, 3, 2, 2, -1}, {1, 6, 6, 128, 3, 3, 2, 2, -1},
+      {1, 3, 3, 256, 3, 3, 1, 1, -1},  {1, 25, 5, 64, 3, 3, 1, 1, -1},
+      // Channel counts: blocks of 16, 8, and the partial last block.
+      {1, 7, 6, 24, 3, 3, 1, 1, -1},   {1, 5, 7, 40, 3, 3, 1, 1, -1},
+      {1, 6, 5, 1, 3, 3, 1, 1, -1},    {1, 6, 5, 3, 3, 3, 1, 1, -1},
+      {1, 5, 6, 7, 3, 3, 2, 2, -1},    {1, 5, 6, 9, 3, 3, 1, 1, -1},
+      {1, 6, 6, 13, 3, 3, 2, 1, -1},   {1, 4, 7, 17, 3, 3, 1, 2, -1},
+      {1, 5, 5, 23, 3, 3, 1, 1, -1},   {1, 5, 4, 31, 3, 3, 1, 1, -1},
+      {1, 4, 4, 33, 3, 3, 2, 2, -1},   {1, 3, 5, 250, 3, 3, 1, 1, -1},
+      {1, 4, 4, 256, 3, 3, 2, 2, -1},  {1, 2, 3, 512, 3, 3, 1, 1, -1},
+      // Stride 2 with SAME's padding 0 (even input) and 1 (odd input) on each axis; VALID.
+      {1, 8, 8, 16, 3, 3, 2, 2, -1},   {1, 9, 9, 16, 3, 3, 2, 2, -1},
+      {1, 8, 9, 16, 3, 3, 2, 2, -1},   {1, 9, 8, 8, 3, 3, 2, 2, -1},
+      {1, 9, 9, 16, 3, 3, 2, 2, 1},    {1, 10, 10, 16, 3, 3, 2, 2, 0},
+      {1, 11, 9, 24, 3, 3, 2, 2, -2},  {1, 10, 10, 8, 3, 3, 3, 3, -1},
+      // One-row and one-column images, 1x1 outputs.
+      {1, 1, 9, 16, 3, 3, 1, 1, -1},   {1, 9, 1, 16, 3, 3, 1, 1, -1},
+      {1, 1, 1, 16, 3, 3, 1, 1, -1},   {1, 1, 7, 8, 3, 3, 2, 2, -1},
+      {1, 7, 1, 24, 3, 3, 2, 2, -1},   {2, 1, 1, 5, 3, 3, 1, 1, -1},
+      // Other filters: 5x5, 1x3, 3x1, 2x2, 1x1, 7x1, 4x4.
+      {1, 9, 9, 16, 5, 5, 1, 1, -1},   {1, 10, 9, 24, 5, 5, 2, 2, -1},
+      {1, 5, 8, 16, 1, 3, 1, 1, -1},   {1, 8, 5, 16, 3, 1, 1, 1, -1},
+      {1, 7, 7, 16, 2, 2, 2, 2, -1},   {1, 6, 6, 16, 2, 2, 1, 1, -1},
+      {1, 5, 5, 32, 1, 1, 1, 1, -1},   {1, 5, 5, 8, 1, 1, 2, 2, -1},
+      {1, 12, 3, 8, 7, 1, 1, 1, -1},   {1, 9, 9, 16, 4, 4, 1, 1, -1},
+      {1, 8, 8, 16, 4, 4, 3, 1, -1},   {1, 6, 7, 11, 5, 3, 1, 2, 2},
+      // Batches > 1.
+      {3, 6, 6, 16, 3, 3, 1, 1, -1},   {2, 7, 7, 24, 3, 3, 2, 2, -1},
+      {4, 3, 4, 8, 3, 3, 1, 1, -1},    {2, 5, 5, 13, 3, 3, 1, 1, -1},
+      // Rows wider than a band: several bands per image.
+      {1, 40, 300, 32, 3, 3, 1, 1, -1}, {1, 30, 200, 64, 3, 3, 2, 2, -1},
+      {1, 9, 2000, 16, 3, 3, 1, 1, -1}, {2, 20, 150, 48, 5, 5, 1, 1, -1},
+  };
+  std::mt19937 rng(8128);
+  int ran = 0;
+  for (const DwShape& s : shapes) {
+    for (int k = 0; k < 4; ++k) {
+      const DwCase c = shape_case(rng, s, k < 2);
+      REQUIRE(dw_check(c));
+      const std::int32_t out_h = c.d.output_h, rows = c.d.batches * out_h;
+      std::vector<std::int32_t> cuts{0};
+      switch (k) {
+        case 0: break;  // whole
+        case 1:         // row by row
+          for (std::int32_t r = 1; r < rows; ++r) cuts.push_back(r);
+          break;
+        case 2:  // splits inside an image and across images
+          cuts.push_back(out_h / 2);
+          cuts.push_back(std::min(rows, out_h + 1));
+          break;
+        default: cuts = random_cuts(rng, rows); break;
+      }
+      if (cuts.back() != rows) cuts.push_back(rows);
+      std::sort(cuts.begin(), cuts.end());
+      check_pieces(c, cuts, k < 2 ? "typical requantization" : "random requantization");
+      ++ran;
+    }
+  }
+  MESSAGE("listed shapes: " << ran << " cases");
+}
+
+TEST_CASE("host fast depthwise conv at its requantization's bounds") {
+  // The fast requantization serves blocks whose channels all have shifts in [-23, 0] and |bias|
+  // below 2^29 - 255 * 128 * filter_h * filter_w; the others take requantize_avx2.h's. Shifts,
+  // biases and multipliers at and around those bounds, and rounding ties (small right shifts,
+  // multipliers 2^30), in blocks of mixed and uniform channels.
+  std::mt19937 rng(1729);
+  const std::int32_t shifts[] = {0, -1, -2, -3, -22, -23, -24, 1, -31, 30};
+  int ran = 0;
+  for (int k = 0; k < 600; ++k) {
+    const DwShape s{uniform(rng, 1, 2), uniform(rng, 1, 7), uniform(rng, 1, 7),
+                    uniform(rng, 0, 2) == 0 ? uniform(rng, 1, 40) : 8 * uniform(rng, 1, 5),
+                    uniform(rng, 1, 4), uniform(rng, 1, 4), uniform(rng, 1, 2), uniform(rng, 1, 2),
+                    -1};
+    DwCase c = shape_case(rng, s, true);
+    const std::int64_t bound = std::int64_t{255 * 128} * s.fh * s.fw;
+    const std::int64_t room = (std::int64_t{1} << 29) - bound;
+    const bool uniform_block = uniform(rng, 0, 1) == 0;  // one choice for every channel
+    const int mode = uniform(rng, 0, 9);
+    for (std::int32_t o = 0; o < s.c; ++o) {
+      if (!uniform_block || o == 0) {
+        c.shift[o] = uniform(rng, 0, 1) ? shifts[uniform(rng, 0, 9)] : uniform(rng, -23, 0);
+        switch (uniform(rng, 0, 5)) {
+          case 0: c.mult[o] = 0; break;
+          case 1: c.mult[o] = std::int32_t{1} << 30; break;
+          case 2: c.mult[o] = INT32_MAX; break;
+          default: c.mult[o] = random_multiplier(rng); break;
+        }
+        const std::int64_t edge = room + uniform(rng, -2, 1);  // just inside, at, just outside
+        c.bias[o] = mode == 0   ? static_cast<std::int32_t>(uniform(rng, 0, 1) ? edge : -edge)
+                    : mode == 1 ? uniform(rng, -(1 << 28), 1 << 28)
+                                : uniform(rng, -3000, 3000);
+      } else {
+        c.shift[o] = c.shift[0];
+        c.mult[o] = c.mult[0];
+        c.bias[o] = c.bias[0];
+      }
+    }
+    c.has_bias = true;
+    c.p.output_offset = uniform(rng, 0, 3) == 0 ? (uniform(rng, 0, 1) ? -128 : 127)
+                                                : uniform(rng, -128, 127);
+    c.p.input_offset = uniform(rng, 0, 3) == 0 ? (uniform(rng, 0, 1) ? -127 : 128)
+                                               : uniform(rng, -127, 128);
+    if (!dw_check(c)) continue;
+    check_pieces(c, random_cuts(rng, c.d.batches * c.d.output_h), "requantization bounds");
+    ++ran;
+  }
+  REQUIRE(ran >= 500);
 }
 
 TEST_CASE("host fast add equals the plain kernel on random ranges and in place") {
