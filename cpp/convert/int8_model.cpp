@@ -42,10 +42,14 @@ Int8Model::Int8Model(const std::uint8_t* blob, std::size_t bytes) : bytes_(bytes
   }
 }
 
-Int8Model::~Int8Model() {
-  // In a forked child the pool's threads do not exist: leave it, joining them would hang.
-  if (pool_ && pool_pid_ != long(getpid())) (void)pool_.release();
+namespace {
+// In a forked child the pool's threads do not exist: forget the pool (joining them would hang).
+void forget_pool_if_forked(std::unique_ptr<HostPool>& pool, long pid) {
+  if (pool && pid != long(getpid())) (void)pool.release();
 }
+}  // namespace
+
+Int8Model::~Int8Model() { forget_pool_if_forked(pool_, pool_pid_); }
 Int8Model::Int8Model(Int8Model&&) noexcept = default;
 Int8Model& Int8Model::operator=(Int8Model&&) noexcept = default;
 
@@ -74,9 +78,9 @@ void Int8Model::invoke(const std::int8_t* in, std::int8_t* out, std::size_t n) {
   if (scratch_.size() < workers * scratch_bytes_) scratch_.assign(workers * scratch_bytes_, 0);
   if (staging_.size() < parts * staging_words_) staging_.assign(parts * staging_words_, 0);
   const bool split_ops = parts == 1 && workers > 1;
-  if (split_ops && (!pool_ || pool_pid_ != long(getpid()) || pool_->threads() != int(workers))) {
-    if (pool_ && pool_pid_ != long(getpid())) (void)pool_.release();  // see ~Int8Model
-    pool_.reset();
+  forget_pool_if_forked(pool_, pool_pid_);
+  if (split_ops && (!pool_ || pool_->threads() != int(workers))) {
+    pool_.reset();  // its threads end before the new pool's start
     pool_ = std::make_unique<HostPool>(int(workers) - 1);
     pool_pid_ = long(getpid());
   }

@@ -18,15 +18,18 @@
 
 namespace tlm_avx2 {
 
-// Per-lane a * b / 2^31, rounded as gemmlowp's SaturatingRoundingDoublingHighMul (b >= 0).
-TLM_AVX2_TARGET inline __m256i rounding_doubling_high_mul(__m256i a, __m256i b) {
+// Per-lane a * b / 2^31, rounded as gemmlowp's SaturatingRoundingDoublingHighMul (b >= 0);
+// b_odd: b's odd lanes (1, 3, 5, 7) in the even positions, _mm256_srli_epi64(b, 32).
+TLM_AVX2_TARGET inline __m256i rounding_doubling_high_mul(__m256i a, __m256i b, __m256i b_odd) {
   const __m256i nudge = _mm256_set1_epi64x(int64_t{1} << 30);
   const __m256i even = _mm256_add_epi64(_mm256_mul_epi32(a, b), nudge);  // lanes 0, 2, 4, 6
-  const __m256i odd = _mm256_add_epi64(
-      _mm256_mul_epi32(_mm256_srli_epi64(a, 32), _mm256_srli_epi64(b, 32)), nudge);
+  const __m256i odd = _mm256_add_epi64(_mm256_mul_epi32(_mm256_srli_epi64(a, 32), b_odd), nudge);
   const __m256i lo = _mm256_srli_epi64(even, 31);  // result in the low half of each 64-bit lane
-  const __m256i hi = _mm256_slli_epi64(odd, 1);  // bits 31..62 in the high half
+  const __m256i hi = _mm256_slli_epi64(odd, 1);    // bits 31..62 in the high half
   return _mm256_blend_epi32(lo, hi, 0xAA);
+}
+TLM_AVX2_TARGET inline __m256i rounding_doubling_high_mul(__m256i a, __m256i b) {
+  return rounding_doubling_high_mul(a, b, _mm256_srli_epi64(b, 32));
 }
 
 // Per-lane round(x / 2^exponent), halves away from zero; exponent in [0, 31].
@@ -73,15 +76,7 @@ TLM_AVX2_TARGET inline Requant8 requant8(__m256i multiplier, __m256i shift) {
 // multiply_by_quantized_multiplier(x, multiplier, shift) with requant8's constants: the same
 // operations, lane by lane.
 TLM_AVX2_TARGET inline __m256i multiply_by_quantized_multiplier(__m256i x, const Requant8& c) {
-  {  // rounding_doubling_high_mul(x << left, multiplier) with the odd lanes' multiplier hoisted,
-     // and those lanes' result (bits 31..62 of the 64-bit sum) moved to the high half in one shift
-    const __m256i nudge = _mm256_set1_epi64x(int64_t{1} << 30);
-    x = _mm256_sllv_epi32(x, c.left);
-    const __m256i even = _mm256_add_epi64(_mm256_mul_epi32(x, c.multiplier), nudge);
-    const __m256i odd =
-        _mm256_add_epi64(_mm256_mul_epi32(_mm256_srli_epi64(x, 32), c.multiplier_odd), nudge);
-    x = _mm256_blend_epi32(_mm256_srli_epi64(even, 31), _mm256_slli_epi64(odd, 1), 0xAA);
-  }
+  x = rounding_doubling_high_mul(_mm256_sllv_epi32(x, c.left), c.multiplier, c.multiplier_odd);
   const __m256i remainder = _mm256_and_si256(x, c.mask);
   const __m256i threshold =
       _mm256_sub_epi32(c.half_mask, _mm256_cmpgt_epi32(_mm256_setzero_si256(), x));
