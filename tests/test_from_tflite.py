@@ -61,3 +61,14 @@ def test_single_samples_split_over_cores_are_bit_exact(name, expected):
     y = y.reshape(len(x), -1)
     for i in range(len(x)):
         np.testing.assert_array_equal(q.invoke(x[i:i + 1]).reshape(-1), y[i])
+
+
+@pytest.mark.parametrize("name", ["mlperf_ad_autoencoder", "mlperf_kws_dscnn"])
+def test_batches_run_operator_by_operator_over_chunks_of_samples(name):
+    """A batch runs operator by operator over chunks of up to 8 samples per core (each fully
+    connected operator reading its weights once per chunk); 21 random samples make two parts with
+    partial chunks. Every output equals LiteRT's reference kernels, sample by sample."""
+    q = tl.from_tflite(FIXTURES / f"{name}.tflite")
+    x = np.random.default_rng(21).integers(-128, 128, (21,) + tuple(q.input_shape[1:]), dtype=np.int8)
+    y = run_litert(q.to_tflite(), x)
+    np.testing.assert_array_equal(q.invoke(x).reshape(y.shape), y)

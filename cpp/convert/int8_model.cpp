@@ -65,16 +65,26 @@ tlm_tensor_info Int8Model::output_info() const {
   return info;
 }
 
+namespace {
+// A batch runs operator by operator over chunks of samples (tlm_invoke_host_samples), so that a
+// fully connected operator reads its weights once per chunk, as long as the chunk's arenas stay
+// in cache: at most this many bytes of arenas, and at most 8 samples.
+constexpr std::size_t kChunkArenaBytes = 65536;
+constexpr std::size_t kChunkSamples = 8;
+}  // namespace
+
 void Int8Model::invoke(const std::int8_t* in, std::int8_t* out, std::size_t n) {
   std::lock_guard<std::mutex> guard(*lock_);
   const std::uint32_t in_size = input_size(), out_size = output_size();
   const std::size_t words = (tlm_arena_bytes(&model_) + 3) / 4 + 1;
-  // Samples split over the cores, one arena per part (the core itself keeps no state outside
-  // the arena). A batch too small to split runs its samples one after another, each operator
-  // split over the cores instead (tlm_host.parallel), where it is large enough to pay.
+  // Samples split over the cores, one set of arenas per part (the core itself keeps no state
+  // outside the arena). A batch too small to split runs its samples one after another, each
+  // operator split over the cores instead (tlm_host.parallel), where it is large enough to pay.
   const std::size_t parts = par::parts_for(n, double(n) * double(bytes_ + words * 4), 262144.0);
   const std::size_t workers = parts > 1 ? parts : par::max_threads();
-  if (arena_.size() < parts * words) arena_.assign(parts * words, 0);
+  std::size_t chunk = n > 1 ? kChunkArenaBytes / (words * 4) : 1;
+  chunk = chunk < 1 ? 1 : chunk > kChunkSamples ? kChunkSamples : chunk;
+  if (arena_.size() < parts * chunk * words) arena_.assign(parts * chunk * words, 0);
   if (scratch_.size() < workers * scratch_bytes_) scratch_.assign(workers * scratch_bytes_, 0);
   if (staging_.size() < parts * staging_words_) staging_.assign(parts * staging_words_, 0);
   const bool split_ops = parts == 1 && workers > 1;
@@ -86,7 +96,7 @@ void Int8Model::invoke(const std::int8_t* in, std::int8_t* out, std::size_t n) {
   }
   tlm_status status = TLM_OK;
   par::for_parts(n, parts, [&](std::size_t k, std::size_t b, std::size_t e) {
-    void* arena = arena_.data() + k * words;
+    std::uint32_t* arenas = arena_.data() + k * chunk * words;
     tlm_host host{};
     host.scratch = scratch_.data() + (parts > 1 ? k * scratch_bytes_ : 0);
     host.scratch_bytes = scratch_bytes_;
@@ -96,17 +106,19 @@ void Int8Model::invoke(const std::int8_t* in, std::int8_t* out, std::size_t n) {
     host.packed = packed_at_;
     host.staging = staging_.data() + k * staging_words_;
     host.staging_bytes = staging_words_ * 4;
-    std::int8_t* a_in = tlm_input(&model_, arena);
-    const std::int8_t* a_out = tlm_output(&model_, arena);
-    for (std::size_t i = b; i < e; ++i) {
-      std::memcpy(a_in, in + i * in_size, in_size);
-      const tlm_status s = tlm_invoke_host(&model_, arena, words * 4, &host);
+    for (std::size_t i = b; i < e; i += chunk) {
+      const std::size_t c = e - i < chunk ? e - i : chunk;
+      for (std::size_t j = 0; j < c; ++j)
+        std::memcpy(tlm_input(&model_, arenas + j * words), in + (i + j) * in_size, in_size);
+      const tlm_status s =
+          tlm_invoke_host_samples(&model_, arenas, words * 4, std::int32_t(c), &host);
       if (s != TLM_OK) {
 #pragma omp critical
         status = s;
         return;
       }
-      std::memcpy(out + i * out_size, a_out, out_size);
+      for (std::size_t j = 0; j < c; ++j)
+        std::memcpy(out + (i + j) * out_size, tlm_output(&model_, arenas + j * words), out_size);
     }
   });
   if (status != TLM_OK) throw std::runtime_error(std::string("invoke failed: ") + tlm_status_str(status));

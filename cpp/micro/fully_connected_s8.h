@@ -42,16 +42,30 @@ void tlm_fully_connected_ref_s8(const tlm_fully_connected_ref_params* params,
                                 const int8_t* weights, const int32_t* bias, const int32_t* scales,
                                 int8_t* output);
 
-// Host fast path (host_simd.h) of tlm_fully_connected_ref_s8: output columns [out_begin, out_end)
-// of every batch row, bit for bit, with the input offset applied once per row into `scratch`
-// (tlm_fully_connected_ref_s8_fast_scratch_bytes(dims) bytes, 32-byte aligned) and the
+// Host fast path (host_simd.h) of tlm_fully_connected_ref_s8, bit for bit, on weights packed once
+// (tlm_fully_connected_ref_s8_fast_pack into tlm_fully_connected_ref_s8_fast_packed_bytes(dims)
+// bytes, 32-byte aligned: weights in blocks of 8 output channels, bias, exact scales), with the
 // requantization in the host's IEEE-754 doubles (exactly what requantize_fp64.h emulates).
+//   input:  `samples` operands [batches, in_features], sample s at input + s * sample_stride
+//   output: [batches, out_features] each, sample s at output + s * sample_stride; must not
+//           overlap any input
+//   blocks [block_begin, block_end) of tlm_fully_connected_ref_s8_fast_blocks(dims): block b is
+//           the output channels [8b, min(8b + 8, out_features)), the only ones written
+//   scratch: tlm_fully_connected_ref_s8_fast_scratch_bytes(dims) bytes, any alignment
+//   scales:  the same per-channel scales the plain kernel takes (or null), read only for scales
+//           too small for a normal double
 // Returns false, writing nothing, where this build or CPU has no fast path.
+size_t tlm_fully_connected_ref_s8_fast_packed_bytes(const tlm_fc_dims* dims);
+void tlm_fully_connected_ref_s8_fast_pack(const tlm_fully_connected_ref_params* params,
+                                          const tlm_fc_dims* dims, const int8_t* weights,
+                                          const int32_t* bias, const int32_t* scales,
+                                          void* packed);
+int32_t tlm_fully_connected_ref_s8_fast_blocks(const tlm_fc_dims* dims);
 size_t tlm_fully_connected_ref_s8_fast_scratch_bytes(const tlm_fc_dims* dims);
 bool tlm_fully_connected_ref_s8_fast(const tlm_fully_connected_ref_params* params,
                                      const tlm_fc_dims* dims, const int8_t* input,
-                                     const int8_t* weights, const int32_t* bias,
-                                     const int32_t* scales, int32_t out_begin, int32_t out_end,
+                                     const void* packed, const int32_t* scales, int32_t samples,
+                                     size_t sample_stride, int32_t block_begin, int32_t block_end,
                                      void* scratch, int8_t* output);
 
 #endif  // TINYLEARN_MICRO_FULLY_CONNECTED_S8_H

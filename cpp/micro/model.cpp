@@ -304,25 +304,51 @@ void run_host_parts(const tlm_host* host, int32_t n, int32_t parts,
 }
 #endif  // TLM_HOST_AVX2
 
-// Validates (arena == nullptr) or runs a fully connected operator.
+// Operator `op`'s packed weights in tlm_host.packed (a table of op_count byte offsets, 0 for
+// none, then the weights), or null.
 #if TLM_HOST_AVX2
+inline const void* host_packed(const tlm_host* host, uint32_t op) {
+  if (!host->packed) return nullptr;
+  uint32_t at;
+  memcpy(&at, static_cast<const uint8_t*>(host->packed) + 4 * op, 4);
+  return at ? static_cast<const uint8_t*>(host->packed) + at : nullptr;
+}
+
+inline uint32_t op_index(const tlm_model* m, const uint8_t* r) {
+  return static_cast<uint32_t>((r - op_record(m, 0)) / TLM_OP_RECORD_BYTES);
+}
+
 struct FcRun {
   const tlm_fully_connected_ref_params* p;
   const tlm_fc_dims* d;
-  const int8_t *input, *weights;
-  const int32_t *bias, *scales;
+  const int8_t* input;
+  const void* packed;
+  const int32_t* scales;
+  int32_t samples;
+  size_t sample_stride;
   int8_t* output;
 };
 
-void fc_host_columns(const void* op, int32_t begin, int32_t end, void* scratch) {
+void fc_host_blocks(const void* op, int32_t begin, int32_t end, void* scratch) {
   const FcRun* a = static_cast<const FcRun*>(op);
-  tlm_fully_connected_ref_s8_fast(a->p, a->d, a->input, a->weights, a->bias, a->scales, begin,
-                                  end, scratch, a->output);
+  tlm_fully_connected_ref_s8_fast(a->p, a->d, a->input, a->packed, a->scales, a->samples,
+                                  a->sample_stride, begin, end, scratch, a->output);
 }
 #endif
 
+// Samples per operator call: one on a device (the loops fold away), any number on the host.
+#if TLM_HOST_AVX2
+#define TLM_HOST_SAMPLES(n) (n)
+#else
+#define TLM_HOST_SAMPLES(n) 1
+#endif
+
+// Validates (arena == nullptr) or runs a fully connected operator; on the host, on `samples`
+// arenas `sample_stride` bytes apart (each weight read once for them all where there is a fast
+// path).
 tlm_status op_fully_connected(const tlm_model* m, const uint8_t* r, int8_t* arena,
-                              const tlm_host* host = nullptr) {
+                              const tlm_host* host = nullptr, int32_t samples = 1,
+                              size_t sample_stride = 0) {
   FcOp op;
   const tlm_status s = read_fc(m, r, &op);
   if (s != TLM_OK) return s;
@@ -336,29 +362,37 @@ tlm_status op_fully_connected(const tlm_model* m, const uint8_t* r, int8_t* aren
 #if TLM_WITH_FULLY_CONNECTED_FIXED_POINT
   if (!op.ref) {
     if (!arena) return tlm_fully_connected_s8_check(&op.params.base, &op.dims, bias);
-    tlm_fully_connected_s8(&op.params.base, &op.dims, arena + op.input.offset, w, bias,
-                           arena + op.output.offset);
+    for (int32_t k = 0; k < TLM_HOST_SAMPLES(samples); ++k)
+      tlm_fully_connected_s8(&op.params.base, &op.dims, arena + k * sample_stride + op.input.offset,
+                             w, bias, arena + k * sample_stride + op.output.offset);
     return TLM_OK;
   }
 #endif
   if (!arena) return tlm_fully_connected_ref_s8_check(&op.params, &op.dims, bias, scales);
 #if TLM_HOST_AVX2
-  if (host && tlm_fully_connected_ref_s8_fast_scratch_bytes(&op.dims) <= host->scratch_bytes) {
-    const FcRun a{&op.params, &op.dims, arena + op.input.offset, w, bias, scales,
-                  arena + op.output.offset};
-    if (tlm_fully_connected_ref_s8_fast(a.p, a.d, a.input, a.weights, a.bias, a.scales, 0, 0,
-                                        host->scratch, a.output)) {  // it has a fast path
-      // One part: split over two cores, the FC autoencoder's layers ran 1.6x slower (each
-      // core's share of the weights streamed from the other core's cache, plus the hand-off).
-      run_host_parts(host, op.dims.out_features, 1, fc_host_columns, &a);
+  const void* packed = host ? host_packed(host, op_index(m, r)) : nullptr;
+  if (packed && tlm_fully_connected_ref_s8_fast_scratch_bytes(&op.dims) <= host->scratch_bytes) {
+    const FcRun a{&op.params, &op.dims, arena + op.input.offset, packed, scales, samples,
+                  sample_stride, arena + op.output.offset};
+    if (tlm_fully_connected_ref_s8_fast(a.p, a.d, a.input, a.packed, a.scales, a.samples,
+                                        a.sample_stride, 0, 0, host->scratch,
+                                        a.output)) {  // it has a fast path
+      const int32_t blocks = tlm_fully_connected_ref_s8_fast_blocks(&op.dims);
+      // On two cores the FC autoencoder's layers ran no faster split than whole (within this
+      // VM's noise): the generic threshold leaves its layers (at most 82 k multiply-accumulates)
+      // whole, and splits larger ones.
+      const int64_t work = int64_t{samples} * op.dims.batches * op.dims.in_features *
+                           op.dims.out_features;
+      run_host_parts(host, blocks, host_parts(host, blocks, work), fc_host_blocks, &a);
       return TLM_OK;
     }
   }
 #else
   (void)host;
 #endif
-  tlm_fully_connected_ref_s8(&op.params, &op.dims, arena + op.input.offset, w, bias, scales,
-                             arena + op.output.offset);
+  for (int32_t k = 0; k < TLM_HOST_SAMPLES(samples); ++k)
+    tlm_fully_connected_ref_s8(&op.params, &op.dims, arena + k * sample_stride + op.input.offset,
+                               w, bias, scales, arena + k * sample_stride + op.output.offset);
   return TLM_OK;
 }
 #endif  // TLM_WITH_FULLY_CONNECTED
@@ -417,14 +451,6 @@ struct ConvRun {
   const void* packed;
 };
 
-// Operator `op`'s packed weights in tlm_host.packed (a table of op_count byte offsets, 0 for
-// none, then the weights), or null.
-inline const void* host_packed(const tlm_host* host, uint32_t op) {
-  if (!host->packed) return nullptr;
-  uint32_t at;
-  memcpy(&at, static_cast<const uint8_t*>(host->packed) + 4 * op, 4);
-  return at ? static_cast<const uint8_t*>(host->packed) + at : nullptr;
-}
 
 #if TLM_WITH_CONV_2D
 inline bool conv_host_rows(const ConvRun<tlm_conv2d_params>& a, int32_t begin, int32_t end,
@@ -472,7 +498,7 @@ tlm_status op_conv(const tlm_model* m, const uint8_t* r, int8_t* arena, bool dep
   if (host && conv_host_scratch(&p, &op.dims) <= host->scratch_bytes) {
     const ConvRun<P> a{&p, &op.dims, multipliers, shifts, bias, arena + op.input.offset,
                        blob_data<int8_t>(m, op.filter), arena + op.output.offset,
-                       host_packed(host, static_cast<uint32_t>((r - op_record(m, 0)) / TLM_OP_RECORD_BYTES))};
+                       host_packed(host, op_index(m, r))};
     if (conv_host_rows(a, 0, 0, host->scratch)) {  // it has a fast path
       const tlm_conv_dims& d = op.dims;
       const int32_t rows = d.batches * d.output_h;
@@ -873,20 +899,41 @@ bool read_host_conv(const tlm_model* m, uint32_t i, bool* depthwise, ConvOp* op)
 }
 #endif
 
-#if TLM_HOST_AVX2 && TLM_WITH_CONV_2D
+#if TLM_HOST_AVX2 && (TLM_WITH_CONV_2D || TLM_WITH_FULLY_CONNECTED)
 // tlm_host_pack's layout: a table of op_count byte offsets (0: none), then each CONV_2D's packed
-// filter, 32-byte aligned. Returns its bytes; with `base`, also writes it.
+// filter and each fully connected operator's packed weights (reference requantization), 32-byte
+// aligned. Returns its bytes; with `base`, also writes it.
 uint64_t host_pack(const tlm_model* m, uint8_t* base) {
   uint64_t at = (4 * uint64_t{m->op_count} + 31) / 32 * 32;
   for (uint32_t i = 0; i < m->op_count; ++i) {
+    uint32_t here = 0;
+#if TLM_WITH_CONV_2D
     ConvOp op;
     bool depthwise;
-    uint32_t here = 0;
     if (read_host_conv(m, i, &depthwise, &op) && !depthwise) {
       here = static_cast<uint32_t>(at);
       if (base) tlm_conv2d_s8_fast_pack(&op.dims, blob_data<int8_t>(m, op.filter), base + at);
       at += (tlm_conv2d_s8_fast_packed_bytes(&op.dims) + 31) / 32 * 32;
     }
+#endif
+#if TLM_WITH_FULLY_CONNECTED
+    FcOp fc;
+    const uint8_t* r = op_record(m, i);
+    if (rd_u16(r) == TLM_OP_FULLY_CONNECTED && read_fc(m, r, &fc) == TLM_OK && fc.ref) {
+      here = static_cast<uint32_t>(at);
+      if (base) {
+#if TLM_WITH_FULLY_CONNECTED_PER_CHANNEL
+        const int32_t* scales = fc.has_scales ? blob_data<int32_t>(m, fc.scales) : nullptr;
+#else
+        const int32_t* scales = nullptr;
+#endif
+        tlm_fully_connected_ref_s8_fast_pack(
+            &fc.params, &fc.dims, blob_data<int8_t>(m, fc.weights),
+            fc.has_bias ? blob_data<int32_t>(m, fc.bias) : nullptr, scales, base + at);
+      }
+      at += (tlm_fully_connected_ref_s8_fast_packed_bytes(&fc.dims) + 31) / 32 * 32;
+    }
+#endif
     if (base) memcpy(base + 4 * i, &here, 4);
   }
   return at;
@@ -991,11 +1038,44 @@ int8_t* tlm_output(const tlm_model* model, void* arena) {
   return arena_tensor(model, arena, model ? model->output_tensor : 0);
 }
 
-// tlm_invoke and tlm_invoke_host: one loop, inlined into each (the firmware links only the first).
+#if TLM_HOST_AVX2
+// One operator (validated by tlm_model_init) on `samples` arenas `stride` bytes apart, with the
+// host's fast paths: a fully connected operator over all of them at once, the others one arena at
+// a time.
+static void run_host_op(const tlm_model* model, const uint8_t* r, int8_t* a, const tlm_host* host,
+                 int32_t samples, size_t stride) {
+#if TLM_WITH_FULLY_CONNECTED
+  if (rd_u16(r) == TLM_OP_FULLY_CONNECTED) {
+    op_fully_connected(model, r, a, host, samples, stride);
+    return;
+  }
+#endif
+  for (int32_t k = 0; k < samples; ++k) {
+    int8_t* ak = a + k * stride;
+    switch (rd_u16(r)) {
+#if TLM_WITH_CONV_2D
+      case TLM_OP_CONV_2D: op_conv2d(model, r, ak, host); break;
+#endif
+#if TLM_WITH_DEPTHWISE_CONV_2D
+      case TLM_OP_DEPTHWISE_CONV_2D: op_depthwise_conv2d(model, r, ak, host); break;
+#endif
+#if TLM_WITH_ADD
+      case TLM_OP_ADD: op_add(model, r, ak, host); break;
+#endif
+      default: run_op(model, r, ak);
+    }
+  }
+}
+#endif
+
+// tlm_invoke and tlm_invoke_host(_samples): one loop, inlined into each (the firmware links only
+// the first). Operator by operator, each over `samples` arenas `stride` bytes apart.
 __attribute__((always_inline)) static inline tlm_status invoke_ops(const tlm_model* model,
                                                                    void* arena,
                                                                    size_t arena_bytes,
-                                                                   const tlm_host* host) {
+                                                                   const tlm_host* host,
+                                                                   int32_t samples = 1,
+                                                                   size_t stride = 0) {
   if (!model || !model->blob || !arena) return TLM_ERR_NULL;
 #if TLM_HOST_AVX2
   if (host && (host->workers < 1 || (host->scratch_bytes > 0 && !host->scratch)))
@@ -1006,20 +1086,19 @@ __attribute__((always_inline)) static inline tlm_status invoke_ops(const tlm_mod
   int8_t* a = static_cast<int8_t*>(arena);
   for (uint32_t i = 0; i < model->op_count; ++i) {
     const uint8_t* r = op_record(model, i);
+#if TLM_HOST_AVX2
+    if (host) {
+      run_host_op(model, r, a, host, samples, stride);
+      continue;
+    }
+#else
+    (void)host, (void)samples, (void)stride;
+#endif
     switch (rd_u16(r)) {
 #if TLM_WITH_FULLY_CONNECTED
       case TLM_OP_FULLY_CONNECTED:
-        op_fully_connected(model, r, a, host);  // validated by tlm_model_init
+        op_fully_connected(model, r, a);  // validated by tlm_model_init
         break;
-#endif
-#if TLM_HOST_AVX2 && TLM_WITH_CONV_2D
-      case TLM_OP_CONV_2D: op_conv2d(model, r, a, host); break;
-#endif
-#if TLM_HOST_AVX2 && TLM_WITH_DEPTHWISE_CONV_2D
-      case TLM_OP_DEPTHWISE_CONV_2D: op_depthwise_conv2d(model, r, a, host); break;
-#endif
-#if TLM_HOST_AVX2 && TLM_WITH_ADD
-      case TLM_OP_ADD: op_add(model, r, a, host); break;
 #endif
       default:
         // Every operator was validated by tlm_model_init, so this one is known and runs.
@@ -1038,8 +1117,15 @@ tlm_status tlm_invoke_host(const tlm_model* model, void* arena, size_t arena_byt
   return invoke_ops(model, arena, arena_bytes, host);
 }
 
+tlm_status tlm_invoke_host_samples(const tlm_model* model, void* arenas, size_t arena_stride,
+                                   int32_t samples, const tlm_host* host) {
+  if (samples < 1) return TLM_ERR_SHAPE;
+  if (arena_stride % 4) return TLM_ERR_ALIGNMENT;
+  return invoke_ops(model, arenas, arena_stride, host, samples, arena_stride);
+}
+
 uint32_t tlm_host_packed_bytes(const tlm_model* model) {
-#if TLM_HOST_AVX2 && TLM_WITH_CONV_2D
+#if TLM_HOST_AVX2 && (TLM_WITH_CONV_2D || TLM_WITH_FULLY_CONNECTED)
   if (!model || !model->blob) return 0;
   const uint64_t bytes = host_pack(model, nullptr);
   return bytes > UINT32_MAX ? 0 : static_cast<uint32_t>(bytes);
@@ -1052,7 +1138,7 @@ uint32_t tlm_host_packed_bytes(const tlm_model* model) {
 tlm_status tlm_host_pack(const tlm_model* model, void* packed, size_t bytes) {
   if (!model || !model->blob || !packed) return TLM_ERR_NULL;
   if (reinterpret_cast<uintptr_t>(packed) % 32) return TLM_ERR_ALIGNMENT;
-#if TLM_HOST_AVX2 && TLM_WITH_CONV_2D
+#if TLM_HOST_AVX2 && (TLM_WITH_CONV_2D || TLM_WITH_FULLY_CONNECTED)
   const uint64_t needed = host_pack(model, nullptr);
   if (needed > UINT32_MAX || bytes < needed) return TLM_ERR_ARENA_TOO_SMALL;
   host_pack(model, static_cast<uint8_t*>(packed));

@@ -1,9 +1,10 @@
 // The host fast path of fully connected with TFLite's reference requantization
-// (tlm_fully_connected_ref_s8_fast: int16 input row + AVX2 madd over four weight rows, the
-// requantization in native doubles) against the plain kernel, byte for byte, over random shapes,
-// offsets, clamps, biases and scales (per tensor and per channel, from tiny subnormal ones to
-// saturating ones) with fixed seeds, computed in random column ranges as the host interpreter
-// splits an operator over threads. The plain kernel itself is checked against TFLite's formula in
+// (tlm_fully_connected_ref_s8_fast: weights packed in blocks of 8 channels, int16 input rows,
+// AVX2 madd tiles of 1 or 4 rows, the requantization in native doubles) against the plain
+// kernel, byte for byte, over random shapes, offsets, clamps, biases and scales (per tensor and per
+// channel, from tiny subnormal ones to saturating ones) with fixed seeds, on several samples in
+// strided arenas (as tlm_invoke_host_samples runs it), computed in random block ranges as the host
+// interpreter splits an operator over threads. The plain kernel itself is checked against TFLite's formula in
 // test_fully_connected.cpp and requantize_fp64 in test_requantize.cpp.
 #include <doctest/doctest.h>
 
@@ -12,6 +13,7 @@
 #include <cstdint>
 #include <iomanip>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "fully_connected_s8.h"
@@ -69,6 +71,7 @@ Scale random_scale(std::mt19937& rng, int kind, int32_t in_features) {
 struct Case {
   tlm_fully_connected_ref_params p{};
   tlm_fc_dims d{};
+  int32_t samples = 1;  // input holds samples * batches rows
   std::vector<std::int8_t> input, weights;
   std::vector<std::int32_t> bias, scales;
   bool with_bias = true, per_channel = false;
@@ -91,7 +94,8 @@ bool random_case(std::mt19937& rng, int trial, Case* c) {
   if (u(0, 3) == 0) b.activation_min = -128, b.activation_max = 127;
   // Inputs and weights: random, or at the extremes (largest products) now and then.
   const int extreme = u(0, 7);
-  c->input.resize(size_t(d.batches) * d.in_features);
+  c->samples = u(0, 2) == 0 ? u(1, 11) : 1;
+  c->input.resize(size_t(c->samples) * d.batches * d.in_features);
   c->weights.resize(size_t(d.out_features) * d.in_features);
   for (auto& v : c->input)
     v = static_cast<std::int8_t>(extreme == 0 ? (b.input_offset > 0 ? 127 : -128) : u(-128, 127));
@@ -130,31 +134,93 @@ bool random_case(std::mt19937& rng, int trial, Case* c) {
 // column at or beyond its end was written; false if there is no fast path.
 // The plain kernel's output for the case.
 std::vector<std::int8_t> plain_output(const Case& c) {
-  std::vector<std::int8_t> out(size_t(c.d.batches) * c.d.out_features);
-  tlm_fully_connected_ref_s8(&c.p, &c.d, c.input.data(), c.weights.data(),
+  tlm_fc_dims rows = c.d;  // rows are independent: every sample's rows as one operand
+  rows.batches *= c.samples;
+  std::vector<std::int8_t> out(size_t(rows.batches) * c.d.out_features);
+  tlm_fully_connected_ref_s8(&c.p, &rows, c.input.data(), c.weights.data(),
                              c.with_bias ? c.bias.data() : nullptr,
                              c.per_channel ? c.scales.data() : nullptr, out.data());
   return out;
 }
 
+// The packed weights of a case, 32-byte aligned.
+struct Packed {
+  std::vector<std::uint8_t> bytes;
+  void* at = nullptr;
+  explicit Packed(const Case& c) {
+    bytes.assign(tlm_fully_connected_ref_s8_fast_packed_bytes(&c.d) + 32, 0xCD);
+    at = reinterpret_cast<void*>((reinterpret_cast<std::uintptr_t>(bytes.data()) + 31) &
+                                 ~std::uintptr_t{31});
+    tlm_fully_connected_ref_s8_fast_pack(&c.p, &c.d, c.weights.data(),
+                                         c.with_bias ? c.bias.data() : nullptr,
+                                         c.per_channel ? c.scales.data() : nullptr, at);
+  }
+};
+
+// Samples laid out as arenas `stride` bytes apart: sample s's input rows at s * stride, its
+// output rows at s * stride + out_at, the other bytes 0x55 (checked untouched afterwards).
+struct Arenas {
+  size_t stride = 0, out_at = 0;
+  std::vector<std::int8_t> bytes;
+  Arenas(std::mt19937& rng, const Case& c) {
+    const size_t in_bytes = size_t(c.d.batches) * c.d.in_features;
+    const size_t out_bytes = size_t(c.d.batches) * c.d.out_features;
+    out_at = in_bytes + std::uniform_int_distribution<int>(0, 40)(rng);
+    stride = out_at + out_bytes + std::uniform_int_distribution<int>(0, 40)(rng);
+    bytes.assign(stride * c.samples, 0x55);
+    for (int32_t s = 0; s < c.samples; ++s)
+      std::copy(c.input.begin() + s * in_bytes, c.input.begin() + (s + 1) * in_bytes,
+                bytes.begin() + s * stride);
+  }
+  // Every sample's output rows, in order, and a check that nothing else changed.
+  std::vector<std::int8_t> outputs(const Case& c) const {
+    const size_t in_bytes = size_t(c.d.batches) * c.d.in_features;
+    const size_t out_bytes = size_t(c.d.batches) * c.d.out_features;
+    std::vector<std::int8_t> out;
+    for (int32_t s = 0; s < c.samples; ++s) {
+      const std::int8_t* a = bytes.data() + s * stride;
+      for (size_t i = 0; i < stride; ++i) {
+        if (i >= out_at && i < out_at + out_bytes) continue;
+        const int want = i < in_bytes ? int(c.input[s * in_bytes + i]) : 0x55;
+        REQUIRE(int(a[i]) == want);
+      }
+      out.insert(out.end(), a + out_at, a + out_at + out_bytes);
+    }
+    return out;
+  }
+};
+
+// Runs the fast path over every block in random pieces, checking after each piece that no
+// column at or beyond its end was written; false if there is no fast path.
 bool run_fast_in_pieces(std::mt19937& rng, const Case& c, std::vector<std::int8_t>* got) {
   const tlm_fc_dims& d = c.d;
-  const int32_t* bias = c.with_bias ? c.bias.data() : nullptr;
   const int32_t* scales = c.per_channel ? c.scales.data() : nullptr;
+  const Packed packed(c);
+  Arenas arenas(rng, c);
   // Misaligned on purpose (the kernel aligns it) and dirty (the kernel zero-pads it).
   std::vector<std::uint8_t> scratch(tlm_fully_connected_ref_s8_fast_scratch_bytes(&d) + 1, 0xAB);
-  for (int32_t o0 = 0; o0 < d.out_features;) {
-    const int max_piece = std::uniform_int_distribution<int>(0, 2)(rng) == 0 ? d.out_features : 9;
-    const int32_t o1 =
-        std::min(d.out_features, o0 + std::uniform_int_distribution<int>(1, max_piece)(rng));
-    if (!tlm_fully_connected_ref_s8_fast(&c.p, &d, c.input.data(), c.weights.data(), bias,
-                                         scales, o0, o1, scratch.data() + 1, got->data()))
-      return false;
-    for (int32_t b = 0; b < d.batches; ++b)
-      for (int32_t o = o1; o < d.out_features; ++o)
-        REQUIRE((*got)[size_t(b) * d.out_features + o] == 0x55);
-    o0 = o1;
+  const int32_t blocks = tlm_fully_connected_ref_s8_fast_blocks(&d);
+  REQUIRE(blocks == (tlm_host_avx2() ? (d.out_features + 7) / 8 : 0));
+  if (!tlm_host_avx2()) {
+    return tlm_fully_connected_ref_s8_fast(&c.p, &d, arenas.bytes.data(), packed.at, scales,
+                                           c.samples, arenas.stride, 0, 1, scratch.data() + 1,
+                                           arenas.bytes.data() + arenas.out_at);
   }
+  for (int32_t b0 = 0; b0 < blocks;) {
+    const int max_piece = std::uniform_int_distribution<int>(0, 2)(rng) == 0 ? blocks : 3;
+    const int32_t b1 = std::min(blocks, b0 + std::uniform_int_distribution<int>(1, max_piece)(rng));
+    if (!tlm_fully_connected_ref_s8_fast(&c.p, &d, arenas.bytes.data(), packed.at, scales,
+                                         c.samples, arenas.stride, b0, b1, scratch.data() + 1,
+                                         arenas.bytes.data() + arenas.out_at))
+      return false;
+    for (int32_t s = 0; s < c.samples; ++s)
+      for (int32_t b = 0; b < d.batches; ++b)
+        for (int32_t o = 8 * b1; o < d.out_features; ++o)
+          REQUIRE(arenas.bytes[s * arenas.stride + arenas.out_at + size_t(b) * d.out_features + o] ==
+                  0x55);
+    b0 = b1;
+  }
+  *got = arenas.outputs(c);
   return true;
 }
 
@@ -186,9 +252,9 @@ TEST_CASE("fully connected (reference requantization) fast path equals the plain
       inside += v > c.p.base.activation_min && v < c.p.base.activation_max;
     for (size_t i = 0; i < expected.size(); ++i) {
       if (got[i] != expected[i]) {
-        INFO("trial " << trial << " element " << i << " batches " << d.batches << " in "
-                      << d.in_features << " out " << d.out_features << " per_channel "
-                      << c.per_channel);
+        INFO("trial " << trial << " element " << i << " samples " << c.samples << " batches "
+                      << d.batches << " in " << d.in_features << " out " << d.out_features
+                      << " per_channel " << c.per_channel);
         REQUIRE(int(got[i]) == int(expected[i]));
       }
     }
@@ -203,25 +269,28 @@ TEST_CASE("fully connected (reference requantization) fast path equals the plain
   }
 }
 
-TEST_CASE("fully connected fast path writes only its columns, and nothing for an empty range") {
+TEST_CASE("fully connected fast path writes only its blocks' columns, nothing for no blocks") {
   std::mt19937 rng(77);
   for (int trial = 0; trial < 200; ++trial) {
     Case c;
     if (!random_case(rng, trial + 1, &c)) continue;
     const tlm_fc_dims& d = c.d;
     const std::vector<std::int8_t> expected = plain_output(c);
-    std::vector<std::int8_t> got(expected.size(), 0x55);
-    const int32_t o0 = std::uniform_int_distribution<int>(0, d.out_features)(rng);
-    const int32_t o1 = std::uniform_int_distribution<int>(o0, d.out_features)(rng);
+    const int32_t blocks = (d.out_features + 7) / 8;
+    const int32_t b0 = std::uniform_int_distribution<int>(0, blocks)(rng);
+    const int32_t b1 = std::uniform_int_distribution<int>(b0, blocks)(rng);
+    const Packed packed(c);
+    Arenas arenas(rng, c);
     std::vector<std::uint8_t> scratch(tlm_fully_connected_ref_s8_fast_scratch_bytes(&d));
     const bool ran = tlm_fully_connected_ref_s8_fast(
-        &c.p, &d, c.input.data(), c.weights.data(), c.with_bias ? c.bias.data() : nullptr,
-        c.per_channel ? c.scales.data() : nullptr, o0, o1, scratch.data(), got.data());
+        &c.p, &d, arenas.bytes.data(), packed.at, c.per_channel ? c.scales.data() : nullptr,
+        c.samples, arenas.stride, b0, b1, scratch.data(), arenas.bytes.data() + arenas.out_at);
     CHECK(ran == tlm_host_avx2());
-    for (int32_t b = 0; b < d.batches; ++b)
+    const std::vector<std::int8_t> got = arenas.outputs(c);
+    for (int32_t r = 0; r < c.samples * d.batches; ++r)
       for (int32_t o = 0; o < d.out_features; ++o) {
-        const size_t i = size_t(b) * d.out_features + o;
-        REQUIRE(int(got[i]) == (ran && o >= o0 && o < o1 ? int(expected[i]) : 0x55));
+        const size_t i = size_t(r) * d.out_features + o;
+        REQUIRE(int(got[i]) == (ran && o >= 8 * b0 && o < 8 * b1 ? int(expected[i]) : 0x55));
       }
   }
 }
@@ -290,6 +359,14 @@ TEST_CASE("fully connected fast path requantizes as round(double(acc) * scale), 
   const std::int8_t x = 0;
   const std::vector<std::int8_t> w(n, 77);
   std::vector<std::uint8_t> scratch(tlm_fully_connected_ref_s8_fast_scratch_bytes(&d));
+  // Packed weights for tlm_fully_connected_ref_s8_fast (bias and scales are packed with them).
+  auto pack = [&](const tlm_fc_dims& dims, const int32_t* bias, const int32_t* sc) {
+    std::vector<double> buf(tlm_fully_connected_ref_s8_fast_packed_bytes(&dims) / 8 + 4);
+    void* at = reinterpret_cast<void*>((reinterpret_cast<std::uintptr_t>(buf.data()) + 31) &
+                                       ~std::uintptr_t{31});
+    tlm_fully_connected_ref_s8_fast_pack(&p, &dims, w.data(), bias, sc, at);
+    return std::make_pair(std::move(buf), at);
+  };
   REQUIRE(tlm_fully_connected_ref_s8_check(&p, &d, accs.data(), scales.data()) == TLM_OK);
   for (int offset : {0, -128, 127, 5}) {
     p.base.output_offset = offset;
@@ -301,9 +378,9 @@ TEST_CASE("fully connected fast path requantizes as round(double(acc) * scale), 
         REQUIRE(int(expected[o]) == int(std::max(-128.0, std::min(127.0, r))));
       }
     }
-    const bool ran = tlm_fully_connected_ref_s8_fast(&p, &d, &x, w.data(), accs.data(),
-                                                     scales.data(), 0, n, scratch.data(),
-                                                     got.data());
+    const auto packed = pack(d, accs.data(), scales.data());
+    const bool ran = tlm_fully_connected_ref_s8_fast(&p, &d, &x, packed.second, scales.data(), 1,
+                                                     0, 0, (n + 7) / 8, scratch.data(), got.data());
     if (!tlm_host_avx2()) {
       CHECK_FALSE(ran);
       return;
@@ -325,7 +402,8 @@ TEST_CASE("fully connected fast path requantizes as round(double(acc) * scale), 
     p.scale_mantissa_lo = s.lo, p.scale_mantissa_hi = s.hi, p.scale_exponent = s.e;
     std::int8_t expected = 0, got = 0x55;
     tlm_fully_connected_ref_s8(&p, &d1, &x, w.data(), &accs[o], nullptr, &expected);
-    REQUIRE(tlm_fully_connected_ref_s8_fast(&p, &d1, &x, w.data(), &accs[o], nullptr, 0, 1,
+    const auto packed = pack(d1, &accs[o], nullptr);
+    REQUIRE(tlm_fully_connected_ref_s8_fast(&p, &d1, &x, packed.second, nullptr, 1, 0, 0, 1,
                                             scratch.data(), &got));
     REQUIRE(int(got) == int(expected));
   }

@@ -19,6 +19,7 @@
 #define tlm_invoke tlm_invoke_reduced
 #define tlm_status_str tlm_status_str_reduced
 #define tlm_invoke_host tlm_invoke_host_reduced
+#define tlm_invoke_host_samples tlm_invoke_host_samples_reduced
 #define tlm_host_packed_bytes tlm_host_packed_bytes_reduced
 #define tlm_host_pack tlm_host_pack_reduced
 #define tlm_host_staging_bytes tlm_host_staging_bytes_reduced
@@ -34,6 +35,7 @@
 #undef tlm_invoke
 #undef tlm_status_str
 #undef tlm_invoke_host
+#undef tlm_invoke_host_samples
 #undef tlm_host_packed_bytes
 #undef tlm_host_pack
 #undef tlm_host_staging_bytes

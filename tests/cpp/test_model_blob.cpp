@@ -441,6 +441,41 @@ TEST_CASE("The C API: arena too small, misaligned blob or arena, null pointers")
   CHECK(tlm_invoke(&m, static_cast<std::uint8_t*>(arena.p) + 2, need) == TLM_ERR_ALIGNMENT);
   CHECK(tlm_invoke(&m, nullptr, need) == TLM_ERR_NULL);
   CHECK(tlm_invoke(nullptr, arena.p, need) == TLM_ERR_NULL);
+  // tlm_invoke_host_samples: each arena at least `need`, strides a multiple of 4, samples >= 1;
+  // three arenas end with the bytes tlm_invoke leaves in each.
+  {
+    tlm_host host{};  // with the packed weights and scratch of the fast paths, where there are
+    host.workers = 1;
+    std::vector<std::uint8_t> scratch(tlm_host_scratch_bytes(&m) + 1);
+    host.scratch = scratch.data();
+    host.scratch_bytes = scratch.size();
+    HeapBlock packed(tlm_host_packed_bytes(&m) + 64);
+    void* packed_at = reinterpret_cast<void*>(
+        (reinterpret_cast<std::uintptr_t>(packed.p) + 31) & ~std::uintptr_t{31});
+    REQUIRE(tlm_host_pack(&m, packed_at, tlm_host_packed_bytes(&m)) == TLM_OK);
+    host.packed = packed_at;
+    HeapBlock arenas(3 * need);
+    auto* a3 = static_cast<std::uint8_t*>(arenas.p);
+    CHECK(tlm_invoke_host_samples(&m, arenas.p, need, 0, &host) == TLM_ERR_SHAPE);
+    CHECK(tlm_invoke_host_samples(&m, arenas.p, need - 4, 2, &host) == TLM_ERR_ARENA_TOO_SMALL);
+    CHECK(tlm_invoke_host_samples(&m, arenas.p, need + 2, 1, &host) == TLM_ERR_ALIGNMENT);
+    CHECK(tlm_invoke_host_samples(&m, a3 + 2, need, 1, &host) == TLM_ERR_ALIGNMENT);
+    CHECK(tlm_invoke_host_samples(&m, nullptr, need, 1, &host) == TLM_ERR_NULL);
+    std::vector<std::uint8_t> want(3 * need);
+    for (std::uint32_t k = 0; k < 3; ++k) {
+      std::memset(arena.p, 0, need);
+      for (int i = 0; i < 3; ++i)
+        tlm_input(&m, arena.p)[i] = std::int8_t(40 * int(k) - 50 + 17 * i);
+      REQUIRE(tlm_invoke(&m, arena.p, need) == TLM_OK);
+      std::memcpy(want.data() + k * need, arena.p, need);
+      std::memset(a3 + k * need, 0, need);
+      for (int i = 0; i < 3; ++i)
+        tlm_input(&m, a3 + k * need)[i] = std::int8_t(40 * int(k) - 50 + 17 * i);
+    }
+    REQUIRE(tlm_invoke_host_samples(&m, arenas.p, need, 3, &host) == TLM_OK);
+    CHECK(std::memcmp(a3, want.data(), 3 * need) == 0);
+    std::memset(arena.p, 0, need + 4);
+  }
   // Input and output tensors lie inside the arena.
   const auto* a = static_cast<std::int8_t*>(arena.p);
   tlm_tensor_info ii, oi;
