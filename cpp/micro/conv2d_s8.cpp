@@ -187,6 +187,17 @@ TLM_AVX2_TARGET inline void widen(const int8_t* src, int32_t n, int32_t offset, 
   for (; i < n; ++i) dst[i] = static_cast<int16_t>(src[i] + offset);
 }
 
+// clamp(y0, y1) stored as 16 int8 (channels of y0, then of y1). Saturating to int16 keeps a value
+// beyond [-128, 127] beyond it on the same side, so clamping the int16 gives the int32 result.
+TLM_AVX2_TARGET inline void store_s8x16(int8_t* out, __m256i y0, __m256i y1, __m256i lo,
+                                        __m256i hi) {
+  // packs_epi32 interleaves the 128-bit halves (y0 0-3, y1 0-3, y0 4-7, y1 4-7): reorder them.
+  __m256i v = _mm256_permute4x64_epi64(_mm256_packs_epi32(y0, y1), 0xD8);
+  v = _mm256_min_epi16(_mm256_max_epi16(v, lo), hi);
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(out),
+                   _mm_packs_epi16(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1)));
+}
+
 // Requantizes 8 channel lanes [o, o + n) of one pixel and stores them (n < 8: the last block).
 TLM_AVX2_TARGET inline void store_channels(const tlm_conv2d_params* p, __m256i acc,
                                            const int32_t* multipliers, const int32_t* shifts,
@@ -305,22 +316,37 @@ TLM_AVX2_TARGET void conv_band(const tlm_conv2d_params* p, const tlm_conv_dims* 
   int8_t* out_band = output + (int64_t{b} * d->output_h + r0) * out_w * out_c;
   const tlm_avx2::Clamp8 clamp =
       tlm_avx2::clamp8(p->output_offset, p->activation_min, p->activation_max);
+  const __m256i lo32 = _mm256_set1_epi32(p->activation_min);
+  const __m256i hi32 = _mm256_set1_epi32(p->activation_max);
+  const __m256i lo16 = _mm256_set1_epi16(static_cast<int16_t>(p->activation_min));
+  const __m256i hi16 = _mm256_set1_epi16(static_cast<int16_t>(p->activation_max));
+  // |sum| of a window: (x + input_offset) in [-255, 255] times weights in [-128, 127].
+  const int64_t bound = int64_t{32640} * d->filter_h * d->filter_w * in_c;
   // Channel blocks outer, so that their requantization constants are made once per band.
   for (int32_t o = 0; o < c8; o += 16) {
     const int nv = c8 - o >= 16 ? 2 : 1;
     tlm_avx2::Requant8 rq[2];
+    tlm_avx2::FastRequant fq[2];
     __m256i bias8[2];
-    bool whole[2];
+    bool whole[2], fast[2] = {false, false};
     for (int v = 0; v < nv; ++v) {
       const int32_t ov = o + 8 * v;
       whole[v] = ov + 8 <= out_c;  // else the last block, of out_c % 8 channels
       if (!whole[v]) continue;
-      rq[v] = tlm_avx2::requant8(
-          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(multipliers + ov)),
-          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(shifts + ov)));
+      const __m256i multiplier =
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(multipliers + ov));
+      const __m256i shift = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(shifts + ov));
       bias8[v] = bias ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bias + ov))
                       : _mm256_setzero_si256();
+      // The bias and output offset folded into the requantization where its bounds hold
+      // (requantize_avx2.h), else the general one.
+      fast[v] = tlm_avx2::fast_ok(shift, bias8[v], bound);
+      if (fast[v])
+        fq[v] = tlm_avx2::fast_requant(multiplier, shift, bias8[v], p->output_offset);
+      else
+        rq[v] = tlm_avx2::requant8(multiplier, shift);
     }
+    const bool fast16 = nv == 2 && fast[0] && fast[1];  // then whole too
     int32_t oy = 0, ox = 0;  // of pixel q0 in the band
     for (int64_t q0 = 0; q0 < q_end; q0 += kTileP) {
       // A last tile of fewer pixels repeats its last one (computed, not stored).
@@ -336,10 +362,22 @@ TLM_AVX2_TARGET void conv_band(const tlm_conv2d_params* p, const tlm_conv_dims* 
       else
         gemm_6x8(t, packed, c8, o, acc);
       int8_t* out = out_band + q0 * out_c;
+      if (fast16) {  // 16 channels of a pixel packed, clamped and stored at once
+        for (int32_t j = 0; j < np; ++j) {
+          const __m256i y0 = tlm_avx2::fast_requantize(acc[2 * j], fq[0]);
+          const __m256i y1 = tlm_avx2::fast_requantize(acc[2 * j + 1], fq[1]);
+          store_s8x16(out + j * out_c + o, y0, y1, lo16, hi16);
+        }
+        continue;
+      }
       for (int v = 0; v < nv; ++v) {
         const int32_t ov = o + 8 * v;
         for (int32_t j = 0; j < np; ++j) {
-          if (whole[v]) {
+          if (fast[v]) {
+            const __m256i y = tlm_avx2::fast_requantize(acc[j * nv + v], fq[v]);
+            tlm_avx2::store_s8x8(out + j * out_c + ov,
+                                 _mm256_min_epi32(_mm256_max_epi32(y, lo32), hi32));
+          } else if (whole[v]) {
             const __m256i y = tlm_avx2::multiply_by_quantized_multiplier(
                 _mm256_add_epi32(acc[j * nv + v], bias8[v]), rq[v]);
             tlm_avx2::store_s8x8(out + j * out_c + ov, tlm_avx2::offset_clamp(y, clamp));

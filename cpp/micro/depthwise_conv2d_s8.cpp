@@ -312,78 +312,10 @@ TLM_AVX2_TARGET void pack_filter(const tlm_conv_dims* d, const Geometry& g, cons
 
 // ---- Requantization of 8 lanes
 
-// requantize.h for accumulators |acc| < 2^29 and shifts in [-23, 0] (right shift r = -shift, no
-// left shift), with the bias and the output offset folded in: 11 operations on the window's sum
-// instead of requantize_avx2.h's 15 plus the bias and the offset. With P = acc * multiplier (64
-// bits, |P| < 2^60):
-//   SaturatingRoundingDoublingHighMul: q = floor((P + 2^30) / 2^31) (requantize_avx2.h),
-//     |q| <= 2^29;
-//   RoundingDivideByPOT(q, r) = floor((q + h - [q < 0]) / 2^r) with h = 2^(r - 1), for r >= 1
-//     (remainder > threshold: halves away from zero), and q for r = 0;
-//   + output_offset: add offset * 2^r before the shift.
-// So y = (q' - [acc < 0, r >= 1]) >> r (arithmetic) with q' = floor((P + nudge) / 2^31) and
-// nudge = 2^30 + (h + offset * 2^r) * 2^31: adding a multiple of 2^31 inside the floor adds it
-// outside. [q < 0] may be replaced by [acc < 0]: the multiplier is >= 0, so q < 0 needs acc < 0,
-// and acc < 0 with q >= 0 means P + 2^30 <= 2^30, q = 0, where both give floor((h - 1) / 2^r) =
-// floor(h / 2^r) = 0. No int32 overflow: |q + h + offset * 2^r - 1| <= 2^29 + 2^22 + 2^30 + 1.
-// As in requantize_avx2.h, q' is bits 31..62 of the 64-bit P + nudge (a logical shift does; the
-// nudge's bits above 62 do not matter). The bias (bias', see Numerics): acc = sum + bias, so P =
-// sum * multiplier + bias * multiplier (|.| < 2^61) with the second term in the nudge, and
-// acc < 0 is sum < -bias.
-struct FastRequant {
-  __m256i multiplier, multiplier_odd;  // odd: lanes 1, 3, 5, 7 in the even positions
-  __m256i nudge_even, nudge_odd;       // 64-bit, for lanes 0, 2, 4, 6 and 1, 3, 5, 7
-  __m256i negative;                    // sum < negative: subtract 1 (-bias; INT32_MIN for r = 0)
-  __m256i right;
-};
-
-// Whether FastRequant serves every lane: shift in [-23, 0] and |bias| < 2^29 - bound, where
-// bound >= |window sum| (255 * 128 * filter_h * filter_w), so that |acc| < 2^29.
-TLM_AVX2_TARGET inline bool fast_ok(__m256i shift, __m256i bias, int64_t bound) {
-  if (bound >= (int64_t{1} << 29)) return false;
-  const __m256i zero = _mm256_setzero_si256();
-  const __m256i room = _mm256_set1_epi32(static_cast<int32_t>((int64_t{1} << 29) - bound));
-  const __m256i ok = _mm256_and_si256(
-      _mm256_and_si256(_mm256_cmpgt_epi32(room, bias),
-                       _mm256_cmpgt_epi32(bias, _mm256_sub_epi32(zero, room))),
-      _mm256_andnot_si256(_mm256_cmpgt_epi32(shift, zero),
-                          _mm256_cmpgt_epi32(shift, _mm256_set1_epi32(-24))));
-  return _mm256_movemask_epi8(ok) == -1;
-}
-
-// FastRequant's constants; bias: what the window's sum lacks of acc (bias', |.| < 2^30).
-TLM_AVX2_TARGET inline FastRequant fast_requant(__m256i multiplier, __m256i shift, __m256i bias,
-                                                int32_t output_offset) {
-  const __m256i zero = _mm256_setzero_si256();
-  const __m256i right = _mm256_sub_epi32(zero, shift);
-  // t = h + offset * 2^r: |.| <= 2^22 + 2^30.
-  const __m256i t = _mm256_add_epi32(
-      _mm256_srli_epi32(_mm256_sllv_epi32(_mm256_set1_epi32(1), right), 1),
-      _mm256_sllv_epi32(_mm256_set1_epi32(output_offset), right));
-  const __m256i low = _mm256_set1_epi64x(0xFFFFFFFF), half = _mm256_set1_epi64x(int64_t{1} << 30);
-  FastRequant f;
-  f.multiplier = multiplier;
-  f.multiplier_odd = _mm256_srli_epi64(multiplier, 32);
-  f.nudge_even = _mm256_add_epi64(_mm256_slli_epi64(_mm256_and_si256(t, low), 31),
-                                  _mm256_add_epi64(_mm256_mul_epi32(bias, multiplier), half));
-  f.nudge_odd = _mm256_add_epi64(
-      _mm256_srli_epi64(_mm256_andnot_si256(low, t), 1),
-      _mm256_add_epi64(_mm256_mul_epi32(_mm256_srli_epi64(bias, 32), f.multiplier_odd), half));
-  f.negative = _mm256_blendv_epi8(_mm256_sub_epi32(zero, bias), _mm256_set1_epi32(INT32_MIN),
-                                  _mm256_cmpeq_epi32(right, zero));
-  f.right = right;
-  return f;
-}
-
-// requantize(sum + bias) + output_offset per lane (see FastRequant).
-TLM_AVX2_TARGET inline __m256i fast_requantize(__m256i sum, const FastRequant& f) {
-  const __m256i even = _mm256_add_epi64(_mm256_mul_epi32(sum, f.multiplier), f.nudge_even);
-  const __m256i odd = _mm256_add_epi64(
-      _mm256_mul_epi32(_mm256_srli_epi64(sum, 32), f.multiplier_odd), f.nudge_odd);
-  const __m256i q =
-      _mm256_blend_epi32(_mm256_srli_epi64(even, 31), _mm256_slli_epi64(odd, 1), 0xAA);
-  return _mm256_srav_epi32(_mm256_add_epi32(q, _mm256_cmpgt_epi32(f.negative, sum)), f.right);
-}
+using tlm_avx2::fast_ok;
+using tlm_avx2::fast_requant;
+using tlm_avx2::fast_requantize;
+using tlm_avx2::FastRequant;
 
 // One group of 8 lanes: the accumulators' start (the bias, or 0 when FastRequant adds it) and
 // the requantization (fast, else requantize_avx2.h's).
