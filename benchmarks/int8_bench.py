@@ -11,8 +11,9 @@ Micro's published arena for the model), model bytes, single-sample latency (medi
 `--repeats` invokes from Python: tinylearn's q.invoke as it runs by default, its host fast paths
 with large operators split over both cores; LiteRT with its default delegates (XNNPACK) and its
 default thread count (one), and for reference LiteRT with 2 threads), and batch throughput
-(samples per second over `--batch` samples: tinylearn's q.invoke on the batch, both cores;
-LiteRT with the input resized to the batch and 2 threads).
+(samples per second over `--batch` samples, the median of 5 runs after one to warm up:
+tinylearn's q.invoke on the batch, both cores; LiteRT with the input resized to the batch and 2
+threads).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import numpy as np
 TFLM_ARENA = {"ds_cnn": 21_424, "mobilenet_v1": 156_424, "resnet8": 53_972}
 SHAPES = {"ds_cnn": (49, 10, 1), "mobilenet_v1": (96, 96, 3), "resnet8": (32, 32, 3), "fc_autoencoder": (640,)}
 SEED = 1
+BATCH_REPEATS = 5  # batch runs timed, after one to warm up; the median counts
 
 
 def random_model(name: str):
@@ -79,9 +81,7 @@ def bench(name: str, repeats: int, batch: int) -> dict:
     tfl = q.to_tflite()
 
     ours_1 = median_seconds(lambda: q.invoke(x1), repeats)
-    t = time.perf_counter()
-    q.invoke(xb)
-    ours_batch = batch / (time.perf_counter() - t)
+    ours_batch = batch / median_seconds(lambda: q.invoke(xb), BATCH_REPEATS)
 
     it = Interpreter(model_content=tfl, num_threads=1)
     it.allocate_tensors()
@@ -109,10 +109,7 @@ def bench(name: str, repeats: int, batch: int) -> dict:
     itb.resize_tensor_input(itb.get_input_details()[0]["index"], [batch, *q.input_shape[1:]])
     itb.allocate_tensors()
     itb.set_tensor(itb.get_input_details()[0]["index"], xb)
-    itb.invoke()  # warm up
-    t = time.perf_counter()
-    itb.invoke()
-    theirs_batch = batch / (time.perf_counter() - t)
+    theirs_batch = batch / median_seconds(itb.invoke, BATCH_REPEATS)
 
     from tinylearn.quantize import op_macs
     return {"model": name, "macs": int(sum(op_macs(q.graph, op) for op in q.graph.ops)),

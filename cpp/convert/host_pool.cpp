@@ -34,14 +34,15 @@ void HostPool::parallel(void* ctx, std::int32_t parts, tlm_task_fn task, void* a
 }
 
 void HostPool::run(std::int32_t parts, tlm_task_fn task, void* arg) {
-  if (parts <= 1 || helpers_.empty()) {
+  if (parts <= 1 || helpers_.empty() || parts > kMaxParts) {
     for (std::int32_t k = 0; k < parts; ++k) task(arg, k);
     return;
   }
   task_ = task;
   arg_ = arg;
-  parts_ = parts;
-  pending_.store(int(helpers_.size()), std::memory_order_relaxed);
+  done_.store(0, std::memory_order_relaxed);
+  const std::uint32_t gen = std::uint32_t(generation_.load(std::memory_order_relaxed) + 1);
+  claims_.store(std::uint64_t{gen} << 32 | std::uint64_t(parts) << 24, std::memory_order_relaxed);
   generation_.fetch_add(1);  // seq_cst: publishes the job; ordered before the sleepers_ load
   if (sleepers_.load() > 0) {
     // A helper that counted itself asleep checks the generation under the lock before it waits,
@@ -49,11 +50,35 @@ void HostPool::run(std::int32_t parts, tlm_task_fn task, void* arg) {
     { std::lock_guard<std::mutex> lock(mutex_); }
     wake_.notify_all();
   }
-  task(arg, 0);
-  while (pending_.load(std::memory_order_acquire) != 0) TINYLEARN_PAUSE();
+  work(gen, 0);
+  // Parts a helper claimed may still run: wait for them (their stores are released by done_).
+  while (done_.load(std::memory_order_acquire) != parts) TINYLEARN_PAUSE();
 }
 
-void HostPool::helper(int index) {
+void HostPool::work(std::uint32_t gen, int home) {
+  std::uint64_t v = claims_.load(std::memory_order_acquire);
+  for (;;) {
+    // v: generation (bits 32-63), parts (24-31), a bit per claimed part (0-23). Another run's
+    // generation (a helper late for its own): nothing to do.
+    if (std::uint32_t(v >> 32) != gen) return;
+    const int parts = int((v >> 24) & 0xFF);
+    // The thread's own part first (the same rows of successive operators stay in its core's
+    // caches), then any other unclaimed one.
+    int k = home < parts && !(v >> home & 1) ? home : -1;
+    for (int j = 0; k < 0 && j < parts; ++j)
+      if (!(v >> j & 1)) k = j;
+    if (k < 0) return;  // every part claimed
+    if (!claims_.compare_exchange_weak(v, v | std::uint64_t{1} << k, std::memory_order_acq_rel,
+                                       std::memory_order_acquire))
+      continue;  // v reloaded
+    // Claimed: this run cannot end (nor task_ and arg_ change) before done_ counts it.
+    task_(arg_, k);
+    done_.fetch_add(1, std::memory_order_release);
+    v = claims_.load(std::memory_order_acquire);
+  }
+}
+
+void HostPool::helper(int home) {
   std::uint64_t seen = 0;
   for (;;) {
     auto since = std::chrono::steady_clock::now();
@@ -71,8 +96,7 @@ void HostPool::helper(int index) {
     }
     seen = generation_.load(std::memory_order_acquire);
     if (stop_.load()) return;
-    if (index < parts_) task_(arg_, index);
-    pending_.fetch_sub(1, std::memory_order_release);
+    work(std::uint32_t(seen), home);
   }
 }
 

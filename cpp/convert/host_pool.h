@@ -6,8 +6,13 @@
 // helper threads therefore spin on a generation counter between operators, and sleep on a
 // condition variable only after kSpinMicroseconds without work, so an idle model costs no CPU.
 //
-//   HostPool pool(1);                       // one helper: parts run on 2 threads
-//   pool.run(2, task, arg);                 // task(arg, 0) here, task(arg, 1) on the helper
+// Parts are claimed, not assigned: the caller and each helper take their own part first (part 0
+// for the caller, part i for helper i, so successive operators find their rows in the same
+// core's caches), then any part still unclaimed, until none is left. A helper the OS has not
+// scheduled (or that is still waking up) delays nothing: the caller runs its part too.
+//
+//   HostPool pool(1);                       // one helper: parts run on up to 2 threads
+//   pool.run(2, task, arg);                 // task(arg, 0) and task(arg, 1), each once
 //
 // run() is not reentrant and must be called from one thread at a time (Int8Model holds its lock).
 #ifndef TINYLEARN_CONVERT_HOST_POOL_H
@@ -32,22 +37,27 @@ class HostPool {
   HostPool& operator=(const HostPool&) = delete;
 
   int threads() const { return int(helpers_.size()) + 1; }
-  // task(arg, k) for k in [0, parts), parts <= threads(): part 0 on the caller. Returns when all
-  // have finished.
+  // task(arg, k) for k in [0, parts), each once, on the caller or a helper. Returns when all have
+  // finished.
   void run(std::int32_t parts, tlm_task_fn task, void* arg);
   // tlm_host.parallel's signature, ctx = the pool.
   static void parallel(void* ctx, std::int32_t parts, tlm_task_fn task, void* arg);
 
  private:
-  void helper(int index);
+  void helper(int home);
+  // Claims and runs parts of generation `gen` (part `home` first) until none is left.
+  void work(std::uint32_t gen, int home);
+  static constexpr std::int32_t kMaxParts = 24;  // one claim bit each; more run on the caller
 
   std::vector<std::thread> helpers_;
   std::atomic<std::uint64_t> generation_{0};  // one more per run()
-  std::atomic<int> pending_{0};               // helpers yet to finish this generation
+  // The run's claimed parts (a bit each) and part count, tagged with its generation (high 32
+  // bits) so that a helper that wakes up late cannot claim a part of a later run.
+  std::atomic<std::uint64_t> claims_{0};
+  std::atomic<int> done_{0};  // parts finished in this run
   std::atomic<int> sleepers_{0};
   tlm_task_fn task_ = nullptr;
   void* arg_ = nullptr;
-  std::int32_t parts_ = 0;
   std::mutex mutex_;
   std::condition_variable wake_;
   std::atomic<bool> stop_{false};

@@ -1,8 +1,10 @@
 // The spinning fork-join pool that runs a single sample's operator parts on the cores
-// (cpp/convert/host_pool.h): every part runs exactly once per call, on distinct threads, and
-// calls keep working after the helpers have gone to sleep.
+// (cpp/convert/host_pool.h): every part runs exactly once per call, the helpers take parts
+// (while the caller takes the ones they have not claimed), and calls keep working after the
+// helpers have gone to sleep.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <set>
@@ -24,9 +26,10 @@ void count_part(void* arg, std::int32_t k) {
   job->who[k] = std::this_thread::get_id();
 }
 
-// Runs `parts` parts `calls` times, each call on a fresh job; checks each part ran once, and
-// (more than one part) on as many threads.
-void check_calls(tinylearn::HostPool& pool, int parts, int calls, bool pause_between) {
+// Runs `parts` parts `calls` times, each call on a fresh job; checks each part ran once, on at
+// most as many threads. Returns the calls in which a helper ran a part.
+int check_calls(tinylearn::HostPool& pool, int parts, int calls, bool pause_between) {
+  int helped = 0;
   for (int c = 0; c < calls; ++c) {
     Job job;
     for (auto& r : job.runs) r.store(0);
@@ -37,9 +40,11 @@ void check_calls(tinylearn::HostPool& pool, int parts, int calls, bool pause_bet
       threads.insert(job.who[k]);
     }
     for (int k = parts; k < 8; ++k) REQUIRE(job.runs[k].load() == 0);
-    REQUIRE(int(threads.size()) == parts);
+    REQUIRE(int(threads.size()) <= std::min(parts, pool.threads()));
+    for (int k = 0; k < parts; ++k) helped += job.who[k] != std::this_thread::get_id();
     if (pause_between) std::this_thread::sleep_for(std::chrono::milliseconds(2));  // helpers sleep
   }
+  return helped;
 }
 
 }  // namespace
@@ -47,8 +52,9 @@ void check_calls(tinylearn::HostPool& pool, int parts, int calls, bool pause_bet
 TEST_CASE("host pool runs every part once, spinning and after sleeping") {
   tinylearn::HostPool pool(1);
   CHECK(pool.threads() == 2);
-  check_calls(pool, 2, 20000, false);
-  check_calls(pool, 1, 100, false);
+  // Spinning, the helper takes a part in most calls (at least some, even on a loaded machine).
+  CHECK(check_calls(pool, 2, 20000, false) > 100);
+  CHECK(check_calls(pool, 1, 100, false) == 0);
   check_calls(pool, 2, 30, true);
   // More threads than this machine may have cores: slower (spinning threads get preempted), but
   // exact.
