@@ -342,30 +342,32 @@ TLM_AVX2_TARGET inline void store_block(const FcFast& f, int32_t blk, __m256i ac
   const int32_t o = 8 * blk, n = f.out_n - o < 8 ? f.out_n - o : 8;
   acc = _mm256_add_epi32(acc, _mm256_load_si256(reinterpret_cast<const __m256i*>(f.bias + o)));
   const __m256d s0 = _mm256_load_pd(f.scale + o), s1 = _mm256_load_pd(f.scale + o + 4);
-  alignas(16) int8_t bytes[16];
   if (_mm256_movemask_pd(_mm256_or_pd(s0, s1)) == 0) {  // every scale exact (none is -1)
     const __m128i lo = requantize4(_mm256_castsi256_si128(acc), s0, f.clamp);
     const __m128i hi = requantize4(_mm256_extracti128_si256(acc, 1), s1, f.clamp);
     // In [-128, 127]: the packs are exact.
-    _mm_store_si128(reinterpret_cast<__m128i*>(bytes),
-                    _mm_packs_epi16(_mm_packs_epi32(lo, hi), _mm_setzero_si128()));
-  } else {  // a subnormal scale in the block: the integer emulation, channel by channel
-    alignas(32) int32_t a[8];
-    _mm256_store_si256(reinterpret_cast<__m256i*>(a), acc);
-    for (int32_t r = 0; r < n; ++r) {
-      uint64_t m;
-      int32_t e;
-      channel_scale(f.p, f.scales, o + r, &m, &e);
-      int64_t out = tlm_detail::requantize_fp64(a[r], m, e) + f.p->base.output_offset;
-      if (out < f.p->base.activation_min) out = f.p->base.activation_min;
-      if (out > f.p->base.activation_max) out = f.p->base.activation_max;
-      bytes[r] = static_cast<int8_t>(out);
+    const __m128i v = _mm_packs_epi16(_mm_packs_epi32(lo, hi), _mm_setzero_si128());
+    if (n == 8) {
+      _mm_storel_epi64(reinterpret_cast<__m128i*>(y + o), v);  // straight from the register
+    } else {
+      alignas(16) int8_t bytes[16];
+      _mm_store_si128(reinterpret_cast<__m128i*>(bytes), v);
+      memcpy(y + o, bytes, size_t(n));
     }
+    return;
   }
-  if (n == 8)
-    memcpy(y + o, bytes, 8);
-  else
-    memcpy(y + o, bytes, size_t(n));
+  // A subnormal scale in the block: the integer emulation, channel by channel.
+  alignas(32) int32_t a[8];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(a), acc);
+  for (int32_t r = 0; r < n; ++r) {
+    uint64_t m;
+    int32_t e;
+    channel_scale(f.p, f.scales, o + r, &m, &e);
+    int64_t out = tlm_detail::requantize_fp64(a[r], m, e) + f.p->base.output_offset;
+    if (out < f.p->base.activation_min) out = f.p->base.activation_min;
+    if (out > f.p->base.activation_max) out = f.p->base.activation_max;
+    y[o + r] = static_cast<int8_t>(out);
+  }
 }
 
 TLM_AVX2_TARGET void fc_fast(const tlm_fully_connected_ref_params* p, const tlm_fc_dims* d,
