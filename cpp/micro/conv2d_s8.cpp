@@ -198,6 +198,16 @@ TLM_AVX2_TARGET inline void store_s8x16(int8_t* out, __m256i y0, __m256i y1, __m
                    _mm_packs_epi16(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1)));
 }
 
+// clamp(y0) stored as 8 int8 at out0, clamp(y1) at out1 (as store_s8x16, two pixels).
+TLM_AVX2_TARGET inline void store_s8x8_pair(int8_t* out0, int8_t* out1, __m256i y0, __m256i y1,
+                                            __m256i lo, __m256i hi) {
+  __m256i v = _mm256_permute4x64_epi64(_mm256_packs_epi32(y0, y1), 0xD8);
+  v = _mm256_min_epi16(_mm256_max_epi16(v, lo), hi);
+  const __m128i b = _mm_packs_epi16(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  _mm_storel_epi64(reinterpret_cast<__m128i*>(out0), b);
+  _mm_storel_epi64(reinterpret_cast<__m128i*>(out1), _mm_unpackhi_epi64(b, b));
+}
+
 // Requantizes 8 channel lanes [o, o + n) of one pixel and stores them (n < 8: the last block).
 TLM_AVX2_TARGET inline void store_channels(const tlm_conv2d_params* p, __m256i acc,
                                            const int32_t* multipliers, const int32_t* shifts,
@@ -347,13 +357,23 @@ TLM_AVX2_TARGET void conv_band(const tlm_conv2d_params* p, const tlm_conv_dims* 
         rq[v] = tlm_avx2::requant8(multiplier, shift);
     }
     const bool fast16 = nv == 2 && fast[0] && fast[1];  // then whole too
-    int32_t oy = 0, ox = 0;  // of pixel q0 in the band
+    // The next pixel's window: column ox of the output row whose windows start at `row`.
+    const int64_t step_x = int64_t{p->stride_w} * in_c, step_y = int64_t{p->stride_h} * line;
+    const int16_t* row = band;
+    const int16_t* at = band;
+    int32_t ox = 0;
     for (int64_t q0 = 0; q0 < q_end; q0 += kTileP) {
       // A last tile of fewer pixels repeats its last one (computed, not stored).
       const int32_t np = q_end - q0 < kTileP ? static_cast<int32_t>(q_end - q0) : kTileP;
       for (int32_t j = 0; j < np; ++j) {
-        t.base[j] = band + int64_t{oy} * p->stride_h * line + int64_t{ox} * p->stride_w * in_c;
-        if (++ox == out_w) ox = 0, ++oy;
+        t.base[j] = at;
+        if (++ox == out_w) {
+          ox = 0;
+          row += step_y;
+          at = row;
+        } else {
+          at += step_x;
+        }
       }
       for (int32_t j = np; j < kTileP; ++j) t.base[j] = t.base[np - 1];
       alignas(32) __m256i acc[kTileP * 2];
@@ -372,7 +392,14 @@ TLM_AVX2_TARGET void conv_band(const tlm_conv2d_params* p, const tlm_conv_dims* 
       }
       for (int v = 0; v < nv; ++v) {
         const int32_t ov = o + 8 * v;
-        for (int32_t j = 0; j < np; ++j) {
+        int32_t j = 0;
+        if (fast[v]) {  // two pixels' 8 channels packed, clamped and stored at once
+          for (; j + 2 <= np; j += 2)
+            store_s8x8_pair(out + j * out_c + ov, out + (j + 1) * out_c + ov,
+                            tlm_avx2::fast_requantize(acc[j * nv + v], fq[v]),
+                            tlm_avx2::fast_requantize(acc[(j + 1) * nv + v], fq[v]), lo16, hi16);
+        }
+        for (; j < np; ++j) {
           if (fast[v]) {
             const __m256i y = tlm_avx2::fast_requantize(acc[j * nv + v], fq[v]);
             tlm_avx2::store_s8x8(out + j * out_c + ov,
