@@ -158,9 +158,15 @@ TLM_HOST_CLONES void tlm_fully_connected_ref_s8(const tlm_fully_connected_ref_pa
 //     so this equals clamping round()'s result, and any |value| >= 1024 (including the emulation's
 //     saturated +-2^52) plus an offset in [-128, 127] lands outside [-128, 127] on the same side;
 //     the activation clamp then gives the same byte. The int32 conversion is exact after it;
-//   * round() (halves away from zero) as t = trunc(x), plus sign(x) when |x - t| >= 0.5: x - t is
-//     exact (t and x share sign and, for |x| >= 1, x / 2 <= t <= x), so x = 0.49999999999999994 gives
-//     0, where floor(|x| + 0.5) would give 1.
+//   * round() (halves away from zero) as trunc(x + copysign(h, x)) with h = 0.5 - 2^-54 (the double
+//     below 0.5), for |x| <= 1024; by symmetry take x >= 0, x = n + f (n integer, 0 <= f < 1).
+//     f >= 0.5: x + h >= n + 1 - 2^-54, which is n + 1 or rounds to it (2^-54 is at most half an ulp
+//     there, a tie only at n + 1 = 1, broken to 1.0, the even mantissa), so trunc gives n + 1.
+//     f < 0.5: x + h < n + 1, and rounding does not reach n + 1: for x < 1 the largest case,
+//     x = 0.5 - 2^-54 (where floor(x + 0.5) would give 1), sums to 1 - 2^-53 exactly; for x >= 1,
+//     n + 1 - (0.5 - f) is a multiple of ulp(x) >= 2^-52 in x's binade and the extra -2^-54 is
+//     under half of it. So trunc gives n. (tests/cpp/test_host_fast_fc.cpp checks exact ties and
+//     their neighbours against the emulation.)
 #if TLM_HOST_AVX2
 #include <immintrin.h>
 #include <string.h>
@@ -317,13 +323,10 @@ struct OutputClamp {
 TLM_AVX2_TARGET inline __m128i requantize4(__m128i acc, __m256d scale, const OutputClamp& c) {
   __m256d x = _mm256_mul_pd(_mm256_cvtepi32_pd(acc), scale);
   x = _mm256_min_pd(_mm256_max_pd(x, _mm256_set1_pd(-1024.0)), _mm256_set1_pd(1024.0));
-  const __m256d sign_bit = _mm256_set1_pd(-0.0);
-  const __m256d t = _mm256_round_pd(x, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
-  const __m256d frac = _mm256_andnot_pd(sign_bit, _mm256_sub_pd(x, t));  // |x - t|, exact
-  const __m256d away = _mm256_or_pd(_mm256_set1_pd(1.0), _mm256_and_pd(sign_bit, x));  // +-1
-  const __m256d r = _mm256_add_pd(
-      t, _mm256_and_pd(_mm256_cmp_pd(frac, _mm256_set1_pd(0.5), _CMP_GE_OQ), away));
-  const __m128i y = _mm_add_epi32(_mm256_cvtpd_epi32(r), c.offset);  // exact: |r| <= 1024
+  // round() as trunc(x + copysign(h, x)), h = 0.5 - 2^-54 (see the notes above).
+  const __m256d h = _mm256_or_pd(_mm256_set1_pd(0.49999999999999994),
+                                 _mm256_and_pd(_mm256_set1_pd(-0.0), x));
+  const __m128i y = _mm_add_epi32(_mm256_cvttpd_epi32(_mm256_add_pd(x, h)), c.offset);
   return _mm_min_epi32(_mm_max_epi32(y, c.lo), c.hi);
 }
 
