@@ -131,3 +131,17 @@ int main() {
     out = subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout
     got = np.array([int(v) for v in out.split()], dtype=np.int8).reshape(-1, 1)
     np.testing.assert_array_equal(got, sine_int8.invoke(ALL_INT8))
+
+
+def test_invoke_takes_any_int8_layout_alike(sine_int8):
+    """invoke's fast path (a 2-D int8 ndarray goes to the core as it is) and its general path
+    (1-D arrays, reversed and strided views) give the same outputs; a non-contiguous view is copied, not
+    misread."""
+    expected = sine_int8.invoke(ALL_INT8)
+    wide = np.zeros((256, 3), dtype=np.int8)
+    wide[:, 1] = ALL_INT8[:, 0]
+    view = wide[:, 1:2]  # shape (256, 1), strides (3, 1): not C-contiguous
+    assert not view.flags.c_contiguous
+    np.testing.assert_array_equal(sine_int8.invoke(view), expected)
+    np.testing.assert_array_equal(sine_int8.invoke(ALL_INT8[::-1])[::-1], expected)
+    np.testing.assert_array_equal(sine_int8.invoke(ALL_INT8[:, 0]), expected)  # 1-D
