@@ -453,7 +453,6 @@ struct ConvRun {
   const void* packed;
 };
 
-
 #if TLM_WITH_CONV_2D
 inline bool conv_host_rows(const ConvRun<tlm_conv2d_params>& a, int32_t begin, int32_t end,
                            void* scratch) {
@@ -1044,8 +1043,8 @@ int8_t* tlm_output(const tlm_model* model, void* arena) {
 // One operator (validated by tlm_model_init) on `samples` arenas `stride` bytes apart, with the
 // host's fast paths: a fully connected operator over all of them at once, the others one arena at
 // a time.
-static void run_host_op(const tlm_model* model, const uint8_t* r, int8_t* a, const tlm_host* host,
-                 int32_t samples, size_t stride) {
+static void run_host_op(const tlm_model* model, const uint8_t* r, int8_t* a,
+                        const tlm_host* host, int32_t samples, size_t stride) {
 #if TLM_WITH_FULLY_CONNECTED
   if (rd_u16(r) == TLM_OP_FULLY_CONNECTED) {
     op_fully_connected(model, r, a, host, samples, stride);
@@ -1123,6 +1122,15 @@ tlm_status tlm_invoke_host_samples(const tlm_model* model, void* arenas, size_t 
                                    int32_t samples, const tlm_host* host) {
   if (samples < 1) return TLM_ERR_SHAPE;
   if (arena_stride % 4) return TLM_ERR_ALIGNMENT;
+  if (!host) {  // tlm_invoke on each arena
+    for (int32_t k = 0; k < samples; ++k) {
+      const tlm_status s = invoke_ops(model, arenas ? static_cast<uint8_t*>(arenas) + k * arena_stride
+                                                    : nullptr,
+                                      arena_stride, nullptr);
+      if (s != TLM_OK) return s;
+    }
+    return TLM_OK;
+  }
   return invoke_ops(model, arenas, arena_stride, host, samples, arena_stride);
 }
 

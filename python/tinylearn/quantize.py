@@ -39,8 +39,8 @@ class Int8Model:
         # Computed once: invoke() checks shapes on every call (single-sample latency).
         self._in_shape = _sample_shape(self._in)
         self._out_shape = _sample_shape(self._out)
-        # invoke()'s fast path: a C-contiguous int8 array of shape (N, features) goes to the
-        # binding as it is, and its (N, outputs) result comes back as it is.
+        # invoke()'s fast path: a 2-D int8 ndarray of shape (N, features) goes to the binding as
+        # it is (which copies a non-contiguous one), and its (N, outputs) result comes back as it is.
         self._flat_in = len(self._in_shape) == 2
         self._flat_out = len(self._out_shape) == 2
         self._graph = graph

@@ -472,7 +472,11 @@ TEST_CASE("The C API: arena too small, misaligned blob or arena, null pointers")
       for (int i = 0; i < 3; ++i)
         tlm_input(&m, a3 + k * need)[i] = std::int8_t(40 * int(k) - 50 + 17 * i);
     }
+    std::vector<std::uint8_t> inputs(a3, a3 + 3 * need);
     REQUIRE(tlm_invoke_host_samples(&m, arenas.p, need, 3, &host) == TLM_OK);
+    CHECK(std::memcmp(a3, want.data(), 3 * need) == 0);
+    std::memcpy(a3, inputs.data(), 3 * need);  // again without a host: tlm_invoke on each
+    REQUIRE(tlm_invoke_host_samples(&m, arenas.p, need, 3, nullptr) == TLM_OK);
     CHECK(std::memcmp(a3, want.data(), 3 * need) == 0);
     std::memset(arena.p, 0, need + 4);
   }

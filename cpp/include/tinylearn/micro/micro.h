@@ -135,7 +135,7 @@ tlm_status tlm_invoke_host(const tlm_model* model, void* arena, size_t arena_byt
 // tlm_invoke_host on `samples` arenas laid end to end, each `arena_stride` bytes (a multiple of 4,
 // at least tlm_arena_bytes), operator by operator over all of them, so that a fully connected
 // operator reads its weights once for every sample. Each arena ends with the bytes
-// tlm_invoke_host would leave in it.
+// tlm_invoke_host would leave in it (host == null: tlm_invoke on each arena).
 tlm_status tlm_invoke_host_samples(const tlm_model* model, void* arenas, size_t arena_stride,
                                    int32_t samples, const tlm_host* host);
 
