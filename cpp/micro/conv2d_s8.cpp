@@ -171,21 +171,6 @@ inline int64_t band_rows(const tlm_conv_dims* d) {
   return rows > d->filter_h ? rows : d->filter_h;
 }
 
-// dst[i] = src[i] + offset for i < n (int16: |.| <= 255).
-TLM_AVX2_TARGET inline void widen(const int8_t* src, int32_t n, int32_t offset, int16_t* dst) {
-  const __m256i off = _mm256_set1_epi16(static_cast<int16_t>(offset));
-  int32_t i = 0;
-  for (; i + 16 <= n; i += 16)
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i),
-                        _mm256_add_epi16(tlm_avx2::load_s8x16_epi16(src + i), off));
-  if (i + 8 <= n) {
-    const __m128i x = _mm_cvtepi8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(src + i)));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i),
-                     _mm_add_epi16(x, _mm256_castsi256_si128(off)));
-    i += 8;
-  }
-  for (; i < n; ++i) dst[i] = static_cast<int16_t>(src[i] + offset);
-}
 
 // clamp(y0, y1) stored as 16 int8 (channels of y0, then of y1). Saturating to int16 keeps a value
 // beyond [-128, 127] beyond it on the same side, so clamping the int16 gives the int32 result.
@@ -312,8 +297,8 @@ TLM_AVX2_TARGET void conv_band(const tlm_conv2d_params* p, const tlm_conv_dims* 
       continue;
     }
     memset(row, 0, sizeof(int16_t) * size_t(left) * in_c);
-    widen(input + ((int64_t{b} * in_h + y) * in_w) * in_c, in_w * in_c, p->input_offset,
-          row + int64_t{left} * in_c);
+    tlm_avx2::widen_s8(input + ((int64_t{b} * in_h + y) * in_w) * in_c, in_w * in_c,
+                       p->input_offset, row + int64_t{left} * in_c);
     memset(row + int64_t{left + in_w} * in_c, 0, sizeof(int16_t) * size_t(right) * in_c);
   }
   memset(band + rows * line, 0, sizeof(int16_t) * kSlack);

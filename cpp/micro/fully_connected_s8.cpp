@@ -171,6 +171,8 @@ TLM_HOST_CLONES void tlm_fully_connected_ref_s8(const tlm_fully_connected_ref_pa
 #include <immintrin.h>
 #include <string.h>
 
+#include "requantize_avx2.h"
+
 namespace {
 
 constexpr int32_t kFcChunk = 8;  // rows widened into the scratch at a time
@@ -205,15 +207,8 @@ inline void channel_scale(const tlm_fully_connected_ref_params* p, const int32_t
 // dst[i] = src[i] + offset for i < n, 0 for n <= i < k4 (int16: |.| <= 255).
 TLM_AVX2_TARGET inline void widen_row(const int8_t* src, int32_t n, int32_t k4, int32_t offset,
                                       int16_t* dst) {
-  const __m256i off = _mm256_set1_epi16(static_cast<int16_t>(offset));
-  int32_t i = 0;
-  for (; i + 16 <= n; i += 16)
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i),
-                        _mm256_add_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128(
-                                             reinterpret_cast<const __m128i*>(src + i))),
-                                         off));
-  for (; i < n; ++i) dst[i] = static_cast<int16_t>(src[i] + offset);  // no read past the row
-  for (; i < k4; ++i) dst[i] = 0;
+  tlm_avx2::widen_s8(src, n, offset, dst);
+  for (int32_t i = n; i < k4; ++i) dst[i] = 0;
 }
 
 // The input pair (x[k], x[k+1]) in every 32-bit lane.

@@ -1123,10 +1123,10 @@ tlm_status tlm_invoke_host_samples(const tlm_model* model, void* arenas, size_t 
   if (samples < 1) return TLM_ERR_SHAPE;
   if (arena_stride % 4) return TLM_ERR_ALIGNMENT;
   if (!host) {  // tlm_invoke on each arena
+    uint8_t* a = static_cast<uint8_t*>(arenas);
     for (int32_t k = 0; k < samples; ++k) {
-      const tlm_status s = invoke_ops(model, arenas ? static_cast<uint8_t*>(arenas) + k * arena_stride
-                                                    : nullptr,
-                                      arena_stride, nullptr);
+      const tlm_status s = invoke_ops(model, a ? a + k * arena_stride : nullptr, arena_stride,
+                                      nullptr);
       if (s != TLM_OK) return s;
     }
     return TLM_OK;

@@ -192,6 +192,23 @@ TLM_AVX2_TARGET inline __m256i load_s8x16_epi16(const int8_t* p) {
   return _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
 }
 
+// dst[i] = src[i] + offset for i < n, as int16 (|.| <= 255 for TFLite offsets); reads no byte
+// past src[n - 1].
+TLM_AVX2_TARGET inline void widen_s8(const int8_t* src, int32_t n, int32_t offset, int16_t* dst) {
+  const __m256i off = _mm256_set1_epi16(static_cast<int16_t>(offset));
+  int32_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i),
+                        _mm256_add_epi16(load_s8x16_epi16(src + i), off));
+  if (i + 8 <= n) {
+    const __m128i x = _mm_cvtepi8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(src + i)));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i),
+                     _mm_add_epi16(x, _mm256_castsi256_si128(off)));
+    i += 8;
+  }
+  for (; i < n; ++i) dst[i] = static_cast<int16_t>(src[i] + offset);
+}
+
 }  // namespace tlm_avx2
 
 #endif  // TLM_HOST_AVX2
