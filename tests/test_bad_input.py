@@ -41,6 +41,13 @@ def test_wrong_dtype(trained_sine, compiled, sine_int8):
         compiled.fit(np.array([[1.0], [None]], dtype=object), Y[:2], verbose=0)
     with pytest.raises(TypeError, match="expected an int8 array, got dtype float64"):
         sine_int8.invoke(np.zeros((3, 1)))
+    # Other one-byte dtypes of the right shape are not int8 either (invoke's fast path takes
+    # exactly int8), nor is a wrong width.
+    for dtype in (np.uint8, np.bool_, np.int16):
+        with pytest.raises(TypeError, match=f"expected an int8 array, got dtype {np.dtype(dtype)}"):
+            sine_int8.invoke(np.zeros((3, 1), dtype=dtype))
+    with pytest.raises(ValueError, match=r"expected shape \(N, 1\), got \(3, 2\)"):
+        sine_int8.invoke(np.zeros((3, 2), dtype=np.int8))
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])

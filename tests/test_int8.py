@@ -145,3 +145,41 @@ def test_invoke_takes_any_int8_layout_alike(sine_int8):
     np.testing.assert_array_equal(sine_int8.invoke(view), expected)
     np.testing.assert_array_equal(sine_int8.invoke(ALL_INT8[::-1])[::-1], expected)
     np.testing.assert_array_equal(sine_int8.invoke(ALL_INT8[:, 0]), expected)  # 1-D
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_forked_child_runs_and_frees_a_model_whose_pool_the_parent_started():
+    """One sample of a model with a layer large enough to split starts the model's pool of helper
+    threads. A forked child has no such threads: it must run the model (on a new pool) and free
+    it without joining the parent's threads (which would hang or crash)."""
+    import time
+
+    model = tl.Sequential([tl.layers.Dense(512, activation="relu", input_shape=(640,)),
+                           tl.layers.Dense(16)])
+    model.build(seed=3)
+    x = np.random.default_rng(3).uniform(-1, 1, (64, 640)).astype(np.float32)
+    q = tl.convert(model, x)
+    xi = q.quantize_input(x[:1])
+    want = [q.invoke(xi) for _ in range(3)][-1]
+    pid = os.fork()
+    if pid == 0:  # the child: report through the exit status only
+        code = 3
+        try:
+            import gc
+
+            code = 0 if all(np.array_equal(q.invoke(xi), want) for _ in range(3)) else 1
+            del q
+            gc.collect()
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 60
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child hung running or freeing the model")
+        time.sleep(0.05)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, f"child status {status:#x}"

@@ -123,25 +123,30 @@ TLM_HOST_CLONES void tlm_fully_connected_ref_s8(const tlm_fully_connected_ref_pa
 
 // ---- Host fast path (AVX2) ----------------------------------------------------------------------
 //
-// Weights are packed once (tlm_fully_connected_ref_s8_fast_pack) in blocks of 8 output channels;
-// within a block, 32 bytes per 4 input features k .. k+3: 16 bytes of pairs (w[j][k], w[j][k+1])
-// for channels j = 0..7, then 16 of pairs (w[j][k+2], w[j][k+3]) (zero past in_features and past
-// out_features). Each 16 bytes sign-extended to int16 (vpmovsxbw) and one madd with the input pair
-// (x[k], x[k+1]) (or (x[k+2], x[k+3])) broadcast to every lane adds channel j's products into lane
-// j. So the 8 lanes of an accumulator are 8 output channels: no horizontal sums, and one weight
-// load serves up to 4 rows. After the weights: the bias as int32 per channel (0 without one) and
-// each channel's exact scale as a double (see exact_scale).
+// Weights are packed once (tlm_fully_connected_ref_s8_fast_pack) in blocks of 8 output channels,
+// and blocks in groups ("superblocks") of 4, interleaved so that a group's weights are one
+// contiguous stream: per 4 input features k .. k+3, 32 bytes for each block of the group in turn
+// (the last group may have fewer blocks), each 32 bytes the 4 weights w[j][k .. k+3] of channels
+// j = 0..7 (zero past in_features and past out_features). A one-row pass over a group then reads
+// its weights front to back, which the prefetchers follow, instead of 4 streams a block apart.
+// After the weights: the bias per channel as int32, with input_offset * sum(w) folded in (see
+// Sums), and each channel's exact scale as a double (see exact_scale).
 //
-// Rows: up to kFcChunk rows at a time are widened into the scratch as int16 (x[i] + input_offset,
-// zero-padded to a multiple of 4), so every row's input is read before any output is written.
-// Rows come in tiles of 4 (4 rows x 16 channels, 8 accumulators), the rest one at a time (1 row x
-// 32 channels).
+// Rows: up to kFcChunk rows at a time are copied into the scratch, zero-padded to a multiple of 4,
+// beside their absolute values, so every row's input is read before any output is written. Rows
+// come in tiles of 4 (4 rows x 16 channels, 8 accumulators), the rest one at a time (1 row x 32
+// channels).
 //
-// Sums: x + input_offset is in [-255, 255] and a weight in [-128, 127], both int16, so
-// _mm256_madd_epi16 (a pair of products summed into int32, |.| <= 65280) is exact; the padding
-// multiplies by 0. Every partial sum, in whatever order, is a sum of some of the row's
-// products, so the accumulator bound above holds for it as well: the int32 totals are the plain
-// kernel's exactly.
+// Sums: acc = sum(w * (x + input_offset)) + bias = sum(w * x) + bias', bias' = bias + input_offset
+// * sum(w). The 4 bytes x[k .. k+3] go to every 32-bit lane; _mm256_sign_epi8 gives the weights
+// x's signs (w, -w or 0) and _mm256_maddubs_epi16 multiplies them by |x| (unsigned, |-128| = 128)
+// and adds pairs: |x| * sign(x) * w = x * w, and a pair sum has |.| <= 2 * 128 * 127 = 32512, so it
+// never saturates, provided no weight is -128 (then -w would wrap; the pack reports such weights
+// and the operator keeps the plain kernel). _mm256_madd_epi16 by 1 adds the pairs into channel
+// j's int32 lane: no horizontal sums, and one weight load serves up to 4 rows. Every partial sum
+// of w * x is a sum of at most in_features products of |.| <= 128 * 127, and bias' is the int32
+// acc minus such a sum, so nothing leaves int32 (|bias| <= INT32_MAX - in_features * 32640 by the
+// check); the totals are the plain kernel's exactly.
 //
 // Requantization: the plain kernel computes requantize_fp64(acc, m, e), which is round(double(acc) *
 // scale) exactly as IEEE-754 doubles and C's round() give it (saturating at 2^52), scale = m * 2^-e.
@@ -175,12 +180,27 @@ TLM_HOST_CLONES void tlm_fully_connected_ref_s8(const tlm_fully_connected_ref_pa
 
 namespace {
 
-constexpr int32_t kFcChunk = 8;  // rows widened into the scratch at a time
+constexpr int32_t kFcChunk = 8;  // rows copied into the scratch at a time
+// How far ahead of a one-row pass its weights are prefetched into L1 (bytes). The FC autoencoder,
+// one core, best of 50-call batches over 15 runs in the VM's fast spells: 6.2-6.3 us with 512,
+// 6.3-6.5 without. (Prefetches past the packed weights are harmless: they never fault.)
+constexpr int32_t kFcPrefetch = 512;
+
+// Two cache lines, kFcPrefetch bytes ahead of a step's 128 bytes at w.
+TLM_AVX2_TARGET inline void prefetch_step(const int8_t* w) {
+  _mm_prefetch(reinterpret_cast<const char*>(w) + kFcPrefetch, _MM_HINT_T0);
+  _mm_prefetch(reinterpret_cast<const char*>(w) + kFcPrefetch + 64, _MM_HINT_T0);
+}
 
 inline int32_t fc_depth4(const tlm_fc_dims* d) { return (d->in_features + 3) & ~3; }
 inline int32_t fc_blocks(const tlm_fc_dims* d) { return (d->out_features + 7) / 8; }
 // Bytes of one block's weights: 8 channels x depth4.
 inline size_t fc_block_bytes(const tlm_fc_dims* d) { return size_t(8) * fc_depth4(d); }
+// Blocks in the superblock (group of 4) holding block blk.
+inline int32_t fc_group_blocks(int32_t blocks, int32_t blk) {
+  const int32_t first = blk / 4 * 4;
+  return blocks - first < 4 ? blocks - first : 4;
+}
 
 // A channel's scale m * 2^-e as a double, exact; -1 when it is not a normal double or 0 (then that
 // channel is requantized with requantize_fp64). m is normalized (the check), 2^52 <= m < 2^53, or 0.
@@ -204,105 +224,108 @@ inline void channel_scale(const tlm_fully_connected_ref_params* p, const int32_t
   }
 }
 
-// dst[i] = src[i] + offset for i < n, 0 for n <= i < k4 (int16: |.| <= 255).
-TLM_AVX2_TARGET inline void widen_row(const int8_t* src, int32_t n, int32_t k4, int32_t offset,
-                                      int16_t* dst) {
-  tlm_avx2::widen_s8(src, n, offset, dst);
+// The row's bytes x (zero-padded to k4) at dst, their absolute values at dst + k4 (|-128| is
+// 128 as an unsigned byte).
+TLM_AVX2_TARGET inline void prep_row(const int8_t* src, int32_t n, int32_t k4, int8_t* dst) {
+  memcpy(dst, src, size_t(n));
   for (int32_t i = n; i < k4; ++i) dst[i] = 0;
+  int32_t i = 0;
+  for (; i + 32 <= k4; i += 32) {
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(dst + i));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + k4 + i), _mm256_abs_epi8(v));
+  }
+  for (; i < k4; ++i)  // |-128| = 128 wraps to the byte 0x80, as vpabsb gives it
+    dst[k4 + i] = static_cast<int8_t>(dst[i] < 0 ? -dst[i] : dst[i]);
 }
 
-// The input pair (x[k], x[k+1]) in every 32-bit lane.
-TLM_AVX2_TARGET inline __m256i pair(const int16_t* x) {
+// The 4 bytes x[k..k+3] in every 32-bit lane.
+TLM_AVX2_TARGET inline __m256i quad(const int8_t* x) {
   int32_t v;
   memcpy(&v, x, 4);
   return _mm256_set1_epi32(v);
 }
 
-// 16 packed weights (8 channels x a pair of features), sign-extended to int16.
-TLM_AVX2_TARGET inline __m256i load16(const int8_t* p) {
-  return _mm256_cvtepi8_epi16(_mm_load_si128(reinterpret_cast<const __m128i*>(p)));
+// acc + per channel the products of 4 features with the block's 32 packed bytes at w (8 channels
+// x 4 features): |x| * (w with x's sign) = x * w, at most 128 * 127 per byte, so the pair sums
+// of vpmaddubsw (|.| <= 32512) never saturate; vpmaddwd by 1 adds the pairs into int32.
+TLM_AVX2_TARGET inline __m256i dot4(__m256i acc, __m256i x4, __m256i a4, __m256i w) {
+  const __m256i p = _mm256_maddubs_epi16(a4, _mm256_sign_epi8(w, x4));
+  return _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_set1_epi16(1)));
+}
+TLM_AVX2_TARGET inline __m256i ldw(const int8_t* w) {
+  return _mm256_load_si256(reinterpret_cast<const __m256i*>(w));
 }
 
-// acc + the products of 4 input features (pairs a, b) with the 32 packed bytes at w, per channel.
-TLM_AVX2_TARGET inline __m256i dot4(__m256i acc, __m256i a, __m256i b, const int8_t* w) {
-  return _mm256_add_epi32(
-      acc, _mm256_add_epi32(_mm256_madd_epi16(a, load16(w)), _mm256_madd_epi16(b, load16(w + 16))));
-}
-// The same with the weights already widened (e: features k, k+1; o: k+2, k+3).
-TLM_AVX2_TARGET inline __m256i dot4(__m256i acc, __m256i a, __m256i b, __m256i e, __m256i o) {
-  return _mm256_add_epi32(acc, _mm256_add_epi32(_mm256_madd_epi16(a, e), _mm256_madd_epi16(b, o)));
-}
-
-// 1 row x 4 blocks (32 channels): x [depth4] int16; w the first block's packed weights, the next
-// ones `bstride` bytes apart; out [4] accumulators (no bias).
-TLM_AVX2_TARGET __attribute__((noinline)) void fc_1x32(const int16_t* x, const int8_t* w,
-                                                       size_t bstride, int32_t steps,
-                                                       __m256i* out) {
+// 1 row x 4 blocks (32 channels): x [2][depth4] (bytes, absolute values); w the superblock's
+// packed weights, 128 bytes per step; out [4] accumulators (no bias).
+TLM_AVX2_TARGET __attribute__((noinline)) void fc_1x32(const int8_t* x, int32_t k4, const int8_t* w,
+                                                       int32_t steps, __m256i* out) {
   __m256i c0 = _mm256_setzero_si256(), c1 = c0, c2 = c0, c3 = c0;
-  for (int32_t s = 0; s < steps; ++s, x += 4, w += 32) {
-    const __m256i a = pair(x), b = pair(x + 2);
-    c0 = dot4(c0, a, b, w);
-    c1 = dot4(c1, a, b, w + bstride);
-    c2 = dot4(c2, a, b, w + 2 * bstride);
-    c3 = dot4(c3, a, b, w + 3 * bstride);
+  for (int32_t s = 0; s < steps; ++s, x += 4, w += 128) {
+    prefetch_step(w);
+    const __m256i x4 = quad(x), a4 = quad(x + k4);
+    c0 = dot4(c0, x4, a4, ldw(w));
+    c1 = dot4(c1, x4, a4, ldw(w + 32));
+    c2 = dot4(c2, x4, a4, ldw(w + 64));
+    c3 = dot4(c3, x4, a4, ldw(w + 96));
   }
   out[0] = c0, out[1] = c1, out[2] = c2, out[3] = c3;
 }
 
-// 1 row x 1 block.
-TLM_AVX2_TARGET __attribute__((noinline)) void fc_1x8(const int16_t* x, const int8_t* w,
-                                                      int32_t steps, __m256i* out) {
+// 1 row x 1 block, `step` bytes per step.
+TLM_AVX2_TARGET __attribute__((noinline)) void fc_1x8(const int8_t* x, int32_t k4, const int8_t* w,
+                                                      size_t step, int32_t steps, __m256i* out) {
   __m256i c0 = _mm256_setzero_si256(), c1 = c0;  // two chains, summed at the end
   int32_t s = 0;
-  for (; s + 2 <= steps; s += 2, x += 8, w += 64) {
-    c0 = dot4(c0, pair(x), pair(x + 2), w);
-    c1 = dot4(c1, pair(x + 4), pair(x + 6), w + 32);
+  for (; s + 2 <= steps; s += 2, x += 8, w += 2 * step) {
+    prefetch_step(w);
+    c0 = dot4(c0, quad(x), quad(x + k4), ldw(w));
+    c1 = dot4(c1, quad(x + 4), quad(x + k4 + 4), ldw(w + step));
   }
-  if (s < steps) c0 = dot4(c0, pair(x), pair(x + 2), w);
+  if (s < steps) c0 = dot4(c0, quad(x), quad(x + k4), ldw(w));
   out[0] = _mm256_add_epi32(c0, c1);
 }
 
-// 4 rows (x, `xstride` int16 apart) x 2 blocks (16 channels); out [4][2].
-TLM_AVX2_TARGET __attribute__((noinline)) void fc_4x16(const int16_t* x, size_t xstride,
-                                                       const int8_t* w, size_t bstride,
+// 4 rows (x, `xstride` bytes apart) x 2 blocks (16 channels); out [4][2].
+TLM_AVX2_TARGET __attribute__((noinline)) void fc_4x16(const int8_t* x, size_t xstride, int32_t k4,
+                                                       const int8_t* w, size_t step,
                                                        int32_t steps, __m256i* out) {
   __m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00,
           c30 = c00, c31 = c00;
-  const int16_t *x1 = x + xstride, *x2 = x + 2 * xstride, *x3 = x + 3 * xstride;
-  for (int32_t s = 0; s < steps; ++s, w += 32) {
+  const int8_t *x1 = x + xstride, *x2 = x + 2 * xstride, *x3 = x + 3 * xstride;
+  for (int32_t s = 0; s < steps; ++s, w += step) {
     const int32_t k = 4 * s;
-    const __m256i e0 = load16(w), o0 = load16(w + 16);
-    const __m256i e1 = load16(w + bstride), o1 = load16(w + bstride + 16);
-    __m256i a = pair(x + k), b = pair(x + k + 2);
-    c00 = dot4(c00, a, b, e0, o0);
-    c01 = dot4(c01, a, b, e1, o1);
-    a = pair(x1 + k), b = pair(x1 + k + 2);
-    c10 = dot4(c10, a, b, e0, o0);
-    c11 = dot4(c11, a, b, e1, o1);
-    a = pair(x2 + k), b = pair(x2 + k + 2);
-    c20 = dot4(c20, a, b, e0, o0);
-    c21 = dot4(c21, a, b, e1, o1);
-    a = pair(x3 + k), b = pair(x3 + k + 2);
-    c30 = dot4(c30, a, b, e0, o0);
-    c31 = dot4(c31, a, b, e1, o1);
+    const __m256i w0 = ldw(w), w1 = ldw(w + 32);
+    __m256i a = quad(x + k), b = quad(x + k4 + k);
+    c00 = dot4(c00, a, b, w0);
+    c01 = dot4(c01, a, b, w1);
+    a = quad(x1 + k), b = quad(x1 + k4 + k);
+    c10 = dot4(c10, a, b, w0);
+    c11 = dot4(c11, a, b, w1);
+    a = quad(x2 + k), b = quad(x2 + k4 + k);
+    c20 = dot4(c20, a, b, w0);
+    c21 = dot4(c21, a, b, w1);
+    a = quad(x3 + k), b = quad(x3 + k4 + k);
+    c30 = dot4(c30, a, b, w0);
+    c31 = dot4(c31, a, b, w1);
   }
   out[0] = c00, out[1] = c01, out[2] = c10, out[3] = c11;
   out[4] = c20, out[5] = c21, out[6] = c30, out[7] = c31;
 }
 
 // 4 rows x 1 block; out [4].
-TLM_AVX2_TARGET __attribute__((noinline)) void fc_4x8(const int16_t* x, size_t xstride,
-                                                      const int8_t* w, int32_t steps,
+TLM_AVX2_TARGET __attribute__((noinline)) void fc_4x8(const int8_t* x, size_t xstride, int32_t k4,
+                                                      const int8_t* w, size_t step, int32_t steps,
                                                       __m256i* out) {
   __m256i c0 = _mm256_setzero_si256(), c1 = c0, c2 = c0, c3 = c0;
-  const int16_t *x1 = x + xstride, *x2 = x + 2 * xstride, *x3 = x + 3 * xstride;
-  for (int32_t s = 0; s < steps; ++s, w += 32) {
+  const int8_t *x1 = x + xstride, *x2 = x + 2 * xstride, *x3 = x + 3 * xstride;
+  for (int32_t s = 0; s < steps; ++s, w += step) {
     const int32_t k = 4 * s;
-    const __m256i e = load16(w), o = load16(w + 16);
-    c0 = dot4(c0, pair(x + k), pair(x + k + 2), e, o);
-    c1 = dot4(c1, pair(x1 + k), pair(x1 + k + 2), e, o);
-    c2 = dot4(c2, pair(x2 + k), pair(x2 + k + 2), e, o);
-    c3 = dot4(c3, pair(x3 + k), pair(x3 + k + 2), e, o);
+    const __m256i v = ldw(w);
+    c0 = dot4(c0, quad(x + k), quad(x + k4 + k), v);
+    c1 = dot4(c1, quad(x1 + k), quad(x1 + k4 + k), v);
+    c2 = dot4(c2, quad(x2 + k), quad(x2 + k4 + k), v);
+    c3 = dot4(c3, quad(x3 + k), quad(x3 + k4 + k), v);
   }
   out[0] = c0, out[1] = c1, out[2] = c2, out[3] = c3;
 }
@@ -385,8 +408,9 @@ TLM_AVX2_TARGET void fc_fast(const tlm_fully_connected_ref_params* p, const tlm_
                         _mm_set1_epi32(p->base.activation_min),
                         _mm_set1_epi32(p->base.activation_max)};
   f.out_n = out_n;
-  int16_t* xs = reinterpret_cast<int16_t*>(
+  int8_t* xs = reinterpret_cast<int8_t*>(
       (reinterpret_cast<uintptr_t>(scratch) + 31) & ~uintptr_t{31});
+  const size_t xstride = 2 * size_t(k4);
   const int32_t rows = samples * d->batches;
   const int8_t* in_rows[kFcChunk];
   int8_t* out_rows[kFcChunk];
@@ -397,34 +421,40 @@ TLM_AVX2_TARGET void fc_fast(const tlm_fully_connected_ref_params* p, const tlm_
       const int32_t s = (j0 + r) / d->batches, b = (j0 + r) % d->batches;
       in_rows[r] = input + s * sample_stride + size_t(b) * in_n;
       out_rows[r] = output + s * sample_stride + size_t(b) * out_n;
-      widen_row(in_rows[r], in_n, k4, p->base.input_offset, xs + size_t(r) * k4);
+      prep_row(in_rows[r], in_n, k4, xs + size_t(r) * xstride);
     }
-    int32_t r = 0;
-    for (; r + 4 <= n; r += 4) {  // tiles of 4 rows
-      const int16_t* x = xs + size_t(r) * k4;
-      int32_t blk = block_begin;
-      for (; blk + 2 <= block_end; blk += 2) {
-        fc_4x16(x, size_t(k4), w + blk * bstride, bstride, steps, acc);
-        for (int32_t i = 0; i < 4; ++i) {
-          store_block(f, blk, acc[2 * i], out_rows[r + i]);
-          store_block(f, blk + 1, acc[2 * i + 1], out_rows[r + i]);
+    for (int32_t sb = block_begin / 4; 4 * sb < block_end; ++sb) {
+      const int32_t lo = block_begin > 4 * sb ? block_begin : 4 * sb;
+      const int32_t hi = block_end < 4 * sb + 4 ? block_end : 4 * sb + 4;
+      const size_t step = size_t(fc_group_blocks(blocks, 4 * sb)) * 32;  // bytes per 4 features
+      const int8_t* wb = w + size_t(4 * sb) * bstride + size_t(lo - 4 * sb) * 32;
+      int32_t r = 0;
+      for (; r + 4 <= n; r += 4) {  // tiles of 4 rows
+        const int8_t* x = xs + size_t(r) * xstride;
+        int32_t blk = lo;
+        for (; blk + 2 <= hi; blk += 2) {
+          fc_4x16(x, xstride, k4, wb + size_t(blk - lo) * 32, step, steps, acc);
+          for (int32_t i = 0; i < 4; ++i) {
+            store_block(f, blk, acc[2 * i], out_rows[r + i]);
+            store_block(f, blk + 1, acc[2 * i + 1], out_rows[r + i]);
+          }
+        }
+        if (blk < hi) {
+          fc_4x8(x, xstride, k4, wb + size_t(blk - lo) * 32, step, steps, acc);
+          for (int32_t i = 0; i < 4; ++i) store_block(f, blk, acc[i], out_rows[r + i]);
         }
       }
-      if (blk < block_end) {
-        fc_4x8(x, size_t(k4), w + blk * bstride, steps, acc);
-        for (int32_t i = 0; i < 4; ++i) store_block(f, blk, acc[i], out_rows[r + i]);
-      }
-    }
-    for (; r < n; ++r) {  // the rest, one row at a time
-      const int16_t* x = xs + size_t(r) * k4;
-      int32_t blk = block_begin;
-      for (; blk + 4 <= block_end; blk += 4) {
-        fc_1x32(x, w + blk * bstride, bstride, steps, acc);
-        for (int32_t i = 0; i < 4; ++i) store_block(f, blk + i, acc[i], out_rows[r]);
-      }
-      for (; blk < block_end; ++blk) {
-        fc_1x8(x, w + blk * bstride, steps, acc);
-        store_block(f, blk, acc[0], out_rows[r]);
+      for (; r < n; ++r) {  // the rest, one row at a time
+        const int8_t* x = xs + size_t(r) * xstride;
+        if (hi - lo == 4) {
+          fc_1x32(x, k4, wb, steps, acc);
+          for (int32_t i = 0; i < 4; ++i) store_block(f, lo + i, acc[i], out_rows[r]);
+        } else {
+          for (int32_t blk = lo; blk < hi; ++blk) {
+            fc_1x8(x, k4, wb + size_t(blk - lo) * 32, step, steps, acc);
+            store_block(f, blk, acc[0], out_rows[r]);
+          }
+        }
       }
     }
   }
@@ -443,32 +473,41 @@ size_t tlm_fully_connected_ref_s8_fast_packed_bytes(const tlm_fc_dims* d) {
 
 int32_t tlm_fully_connected_ref_s8_fast_blocks(const tlm_fc_dims* d) { return fc_blocks(d); }
 
-void tlm_fully_connected_ref_s8_fast_pack(const tlm_fully_connected_ref_params* p,
+bool tlm_fully_connected_ref_s8_fast_pack(const tlm_fully_connected_ref_params* p,
                                           const tlm_fc_dims* d, const int8_t* weights,
                                           const int32_t* bias, const int32_t* scales,
                                           void* packed) {
   const int32_t in_n = d->in_features, out_n = d->out_features, k4 = fc_depth4(d);
   const int32_t blocks = fc_blocks(d);
   const size_t bstride = fc_block_bytes(d);
+  for (size_t i = 0; i < size_t(in_n) * size_t(out_n); ++i)
+    if (weights[i] == -128) return false;  // see Sums
   int8_t* w = static_cast<int8_t*>(packed);
-  for (int32_t blk = 0; blk < blocks; ++blk)
+  for (int32_t blk = 0; blk < blocks; ++blk) {
+    // The groups before blk's are full: its group starts 4 blocks' bytes per group in.
+    int8_t* group = w + size_t(blk / 4 * 4) * bstride;
+    const size_t step = size_t(fc_group_blocks(blocks, blk)) * 32;
     for (int32_t k = 0; k < k4; k += 4)
-      for (int32_t half = 0; half < 2; ++half)  // features k, k+1 then k+2, k+3
-        for (int32_t j = 0; j < 8; ++j)
-          for (int32_t i = 0; i < 2; ++i) {
-            const int32_t o = 8 * blk + j, f = k + 2 * half + i;
-            w[size_t(blk) * bstride + size_t(k) * 8 + 16 * half + 2 * j + i] =
-                o < out_n && f < in_n ? weights[size_t(o) * in_n + f] : 0;
-          }
+      for (int32_t j = 0; j < 8; ++j)
+        for (int32_t i = 0; i < 4; ++i) {
+          const int32_t o = 8 * blk + j, f = k + i;
+          group[size_t(k / 4) * step + size_t(blk % 4) * 32 + 4 * j + i] =
+              o < out_n && f < in_n ? weights[size_t(o) * in_n + f] : 0;
+        }
+  }
   int32_t* b = reinterpret_cast<int32_t*>(w + size_t(blocks) * bstride);
   double* s = reinterpret_cast<double*>(b + 8 * blocks);
   for (int32_t o = 0; o < 8 * blocks; ++o) {
-    b[o] = o < out_n && bias ? bias[o] : 0;
+    int64_t sum = 0;  // |.| <= 32768 * 127
+    for (int32_t f = 0; o < out_n && f < in_n; ++f) sum += weights[size_t(o) * in_n + f];
+    // bias' = bias + input_offset * sum(w), an int32 (see Sums); wraps nothing.
+    b[o] = o < out_n ? static_cast<int32_t>((bias ? bias[o] : 0) + p->base.input_offset * sum) : 0;
     uint64_t m = 0;
     int32_t e = 0;
     if (o < out_n) channel_scale(p, scales, o, &m, &e);
     s[o] = exact_scale(m, e);
   }
+  return true;
 }
 
 bool tlm_fully_connected_ref_s8_fast(const tlm_fully_connected_ref_params* p,
@@ -488,9 +527,11 @@ bool tlm_fully_connected_ref_s8_fast(const tlm_fully_connected_ref_params* p,
 size_t tlm_fully_connected_ref_s8_fast_scratch_bytes(const tlm_fc_dims*) { return 0; }
 size_t tlm_fully_connected_ref_s8_fast_packed_bytes(const tlm_fc_dims*) { return 0; }
 int32_t tlm_fully_connected_ref_s8_fast_blocks(const tlm_fc_dims*) { return 0; }
-void tlm_fully_connected_ref_s8_fast_pack(const tlm_fully_connected_ref_params*,
+bool tlm_fully_connected_ref_s8_fast_pack(const tlm_fully_connected_ref_params*,
                                           const tlm_fc_dims*, const int8_t*, const int32_t*,
-                                          const int32_t*, void*) {}
+                                          const int32_t*, void*) {
+  return false;
+}
 bool tlm_fully_connected_ref_s8_fast(const tlm_fully_connected_ref_params*, const tlm_fc_dims*,
                                      const int8_t*, const void*, const int32_t*, int32_t, size_t,
                                      int32_t, int32_t, void*, int8_t*) {

@@ -39,8 +39,8 @@ class Int8Model:
         # Computed once: invoke() checks shapes on every call (single-sample latency).
         self._in_shape = _sample_shape(self._in)
         self._out_shape = _sample_shape(self._out)
-        # invoke()'s fast path: a 2-D int8 ndarray of shape (N, features) goes to the binding as
-        # it is (which copies a non-contiguous one), and its (N, outputs) result comes back as it is.
+        # invoke()'s fast path: a C-order int8 ndarray of shape (N, features) goes to the binding
+        # as it is, and its (N, outputs) result comes back as it is.
         self._flat_in = len(self._in_shape) == 2
         self._flat_out = len(self._out_shape) == 2
         self._graph = graph
@@ -105,11 +105,10 @@ class Int8Model:
 
     def invoke(self, x_int8) -> np.ndarray:
         """int8 (N, inputs) -> int8 (N, outputs), exactly what the firmware computes."""
-        x = x_int8
-        if (self._flat_in and type(x) is np.ndarray and x.dtype == np.int8 and x.ndim == 2
-                and x.shape[1] == self._in_shape[1] and x.shape[0] > 0):
-            y = self._m.invoke(x)  # the binding copies a non-contiguous view
-            return y if self._flat_out else y.reshape((x.shape[0],) + self._out_shape[1:])
+        if self._flat_in:  # a C-order int8 array (N, features) runs as it is; else None
+            y = self._m.invoke_exact(x_int8)
+            if y is not None:
+                return y if self._flat_out else y.reshape((y.shape[0],) + self._out_shape[1:])
         x = np.asarray(x_int8)
         if x.dtype != np.int8:
             raise TypeError(f"invoke: expected an int8 array, got dtype {x.dtype}; "

@@ -423,6 +423,32 @@ TEST_CASE("Int8Model runs the blob bit-exactly like an independent int64 referen
   }
 }
 
+TEST_CASE("Int8Model runs weights of -128 exactly (the host's fast path leaves them to the plain kernel)") {
+  // The fast fully connected path multiplies |x| by w with x's sign, which cannot hold -(-128):
+  // its pack refuses such weights. The spec's symmetric range excludes -128, but a blob may hold it.
+  Bytes b = shared_model().blob;
+  const Parsed p0 = parse(b);
+  tlref::Rng rng(12);
+  for (const POp& op : p0.ops) {
+    const PTensor& w = p0.tensors.at(op.inputs[1]);
+    for (int k = 0; k < 3; ++k) b[w.offset + std::size_t(rng.range(0, std::int64_t(w.count()) - 1))] = 0x80;
+  }
+  fix_crc(b);
+  const Parsed p = parse(b);
+  tinylearn::Int8Model q(b.data(), b.size());
+  const std::size_t n = 300;
+  std::vector<std::int8_t> in(n * 3), out(n * 2);
+  for (auto& v : in) v = std::int8_t(rng.range(-128, 127));
+  q.invoke(in.data(), out.data(), n);
+  for (std::size_t i = 0; i < n; ++i) {
+    const std::vector<std::int8_t> want =
+        reference_run(b, p, std::vector<std::int8_t>(in.begin() + std::ptrdiff_t(3 * i), in.begin() + std::ptrdiff_t(3 * i + 3)));
+    CAPTURE(i);
+    CHECK(out[2 * i] == want[0]);
+    CHECK(out[2 * i + 1] == want[1]);
+  }
+}
+
 TEST_CASE("The C API: arena too small, misaligned blob or arena, null pointers") {
   const Bytes& b = shared_model().blob;
   HeapBlock blob(b.size() + 8);

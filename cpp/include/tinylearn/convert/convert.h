@@ -136,7 +136,7 @@ class Int8Model {
   std::vector<std::uint32_t> staging_;  // one slice per batch part
   std::unique_ptr<std::mutex> lock_;    // held by invoke
   std::unique_ptr<HostPool> pool_;      // single samples' operator parts (made on first use)
-  long pool_pid_ = 0;                   // the process that made pool_ (a forked child remakes it)
+  long pool_fork_ = 0;                  // fork generation that made pool_ (a forked child remakes it)
 };
 
 }  // namespace tinylearn
