@@ -176,7 +176,6 @@ TLM_HOST_CLONES void tlm_fully_connected_ref_s8(const tlm_fully_connected_ref_pa
 #include <immintrin.h>
 #include <string.h>
 
-#include "requantize_avx2.h"
 
 namespace {
 
