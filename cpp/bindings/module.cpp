@@ -153,6 +153,16 @@ py::dict tensor_dict(const tlm_tensor_info& t) {
   return d;
 }
 
+// n rows of x (C order, the model's inputs each) through the model, without the GIL: (n, outputs).
+py::array_t<std::int8_t> invoke_rows(Int8Model& q, const std::int8_t* x, std::size_t n) {
+  py::array_t<std::int8_t> y({n, std::size_t(q.output_size())});
+  {
+    py::gil_scoped_release release;
+    q.invoke(x, y.mutable_data(), n);
+  }
+  return y;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -384,17 +394,11 @@ PYBIND11_MODULE(_core, m) {
       })
       .def("invoke",
            [](Int8Model& q, const Int8Array& x) {
-             const std::size_t in = q.input_size(), out = q.output_size();
+             const std::size_t in = q.input_size();
              if (x.ndim() != 2 || std::size_t(x.shape(1)) != in)
                throw std::invalid_argument("invoke: expected int8 input of shape (N, " + std::to_string(in) +
                                            ")");
-             const std::size_t n = std::size_t(x.shape(0));
-             py::array_t<std::int8_t> y({n, out});
-             {
-               py::gil_scoped_release release;
-               q.invoke(x.data(), y.mutable_data(), n);
-             }
-             return y;
+             return invoke_rows(q, x.data(), std::size_t(x.shape(0)));
            })
       // invoke's fast path for single samples: an int8 ndarray of shape (N >= 1, inputs), C order,
       // is read in place (its checks here cost tens of nanoseconds; in Python, about a
@@ -403,17 +407,11 @@ PYBIND11_MODULE(_core, m) {
            [](Int8Model& q, const py::handle& h) -> py::object {
              if (!py::isinstance<py::array>(h)) return py::none();
              const auto x = py::reinterpret_borrow<py::array>(h);
-             const std::size_t in = q.input_size(), out = q.output_size();
+             const std::size_t in = q.input_size();
              if (x.ndim() != 2 || x.shape(0) < 1 || std::size_t(x.shape(1)) != in ||
                  !(x.flags() & py::array::c_style) || x.itemsize() != 1 || x.dtype().kind() != 'i')
                return py::none();
-             const std::size_t n = std::size_t(x.shape(0));
-             py::array_t<std::int8_t> y({n, out});
-             {
-               py::gil_scoped_release release;
-               q.invoke(static_cast<const std::int8_t*>(x.data()), y.mutable_data(), n);
-             }
-             return std::move(y);
+             return invoke_rows(q, static_cast<const std::int8_t*>(x.data()), std::size_t(x.shape(0)));
            })
       .def("predict", [](Int8Model& q, const FloatArray& x) {
         const std::size_t in = q.input_size(), out = q.output_size();
