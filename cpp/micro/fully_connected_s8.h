@@ -54,11 +54,10 @@ void tlm_fully_connected_ref_s8(const tlm_fully_connected_ref_params* params,
 //   scratch: tlm_fully_connected_ref_s8_fast_scratch_bytes(dims) bytes, any alignment
 //   scales:  the same per-channel scales the plain kernel takes (or null), read only for scales
 //           too small for a normal double
-// The pack returns false where the fast path cannot take these weights (a weight of -128, which
-// the TFLite int8 spec's symmetric range [-127, 127] excludes); the plain kernel runs them. The
-// kernel returns false, writing nothing, where this build or CPU has no fast path.
+// The pack takes any int8 weights. The kernel returns false, writing nothing, where this build or
+// CPU has no fast path.
 size_t tlm_fully_connected_ref_s8_fast_packed_bytes(const tlm_fc_dims* dims);
-bool tlm_fully_connected_ref_s8_fast_pack(const tlm_fully_connected_ref_params* params,
+void tlm_fully_connected_ref_s8_fast_pack(const tlm_fully_connected_ref_params* params,
                                           const tlm_fc_dims* dims, const int8_t* weights,
                                           const int32_t* bias, const int32_t* scales,
                                           void* packed);

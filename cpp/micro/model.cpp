@@ -928,11 +928,9 @@ uint64_t host_pack(const tlm_model* m, uint8_t* base) {
 #else
         const int32_t* scales = nullptr;
 #endif
-        // Weights the fast path cannot take: no packing, the plain kernel (its space stays).
-        if (!tlm_fully_connected_ref_s8_fast_pack(
-                &fc.params, &fc.dims, blob_data<int8_t>(m, fc.weights),
-                fc.has_bias ? blob_data<int32_t>(m, fc.bias) : nullptr, scales, base + at))
-          here = 0;
+        tlm_fully_connected_ref_s8_fast_pack(&fc.params, &fc.dims, blob_data<int8_t>(m, fc.weights),
+                                             fc.has_bias ? blob_data<int32_t>(m, fc.bias) : nullptr,
+                                             scales, base + at);
       }
       at += (tlm_fully_connected_ref_s8_fast_packed_bytes(&fc.dims) + 31) / 32 * 32;
     }

@@ -97,14 +97,19 @@ bool random_case(std::mt19937& rng, int trial, Case* c) {
   c->samples = u(0, 2) == 0 ? u(1, 11) : 1;
   c->input.resize(size_t(c->samples) * d.batches * d.in_features);
   c->weights.resize(size_t(d.out_features) * d.in_features);
-  // Weights in the spec's [-127, 127] (the pack refuses -128: see its own test). Extremes: inputs
-  // of the largest |x + input_offset| (the accumulator bound), or all -128 (|x| = 128: the
-  // largest pair sums of the kernel's maddubs, 2 * 128 * 127), with weights all 127 or all -127.
-  const int sign = u(0, 1) ? 1 : -1;
+  // Weights anywhere in int8, -128 included (outside the spec's [-127, 127], but a blob may hold
+  // it). Extremes: inputs of the largest |x + input_offset| (the accumulator bound), or all -128
+  // (|x| = 128), with weights all 127 or all -128: the kernel's maddubs then multiplies 128 by
+  // ~127 = -128 or by ~(-128) = 127, its pair sums' two edges (-32768 and 32512). Or weights all
+  // -128 under random inputs.
+  const bool top = u(0, 1) == 1;
   for (auto& v : c->input)
     v = static_cast<std::int8_t>(extreme == 0 ? (b.input_offset > 0 ? 127 : -128)
                                  : extreme == 1 ? -128 : u(-128, 127));
-  for (auto& v : c->weights) v = static_cast<std::int8_t>(extreme <= 1 ? 127 * sign : u(-127, 127));
+  for (auto& v : c->weights)
+    v = static_cast<std::int8_t>(extreme <= 1   ? (top ? 127 : -128)
+                                 : extreme == 2 ? -128
+                                                : u(-128, 127));
   const int64_t limit = INT32_MAX - int64_t{d.in_features} * 32640;
   c->bias.resize(d.out_features);
   for (auto& v : c->bias) {
@@ -156,10 +161,9 @@ struct Packed {
     bytes.assign(tlm_fully_connected_ref_s8_fast_packed_bytes(&c.d) + 32, 0xCD);
     at = reinterpret_cast<void*>((reinterpret_cast<std::uintptr_t>(bytes.data()) + 31) &
                                  ~std::uintptr_t{31});
-    const bool packed = tlm_fully_connected_ref_s8_fast_pack(
-        &c.p, &c.d, c.weights.data(), c.with_bias ? c.bias.data() : nullptr,
-        c.per_channel ? c.scales.data() : nullptr, at);
-    REQUIRE(packed == tlm_host_avx2());
+    tlm_fully_connected_ref_s8_fast_pack(&c.p, &c.d, c.weights.data(),
+                                         c.with_bias ? c.bias.data() : nullptr,
+                                         c.per_channel ? c.scales.data() : nullptr, at);
   }
 };
 
@@ -370,8 +374,7 @@ TEST_CASE("fully connected fast path requantizes as round(double(acc) * scale), 
     std::vector<double> buf(tlm_fully_connected_ref_s8_fast_packed_bytes(&dims) / 8 + 4);
     void* at = reinterpret_cast<void*>((reinterpret_cast<std::uintptr_t>(buf.data()) + 31) &
                                        ~std::uintptr_t{31});
-    REQUIRE(tlm_fully_connected_ref_s8_fast_pack(&p, &dims, w.data(), bias, sc, at) ==
-            tlm_host_avx2());
+    tlm_fully_connected_ref_s8_fast_pack(&p, &dims, w.data(), bias, sc, at);
     return std::make_pair(std::move(buf), at);
   };
   REQUIRE(tlm_fully_connected_ref_s8_check(&p, &d, accs.data(), scales.data()) == TLM_OK);
@@ -413,25 +416,5 @@ TEST_CASE("fully connected fast path requantizes as round(double(acc) * scale), 
     REQUIRE(tlm_fully_connected_ref_s8_fast(&p, &d1, &x, packed.second, nullptr, 1, 0, 0, 1,
                                             scratch.data(), &got));
     REQUIRE(int(got) == int(expected));
-  }
-}
-
-TEST_CASE("fully connected fast path: the pack refuses a weight of -128, wherever it lies") {
-  // |x| * (w with x's sign) cannot represent -(-128) in int8; the spec's weights are in
-  // [-127, 127], and the model runs any operator whose pack fails with the plain kernel
-  // (test_model_blob.cpp checks that end to end).
-  std::mt19937 rng(5);
-  for (int trial = 0; trial < 50; ++trial) {
-    Case c;
-    if (!random_case(rng, trial + 3, &c)) continue;
-    std::vector<double> buf(tlm_fully_connected_ref_s8_fast_packed_bytes(&c.d) / 8 + 4);
-    void* at = reinterpret_cast<void*>((reinterpret_cast<std::uintptr_t>(buf.data()) + 31) &
-                                       ~std::uintptr_t{31});
-    auto pack = [&] {
-      return tlm_fully_connected_ref_s8_fast_pack(&c.p, &c.d, c.weights.data(), nullptr, nullptr, at);
-    };
-    CHECK(pack() == tlm_host_avx2());
-    c.weights[std::uniform_int_distribution<size_t>(0, c.weights.size() - 1)(rng)] = -128;
-    CHECK_FALSE(pack());
   }
 }

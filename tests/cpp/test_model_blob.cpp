@@ -423,9 +423,9 @@ TEST_CASE("Int8Model runs the blob bit-exactly like an independent int64 referen
   }
 }
 
-TEST_CASE("Int8Model runs weights of -128 exactly (the host's fast path leaves them to the plain kernel)") {
-  // The fast fully connected path multiplies |x| by w with x's sign, which cannot hold -(-128):
-  // its pack refuses such weights. The spec's symmetric range excludes -128, but a blob may hold it.
+TEST_CASE("Int8Model runs weights of -128 exactly") {
+  // The spec's symmetric range excludes -128, but a blob may hold it; the host's fast fully
+  // connected path multiplies by ~w where x < 0, which is 127 for it (an edge of its pair sums).
   Bytes b = shared_model().blob;
   const Parsed p0 = parse(b);
   tlref::Rng rng(12);
