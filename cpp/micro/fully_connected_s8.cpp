@@ -165,10 +165,11 @@ TLM_HOST_CLONES void tlm_fully_connected_ref_s8(const tlm_fully_connected_ref_pa
 //     bits, the emulation's q * 2^(d - e). (A product below 2^-1022 would be rounded to fewer bits,
 //     but it is far below 0.5, so both round it to 0.) |product| < 2^84, no overflow. It goes
 //     through max/min before any addition, so no FMA contraction can fuse it away;
-//   * the product is clamped to [-1024, 1024] first: round() is monotone and +-1024 are integers,
-//     so this equals clamping round()'s result, and any |value| >= 1024 (including the emulation's
-//     saturated +-2^52) plus an offset in [-128, 127] lands outside [-128, 127] on the same side;
-//     the activation clamp then gives the same byte. The int32 conversion is exact after it;
+//   * the product is clamped to [activation_min - output_offset, activation_max - output_offset]
+//     first, integers of magnitude <= 255: round() is monotone and leaves integers as they are, so
+//     this equals clamping round()'s result to them, which, plus the offset, is the activation
+//     clamp of round() + offset (also for the emulation's saturated +-2^52, far outside). The int32
+//     conversion is exact after it, and the sum with the offset needs no clamp of its own;
 //   * round() (halves away from zero) as trunc(x + copysign(h, x)) with h = 0.5 - 2^-54 (the double
 //     below 0.5), for |x| <= 1024; by symmetry take x >= 0, x = n + f (n integer, 0 <= f < 1).
 //     f >= 0.5: x + h >= n + 1 - 2^-54, which is n + 1 or rounds to it (2^-54 is at most half an ulp
@@ -347,22 +348,22 @@ TLM_AVX2_TARGET __attribute__((noinline)) void fc_4x8(const int8_t* x, size_t xs
   out[0] = c0, out[1] = c1, out[2] = c2, out[3] = c3;
 }
 
-// The output offset and activation clamp, in vectors (loaded once: the int8 output stores may
-// alias the params, so the compiler would reload them after every store).
+// The output offset and the activation clamp less the offset, in vectors (made once: the int8
+// output stores may alias the params, so the compiler would reload them after every store).
 struct OutputClamp {
-  __m128i offset, lo, hi;
+  __m128i offset;
+  __m256d lo, hi;  // activation_min - output_offset, activation_max - output_offset
 };
 
 // clamp(round(double(acc) * scale) + output_offset) per lane (see the notes above); every scale
 // exact (>= 0).
 TLM_AVX2_TARGET inline __m128i requantize4(__m128i acc, __m256d scale, const OutputClamp& c) {
   __m256d x = _mm256_mul_pd(_mm256_cvtepi32_pd(acc), scale);
-  x = _mm256_min_pd(_mm256_max_pd(x, _mm256_set1_pd(-1024.0)), _mm256_set1_pd(1024.0));
+  x = _mm256_min_pd(_mm256_max_pd(x, c.lo), c.hi);
   // round() as trunc(x + copysign(h, x)), h = 0.5 - 2^-54 (see the notes above).
   const __m256d h = _mm256_or_pd(_mm256_set1_pd(0.49999999999999994),
                                  _mm256_and_pd(_mm256_set1_pd(-0.0), x));
-  const __m128i y = _mm_add_epi32(_mm256_cvttpd_epi32(_mm256_add_pd(x, h)), c.offset);
-  return _mm_min_epi32(_mm_max_epi32(y, c.lo), c.hi);
+  return _mm_add_epi32(_mm256_cvttpd_epi32(_mm256_add_pd(x, h)), c.offset);
 }
 
 struct FcFast {
@@ -372,6 +373,7 @@ struct FcFast {
   const double* scale;    // packed: [blocks * 8], -1 where not exact
   OutputClamp clamp;
   int32_t out_n;
+  bool exact;  // every scale of the call's blocks exact (none is -1)
 };
 
 // Block `blk` of one row: acc (bias not yet added) requantized into y[8 * blk ...], only the
@@ -380,7 +382,7 @@ TLM_AVX2_TARGET inline void store_block(const FcFast& f, int32_t blk, __m256i ac
   const int32_t o = 8 * blk, n = f.out_n - o < 8 ? f.out_n - o : 8;
   acc = _mm256_add_epi32(acc, _mm256_load_si256(reinterpret_cast<const __m256i*>(f.bias + o)));
   const __m256d s0 = _mm256_load_pd(f.scale + o), s1 = _mm256_load_pd(f.scale + o + 4);
-  if (_mm256_movemask_pd(_mm256_or_pd(s0, s1)) == 0) {  // every scale exact (none is -1)
+  if (f.exact || _mm256_movemask_pd(_mm256_or_pd(s0, s1)) == 0) {  // every scale exact
     const __m128i lo = requantize4(_mm256_castsi256_si128(acc), s0, f.clamp);
     const __m128i hi = requantize4(_mm256_extracti128_si256(acc, 1), s1, f.clamp);
     // In [-128, 127]: the packs are exact.
@@ -422,9 +424,13 @@ TLM_AVX2_TARGET void fc_fast(const tlm_fully_connected_ref_params* p, const tlm_
   f.bias = reinterpret_cast<const int32_t*>(w + size_t(blocks) * bstride);
   f.scale = reinterpret_cast<const double*>(f.bias + 8 * blocks);
   f.clamp = OutputClamp{_mm_set1_epi32(p->base.output_offset),
-                        _mm_set1_epi32(p->base.activation_min),
-                        _mm_set1_epi32(p->base.activation_max)};
+                        _mm256_set1_pd(double(p->base.activation_min - p->base.output_offset)),
+                        _mm256_set1_pd(double(p->base.activation_max - p->base.output_offset))};
   f.out_n = out_n;
+  __m256d signs = _mm256_setzero_pd();  // the sign bits of the call's scales (-1: not exact)
+  for (int32_t o = 8 * block_begin; o < 8 * block_end; o += 4)
+    signs = _mm256_or_pd(signs, _mm256_load_pd(f.scale + o));
+  f.exact = _mm256_movemask_pd(signs) == 0;
   int8_t* xs = reinterpret_cast<int8_t*>(
       (reinterpret_cast<uintptr_t>(scratch) + 31) & ~uintptr_t{31});
   const size_t xstride = 2 * size_t(k4);
