@@ -144,6 +144,8 @@ TLM_HOST_CLONES void tlm_conv2d_s8(const tlm_conv2d_params* p, const tlm_conv_di
 #include <immintrin.h>
 #include <string.h>
 
+#include <type_traits>
+
 #include "requantize_avx2.h"
 
 namespace {
@@ -158,6 +160,8 @@ inline size_t round_up(size_t n, size_t to) { return (n + to - 1) / to * to; }
 inline int32_t channels8(int32_t out_c) { return (out_c + 7) & ~7; }
 // A window run (one filter row) in int16, rounded up to even.
 inline int32_t run2(const tlm_conv_dims* d) { return (d->filter_w * d->input_c + 1) & ~1; }
+// The same rounded up to a multiple of 4 (VNNI).
+inline int32_t run4(const tlm_conv_dims* d) { return (d->filter_w * d->input_c + 3) & ~3; }
 // The padded row's width in pixels that the scratch is sized for: the input and a filter width
 // of zeros on each side (TFLite pads less than a filter on each side; a wider padding makes
 // tlm_conv2d_s8_fast return false).
@@ -206,11 +210,13 @@ TLM_AVX2_TARGET inline void store_channels(const tlm_conv2d_params* p, __m256i a
 }
 
 // Where a tile reads: pixel q's window run for filter row f_y starts at base[q] + f_y * line.
+// T: int16_t (AVX2 madd: the band holds input + input_offset) or uint8_t (VNNI: input + 128).
+template <typename T>
 struct Runs {
-  const int16_t* base[kTileP];
+  const T* base[kTileP];
   int32_t rows;   // filter_h
-  int64_t line;   // int16 between padded rows
-  int32_t pairs;  // run2 / 2
+  int64_t line;   // elements between padded rows
+  int32_t pairs;  // int16: run2 / 2 pairs; uint8: run4 / 4 quads
 };
 
 TLM_AVX2_TARGET inline __m256i broadcast_pair(const int16_t* x) {
@@ -227,7 +233,7 @@ TLM_AVX2_TARGET inline __m256i broadcast_pair(const int16_t* x) {
     acc0 = _mm256_add_epi32(acc0, _mm256_madd_epi16(a, w0));                \
     acc1 = _mm256_add_epi32(acc1, _mm256_madd_epi16(a, w1));                \
   }
-TLM_AVX2_TARGET __attribute__((noinline)) void gemm_6x16(const Runs& t, const int16_t* packed,
+TLM_AVX2_TARGET __attribute__((noinline)) void gemm_6x16(const Runs<int16_t>& t, const int16_t* packed,
                                                          int32_t c8, int32_t o, __m256i* acc) {
   __m256i a00 = _mm256_setzero_si256(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00;
   __m256i a30 = a00, a31 = a00, a40 = a00, a41 = a00, a50 = a00, a51 = a00;
@@ -253,7 +259,7 @@ TLM_AVX2_TARGET __attribute__((noinline)) void gemm_6x16(const Runs& t, const in
 #undef TLM_MADD2
 
 // The same for 8 channels from o: 6 accumulators.
-TLM_AVX2_TARGET __attribute__((noinline)) void gemm_6x8(const Runs& t, const int16_t* packed,
+TLM_AVX2_TARGET __attribute__((noinline)) void gemm_6x8(const Runs<int16_t>& t, const int16_t* packed,
                                                         int32_t c8, int32_t o, __m256i* acc) {
   __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0;
   const int16_t* w = packed + 2 * o;
@@ -274,13 +280,101 @@ TLM_AVX2_TARGET __attribute__((noinline)) void gemm_6x8(const Runs& t, const int
   acc[0] = a0, acc[1] = a1, acc[2] = a2, acc[3] = a3, acc[4] = a4, acc[5] = a5;
 }
 
+
+// AVX-512 VNNI (host_simd.h): the same GEMM on a band of unsigned bytes u = input + 128 (padding:
+// u = 128 - input_offset, the input's zero point + 128) with the filter packed as int8
+// [filter_h][run4 / 4][c8][4] (run4: the run rounded up to a multiple of 4). vpdpbusd adds the 4
+// products u_k * w_k .. u_k+3 * w_k+3 into each channel lane: sum(w * u) over the window, and
+// since u - (128 - input_offset) is input + input_offset at an input position and 0 at a padded
+// one, sum(w * (input + input_offset)) = sum(w * u) - (128 - input_offset) * sum(w). The
+// accumulators start at that correction (`init`, per channel). vpdpbusd and the int32 adds wrap
+// modulo 2^32 and the exact sum lies inside int32 (the check), so the totals are exact whatever
+// the partial sums. Runs' odd bytes past run4's end meet zero weights.
+TLM_VNNI_TARGET inline __m256i broadcast_quad(const uint8_t* x) {
+  int32_t quad;
+  memcpy(&quad, x, 4);
+  return _mm256_set1_epi32(quad);
+}
+
+#define TLM_DOT4X2(acc0, acc1, x)                     \
+  {                                                   \
+    const __m256i a = broadcast_quad(x);              \
+    acc0 = _mm256_dpbusd_epi32(acc0, a, w0);          \
+    acc1 = _mm256_dpbusd_epi32(acc1, a, w1);          \
+  }
+TLM_VNNI_TARGET __attribute__((noinline)) void gemm_6x16_vnni(const Runs<uint8_t>& t,
+                                                              const int8_t* packed, int32_t c8,
+                                                              int32_t o, const __m256i* init,
+                                                              __m256i* acc) {
+  __m256i a00 = init[0], a01 = init[1], a10 = a00, a11 = a01, a20 = a00, a21 = a01;
+  __m256i a30 = a00, a31 = a01, a40 = a00, a41 = a01, a50 = a00, a51 = a01;
+  const int8_t* w = packed + 4 * o;
+  for (int32_t f_y = 0; f_y < t.rows; ++f_y) {
+    const int64_t at = f_y * t.line;
+    const uint8_t *x0 = t.base[0] + at, *x1 = t.base[1] + at, *x2 = t.base[2] + at;
+    const uint8_t *x3 = t.base[3] + at, *x4 = t.base[4] + at, *x5 = t.base[5] + at;
+    for (int32_t k = 0; k < 4 * t.pairs; k += 4, w += 4 * c8) {
+      const __m256i w0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(w));
+      const __m256i w1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(w + 32));
+      TLM_DOT4X2(a00, a01, x0 + k)
+      TLM_DOT4X2(a10, a11, x1 + k)
+      TLM_DOT4X2(a20, a21, x2 + k)
+      TLM_DOT4X2(a30, a31, x3 + k)
+      TLM_DOT4X2(a40, a41, x4 + k)
+      TLM_DOT4X2(a50, a51, x5 + k)
+    }
+  }
+  acc[0] = a00, acc[1] = a01, acc[2] = a10, acc[3] = a11, acc[4] = a20, acc[5] = a21;
+  acc[6] = a30, acc[7] = a31, acc[8] = a40, acc[9] = a41, acc[10] = a50, acc[11] = a51;
+}
+#undef TLM_DOT4X2
+
+TLM_VNNI_TARGET __attribute__((noinline)) void gemm_6x8_vnni(const Runs<uint8_t>& t,
+                                                             const int8_t* packed, int32_t c8,
+                                                             int32_t o, const __m256i* init,
+                                                             __m256i* acc) {
+  __m256i a0 = init[0], a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0;
+  const int8_t* w = packed + 4 * o;
+  for (int32_t f_y = 0; f_y < t.rows; ++f_y) {
+    const int64_t at = f_y * t.line;
+    const uint8_t *x0 = t.base[0] + at, *x1 = t.base[1] + at, *x2 = t.base[2] + at;
+    const uint8_t *x3 = t.base[3] + at, *x4 = t.base[4] + at, *x5 = t.base[5] + at;
+    for (int32_t k = 0; k < 4 * t.pairs; k += 4, w += 4 * c8) {
+      const __m256i w0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(w));
+      a0 = _mm256_dpbusd_epi32(a0, broadcast_quad(x0 + k), w0);
+      a1 = _mm256_dpbusd_epi32(a1, broadcast_quad(x1 + k), w0);
+      a2 = _mm256_dpbusd_epi32(a2, broadcast_quad(x2 + k), w0);
+      a3 = _mm256_dpbusd_epi32(a3, broadcast_quad(x3 + k), w0);
+      a4 = _mm256_dpbusd_epi32(a4, broadcast_quad(x4 + k), w0);
+      a5 = _mm256_dpbusd_epi32(a5, broadcast_quad(x5 + k), w0);
+    }
+  }
+  acc[0] = a0, acc[1] = a1, acc[2] = a2, acc[3] = a3, acc[4] = a4, acc[5] = a5;
+}
+
+// dst[i] = src[i] + 128 as unsigned bytes (the sign bit flipped).
+TLM_AVX2_TARGET inline void flip_s8(const int8_t* src, int32_t n, uint8_t* dst) {
+  const __m256i top = _mm256_set1_epi8(static_cast<char>(0x80));
+  int32_t i = 0;
+  for (; i + 32 <= n; i += 32)
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i),
+                        _mm256_xor_si256(_mm256_loadu_si256(
+                                             reinterpret_cast<const __m256i*>(src + i)), top));
+  for (; i < n; ++i) dst[i] = static_cast<uint8_t>(src[i] ^ 0x80);
+}
+
 // Output rows [r0, r1) of one image (batch b): their input rows widened and padded into `band`
 // (rows of `pw` pixels), then the GEMM tiles.
+// Vnni: the band holds uint8 and packed the VNNI layout (see gemm_6x16_vnni), with wsum the
+// filter's sum per channel; else int16 and the madd layout.
+template <bool Vnni>
 TLM_AVX2_TARGET void conv_band(const tlm_conv2d_params* p, const tlm_conv_dims* d,
                                const int32_t* multipliers, const int32_t* shifts,
-                               const int8_t* input, const int16_t* packed, const int32_t* bias,
-                               int32_t b, int32_t r0, int32_t r1, int32_t pw, int16_t* band,
-                               int8_t* output) {
+                               const int8_t* input, const void* packed, const int32_t* wsum,
+                               const int32_t* bias, int32_t b, int32_t r0, int32_t r1, int32_t pw,
+                               void* band_bytes, int8_t* output) {
+  using T = typename std::conditional<Vnni, uint8_t, int16_t>::type;
+  T* band = static_cast<T*>(band_bytes);
   const int32_t in_h = d->input_h, in_w = d->input_w, in_c = d->input_c;
   const int32_t out_w = d->output_w, out_c = d->output_c, c8 = channels8(out_c);
   const int64_t line = int64_t{pw} * in_c;
@@ -289,24 +383,32 @@ TLM_AVX2_TARGET void conv_band(const tlm_conv2d_params* p, const tlm_conv_dims* 
   const int32_t rows = (r1 - 1 - r0) * p->stride_h + d->filter_h;
   const int32_t left = p->pad_left;
   const int32_t right = pw - left - in_w;  // >= 0: checked by the caller
+  // Padding: int16 0 (input + input_offset where the input is its zero point), or uint8 the zero
+  // point + 128 = 128 - input_offset, in [0, 255].
+  const int pad = Vnni ? 128 - p->input_offset : 0;
   for (int32_t i = 0; i < rows; ++i) {
-    int16_t* row = band + i * line;
+    T* row = band + i * line;
     const int32_t y = y_top + i;
     if (y < 0 || y >= in_h) {
-      memset(row, 0, sizeof(int16_t) * size_t(line));
+      memset(row, pad, sizeof(T) * size_t(line));
       continue;
     }
-    memset(row, 0, sizeof(int16_t) * size_t(left) * in_c);
-    tlm_avx2::widen_s8(input + ((int64_t{b} * in_h + y) * in_w) * in_c, in_w * in_c,
-                       p->input_offset, row + int64_t{left} * in_c);
-    memset(row + int64_t{left + in_w} * in_c, 0, sizeof(int16_t) * size_t(right) * in_c);
+    memset(row, pad, sizeof(T) * size_t(left) * in_c);
+    const int8_t* src = input + ((int64_t{b} * in_h + y) * in_w) * in_c;
+    if constexpr (Vnni)
+      flip_s8(src, in_w * in_c, row + int64_t{left} * in_c);
+    else
+      tlm_avx2::widen_s8(src, in_w * in_c, p->input_offset, row + int64_t{left} * in_c);
+    memset(row + int64_t{left + in_w} * in_c, pad, sizeof(T) * size_t(right) * in_c);
   }
-  memset(band + rows * line, 0, sizeof(int16_t) * kSlack);
+  memset(band + rows * line, pad, sizeof(T) * kSlack);
 
-  Runs t;
+  Runs<T> t;
   t.rows = d->filter_h;
   t.line = line;
-  t.pairs = run2(d) / 2;
+  t.pairs = Vnni ? run4(d) / 4 : run2(d) / 2;
+  // VNNI: the accumulators start at -(128 - input_offset) * sum(w) (see gemm_6x16_vnni).
+  const __m256i zero_point = _mm256_set1_epi32(128 - p->input_offset);
   const int64_t q_end = int64_t{r1 - r0} * out_w;
   int8_t* out_band = output + (int64_t{b} * d->output_h + r0) * out_w * out_c;
   const tlm_avx2::Clamp8 clamp =
@@ -342,10 +444,16 @@ TLM_AVX2_TARGET void conv_band(const tlm_conv2d_params* p, const tlm_conv_dims* 
         rq[v] = tlm_avx2::requant8(multiplier, shift);
     }
     const bool fast16 = nv == 2 && fast[0] && fast[1];  // then whole too
+    __m256i init[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+    if (Vnni)
+      for (int v = 0; v < nv; ++v)
+        init[v] = _mm256_sub_epi32(
+            init[v], _mm256_mullo_epi32(zero_point, _mm256_load_si256(reinterpret_cast<const __m256i*>(
+                                                        wsum + o + 8 * v))));
     // The next pixel's window: column ox of the output row whose windows start at `row`.
     const int64_t step_x = int64_t{p->stride_w} * in_c, step_y = int64_t{p->stride_h} * line;
-    const int16_t* row = band;
-    const int16_t* at = band;
+    const T* row = band;
+    const T* at = band;
     int32_t ox = 0;
     for (int64_t q0 = 0; q0 < q_end; q0 += kTileP) {
       // A last tile of fewer pixels repeats its last one (computed, not stored).
@@ -362,10 +470,16 @@ TLM_AVX2_TARGET void conv_band(const tlm_conv2d_params* p, const tlm_conv_dims* 
       }
       for (int32_t j = np; j < kTileP; ++j) t.base[j] = t.base[np - 1];
       alignas(32) __m256i acc[kTileP * 2];
-      if (nv == 2)
-        gemm_6x16(t, packed, c8, o, acc);
-      else
-        gemm_6x8(t, packed, c8, o, acc);
+      if constexpr (Vnni) {
+        if (nv == 2)
+          gemm_6x16_vnni(t, static_cast<const int8_t*>(packed), c8, o, init, acc);
+        else
+          gemm_6x8_vnni(t, static_cast<const int8_t*>(packed), c8, o, init, acc);
+      } else if (nv == 2) {
+        gemm_6x16(t, static_cast<const int16_t*>(packed), c8, o, acc);
+      } else {
+        gemm_6x8(t, static_cast<const int16_t*>(packed), c8, o, acc);
+      }
       int8_t* out = out_band + q0 * out_c;
       if (fast16) {  // 16 channels of a pixel packed, clamped and stored at once
         for (int32_t j = 0; j < np; ++j) {
@@ -403,12 +517,13 @@ TLM_AVX2_TARGET void conv_band(const tlm_conv2d_params* p, const tlm_conv_dims* 
   }
 }
 
+template <bool Vnni>
 TLM_AVX2_TARGET void conv_packed(const tlm_conv2d_params* p, const tlm_conv_dims* d,
                                  const int32_t* multipliers, const int32_t* shifts,
-                                 const int8_t* input, const int16_t* packed, const int32_t* bias,
-                                 int32_t row_begin, int32_t row_end, int32_t pw, void* scratch,
-                                 int8_t* output) {
-  int16_t* band = reinterpret_cast<int16_t*>(round_up(reinterpret_cast<uintptr_t>(scratch), 32));
+                                 const int8_t* input, const void* packed, const int32_t* wsum,
+                                 const int32_t* bias, int32_t row_begin, int32_t row_end,
+                                 int32_t pw, void* scratch, int8_t* output) {
+  void* band = reinterpret_cast<void*>(round_up(reinterpret_cast<uintptr_t>(scratch), 32));
   const int32_t out_h = d->output_h;
   // Output rows per band: their windows cover (n - 1) * stride + filter_h padded rows.
   const int64_t fit = (band_rows(d) - d->filter_h) / p->stride_h + 1;
@@ -417,27 +532,64 @@ TLM_AVX2_TARGET void conv_packed(const tlm_conv2d_params* p, const tlm_conv_dims
     int64_t n = out_h - y;  // to the end of this image
     if (n > row_end - r) n = row_end - r;
     if (n > fit) n = fit;
-    conv_band(p, d, multipliers, shifts, input, packed, bias, b, y, y + static_cast<int32_t>(n),
-              pw, band, output);
+    conv_band<Vnni>(p, d, multipliers, shifts, input, packed, wsum, bias, b, y,
+                    y + static_cast<int32_t>(n), pw, band, output);
     r += static_cast<int32_t>(n);
   }
+}
+
+// The packed filter: a 32-byte header whose first int32 names the layout (kLayoutMadd or
+// kLayoutVnni, chosen by tlm_conv2d_s8_fast_pack for this CPU), then the filter in that layout:
+// int16 [filter_h][run2 / 2][c8][2] (see conv_band), or int8 [filter_h][run4 / 4][c8][4] and the
+// int32 sum of each channel's filter [c8] (see gemm_6x16_vnni). A kernel runs the layout it finds.
+constexpr int32_t kLayoutMadd = 1, kLayoutVnni = 2;
+constexpr size_t kPackHeader = 32;
+
+inline size_t madd_bytes(const tlm_conv_dims* d) {
+  return size_t(d->filter_h) * size_t(run2(d)) * size_t(channels8(d->output_c)) * 2;
+}
+inline size_t vnni_weight_bytes(const tlm_conv_dims* d) {  // a multiple of 32
+  return size_t(d->filter_h) * size_t(run4(d)) * size_t(channels8(d->output_c));
 }
 
 }  // namespace
 
 size_t tlm_conv2d_s8_fast_packed_bytes(const tlm_conv_dims* d) {
-  return size_t(d->filter_h) * size_t(run2(d)) * size_t(channels8(d->output_c)) * 2;
+  const size_t vnni = vnni_weight_bytes(d) + 4 * size_t(channels8(d->output_c));
+  return kPackHeader + (madd_bytes(d) > vnni ? madd_bytes(d) : vnni);
 }
 
 void tlm_conv2d_s8_fast_pack(const tlm_conv_dims* d, const int8_t* filter, void* packed) {
-  const int32_t run = d->filter_w * d->input_c, r2 = run2(d), c8 = channels8(d->output_c);
+  const int32_t run = d->filter_w * d->input_c, c8 = channels8(d->output_c);
   const int32_t depth = d->filter_h * run;
-  int16_t* w = static_cast<int16_t*>(packed);
+  const bool vnni = tlm_host_vnni();
+  int32_t* header = static_cast<int32_t*>(packed);
+  memset(header, 0, kPackHeader);
+  header[0] = vnni ? kLayoutVnni : kLayoutMadd;
+  auto tap = [&](int32_t o, int32_t f_y, int32_t k) -> int8_t {
+    return o < d->output_c && k < run ? filter[int64_t{o} * depth + f_y * run + k] : 0;
+  };
+  if (vnni) {
+    const int32_t r4 = run4(d);
+    int8_t* w = static_cast<int8_t*>(packed) + kPackHeader;
+    for (int32_t f_y = 0; f_y < d->filter_h; ++f_y)
+      for (int32_t k = 0; k < r4; ++k)
+        for (int32_t o = 0; o < c8; ++o)
+          w[((int64_t{f_y} * r4 + k) / 4 * c8 + o) * 4 + (k & 3)] = tap(o, f_y, k);
+    int32_t* wsum = reinterpret_cast<int32_t*>(w + vnni_weight_bytes(d));
+    for (int32_t o = 0; o < c8; ++o) {
+      int32_t sum = 0;  // |sum| <= 128 * depth, inside int32 for any shape the kernel accepts
+      for (int32_t k = 0; o < d->output_c && k < depth; ++k) sum += filter[int64_t{o} * depth + k];
+      wsum[o] = sum;
+    }
+    return;
+  }
+  const int32_t r2 = run2(d);
+  int16_t* w = reinterpret_cast<int16_t*>(static_cast<int8_t*>(packed) + kPackHeader);
   for (int32_t f_y = 0; f_y < d->filter_h; ++f_y)
     for (int32_t k = 0; k < r2; ++k)
       for (int32_t o = 0; o < c8; ++o)
-        w[((int64_t{f_y} * r2 + k) / 2 * c8 + o) * 2 + (k & 1)] =
-            o < d->output_c && k < run ? filter[int64_t{o} * depth + f_y * run + k] : 0;
+        w[((int64_t{f_y} * r2 + k) / 2 * c8 + o) * 2 + (k & 1)] = tap(o, f_y, k);
 }
 
 // Scratch: one band of padded input rows (and its slack), 32-byte aligned.
@@ -455,9 +607,22 @@ bool tlm_conv2d_s8_fast(const tlm_conv2d_params* p, const tlm_conv_dims* d,
   const int32_t reach = (d->output_w - 1) * p->stride_w + d->filter_w - p->pad_left;
   const int32_t pw = p->pad_left + (reach > d->input_w ? reach : d->input_w);
   if (p->pad_left < 0 || p->pad_top < 0 || pw > padded_w_max(d)) return false;
+  int32_t layout;
+  memcpy(&layout, packed, sizeof layout);
+  const int8_t* weights = static_cast<const int8_t*>(packed) + kPackHeader;
+  if (layout == kLayoutVnni) {
+    // Packed on a CPU with VNNI; this one has it too unless tests switched it off since.
+    if (!tlm_host_vnni()) return false;
+    if (row_begin < row_end)
+      conv_packed<true>(p, d, multipliers, shifts, input, weights,
+                        reinterpret_cast<const int32_t*>(weights + vnni_weight_bytes(d)), bias,
+                        row_begin, row_end, pw, scratch, output);
+    return true;
+  }
+  if (layout != kLayoutMadd) return false;
   if (row_begin < row_end)
-    conv_packed(p, d, multipliers, shifts, input, static_cast<const int16_t*>(packed), bias,
-                row_begin, row_end, pw, scratch, output);
+    conv_packed<false>(p, d, multipliers, shifts, input, weights, nullptr, bias, row_begin,
+                       row_end, pw, scratch, output);
   return true;
 }
 

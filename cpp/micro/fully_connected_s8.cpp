@@ -263,90 +263,44 @@ TLM_AVX2_TARGET inline __m256i quad(const int8_t* x) {
   return _mm256_set1_epi32(v);
 }
 
-// acc + per channel the products of 4 features with the block's 32 packed bytes at w (8 channels
-// x 4 features): |x| * (w XOR m) = x * w - [x < 0] * |x| (see Sums); the pair sums of vpmaddubsw
-// lie in [-32768, 32512] and never saturate; vpmaddwd by 1 adds the pairs into int32.
-TLM_AVX2_TARGET inline __m256i dot4(__m256i acc, __m256i m4, __m256i a4, __m256i w) {
-  const __m256i p = _mm256_maddubs_epi16(a4, _mm256_xor_si256(w, m4));
-  return _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_set1_epi16(1)));
-}
 TLM_AVX2_TARGET inline __m256i ldw(const int8_t* w) {
   return _mm256_load_si256(reinterpret_cast<const __m256i*>(w));
 }
 
-// 1 row x 4 blocks (32 channels): x [2][depth4] (sign masks, absolute values); w the superblock's
-// packed weights, 128 bytes per step; out [4] accumulators (no bias).
-TLM_AVX2_TARGET __attribute__((noinline)) void fc_1x32(const int8_t* x, int32_t k4, const int8_t* w,
-                                                       int32_t steps, __m256i* out) {
-  __m256i c0 = _mm256_setzero_si256(), c1 = c0, c2 = c0, c3 = c0;
-  for (int32_t s = 0; s < steps; ++s, x += 4, w += 128) {
-    prefetch_step(w);
-    const __m256i m4 = quad(x), a4 = quad(x + k4);
-    c0 = dot4(c0, m4, a4, ldw(w));
-    c1 = dot4(c1, m4, a4, ldw(w + 32));
-    c2 = dot4(c2, m4, a4, ldw(w + 64));
-    c3 = dot4(c3, m4, a4, ldw(w + 96));
-  }
-  out[0] = c0, out[1] = c1, out[2] = c2, out[3] = c3;
+// acc + per channel the products of 4 features with the block's 32 packed bytes at w (8 channels
+// x 4 features): |x| * (w XOR m) = x * w - [x < 0] * |x| (see Sums).
+namespace avx2 {
+// The pair sums of vpmaddubsw lie in [-32768, 32512] and never saturate; vpmaddwd by 1 adds the
+// pairs into int32.
+TLM_AVX2_TARGET inline __m256i dot4(__m256i acc, __m256i m4, __m256i a4, __m256i w) {
+  const __m256i p = _mm256_maddubs_epi16(a4, _mm256_xor_si256(w, m4));
+  return _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_set1_epi16(1)));
 }
+#define TLM_FC_TILE_TARGET TLM_AVX2_TARGET
+#include "fully_connected_s8_tiles.inc"
+#undef TLM_FC_TILE_TARGET
+}  // namespace avx2
 
-// 1 row x 1 block, `step` bytes per step.
-TLM_AVX2_TARGET __attribute__((noinline)) void fc_1x8(const int8_t* x, int32_t k4, const int8_t* w,
-                                                      size_t step, int32_t steps, __m256i* out) {
-  __m256i c0 = _mm256_setzero_si256(), c1 = c0;  // two chains, summed at the end
-  int32_t s = 0;
-  for (; s + 2 <= steps; s += 2, x += 8, w += 2 * step) {
-    prefetch_step(w);
-    c0 = dot4(c0, quad(x), quad(x + k4), ldw(w));
-    c1 = dot4(c1, quad(x + 4), quad(x + k4 + 4), ldw(w + step));
-  }
-  if (s < steps) c0 = dot4(c0, quad(x), quad(x + k4), ldw(w));
-  out[0] = _mm256_add_epi32(c0, c1);
+namespace vnni {
+// vpdpbusd adds the 4 products of each lane into it in int32, without saturation: 4 * 128 * 128
+// per step, and the sum stays within the kernel's accumulator bound (Sums).
+TLM_VNNI_TARGET inline __m256i dot4(__m256i acc, __m256i m4, __m256i a4, __m256i w) {
+  return _mm256_dpbusd_epi32(acc, a4, _mm256_xor_si256(w, m4));
 }
+#define TLM_FC_TILE_TARGET TLM_VNNI_TARGET
+#include "fully_connected_s8_tiles.inc"
+#undef TLM_FC_TILE_TARGET
+}  // namespace vnni
 
-// 4 rows (x, `xstride` bytes apart) x 2 blocks (16 channels); out [4][2].
-TLM_AVX2_TARGET __attribute__((noinline)) void fc_4x16(const int8_t* x, size_t xstride, int32_t k4,
-                                                       const int8_t* w, size_t step,
-                                                       int32_t steps, __m256i* out) {
-  __m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00,
-          c30 = c00, c31 = c00;
-  const int8_t *x1 = x + xstride, *x2 = x + 2 * xstride, *x3 = x + 3 * xstride;
-  for (int32_t s = 0; s < steps; ++s, w += step) {
-    const int32_t k = 4 * s;
-    const __m256i w0 = ldw(w), w1 = ldw(w + 32);
-    __m256i a = quad(x + k), b = quad(x + k4 + k);
-    c00 = dot4(c00, a, b, w0);
-    c01 = dot4(c01, a, b, w1);
-    a = quad(x1 + k), b = quad(x1 + k4 + k);
-    c10 = dot4(c10, a, b, w0);
-    c11 = dot4(c11, a, b, w1);
-    a = quad(x2 + k), b = quad(x2 + k4 + k);
-    c20 = dot4(c20, a, b, w0);
-    c21 = dot4(c21, a, b, w1);
-    a = quad(x3 + k), b = quad(x3 + k4 + k);
-    c30 = dot4(c30, a, b, w0);
-    c31 = dot4(c31, a, b, w1);
-  }
-  out[0] = c00, out[1] = c01, out[2] = c10, out[3] = c11;
-  out[4] = c20, out[5] = c21, out[6] = c30, out[7] = c31;
-}
-
-// 4 rows x 1 block; out [4].
-TLM_AVX2_TARGET __attribute__((noinline)) void fc_4x8(const int8_t* x, size_t xstride, int32_t k4,
-                                                      const int8_t* w, size_t step, int32_t steps,
-                                                      __m256i* out) {
-  __m256i c0 = _mm256_setzero_si256(), c1 = c0, c2 = c0, c3 = c0;
-  const int8_t *x1 = x + xstride, *x2 = x + 2 * xstride, *x3 = x + 3 * xstride;
-  for (int32_t s = 0; s < steps; ++s, w += step) {
-    const int32_t k = 4 * s;
-    const __m256i v = ldw(w);
-    c0 = dot4(c0, quad(x + k), quad(x + k4 + k), v);
-    c1 = dot4(c1, quad(x1 + k), quad(x1 + k4 + k), v);
-    c2 = dot4(c2, quad(x2 + k), quad(x2 + k4 + k), v);
-    c3 = dot4(c3, quad(x3 + k), quad(x3 + k4 + k), v);
-  }
-  out[0] = c0, out[1] = c1, out[2] = c2, out[3] = c3;
-}
+// The tiles fc_fast runs: one of the two sets above.
+struct FcTiles {
+  void (*t1x32)(const int8_t*, int32_t, const int8_t*, int32_t, __m256i*);
+  void (*t1x8)(const int8_t*, int32_t, const int8_t*, size_t, int32_t, __m256i*);
+  void (*t4x16)(const int8_t*, size_t, int32_t, const int8_t*, size_t, int32_t, __m256i*);
+  void (*t4x8)(const int8_t*, size_t, int32_t, const int8_t*, size_t, int32_t, __m256i*);
+};
+constexpr FcTiles kAvx2Tiles{avx2::fc_1x32, avx2::fc_1x8, avx2::fc_4x16, avx2::fc_4x8};
+constexpr FcTiles kVnniTiles{vnni::fc_1x32, vnni::fc_1x8, vnni::fc_4x16, vnni::fc_4x8};
 
 // The output offset and the activation clamp less the offset, in vectors (made once: the int8
 // output stores may alias the params, so the compiler would reload them after every store).
@@ -414,6 +368,7 @@ TLM_AVX2_TARGET void fc_fast(const tlm_fully_connected_ref_params* p, const tlm_
                              const int8_t* input, const void* packed, const int32_t* scales,
                              int32_t samples, size_t sample_stride, int32_t block_begin,
                              int32_t block_end, void* scratch, int8_t* output) {
+  const FcTiles& tiles = tlm_host_vnni() ? kVnniTiles : kAvx2Tiles;
   const int32_t in_n = d->in_features, out_n = d->out_features, k4 = fc_depth4(d);
   const int32_t steps = k4 / 4, blocks = fc_blocks(d);
   const size_t bstride = fc_block_bytes(d);
@@ -457,14 +412,14 @@ TLM_AVX2_TARGET void fc_fast(const tlm_fully_connected_ref_params* p, const tlm_
         const int8_t* x = xs + size_t(r) * xstride;
         int32_t blk = lo;
         for (; blk + 2 <= hi; blk += 2) {
-          fc_4x16(x, xstride, k4, wb + size_t(blk - lo) * 32, step, steps, acc);
+          tiles.t4x16(x, xstride, k4, wb + size_t(blk - lo) * 32, step, steps, acc);
           for (int32_t i = 0; i < 4; ++i) {
             store_block(f, blk, _mm256_add_epi32(acc[2 * i], corr[r + i]), out_rows[r + i]);
             store_block(f, blk + 1, _mm256_add_epi32(acc[2 * i + 1], corr[r + i]), out_rows[r + i]);
           }
         }
         if (blk < hi) {
-          fc_4x8(x, xstride, k4, wb + size_t(blk - lo) * 32, step, steps, acc);
+          tiles.t4x8(x, xstride, k4, wb + size_t(blk - lo) * 32, step, steps, acc);
           for (int32_t i = 0; i < 4; ++i)
             store_block(f, blk, _mm256_add_epi32(acc[i], corr[r + i]), out_rows[r + i]);
         }
@@ -472,12 +427,12 @@ TLM_AVX2_TARGET void fc_fast(const tlm_fully_connected_ref_params* p, const tlm_
       for (; r < n; ++r) {  // the rest, one row at a time
         const int8_t* x = xs + size_t(r) * xstride;
         if (hi - lo == 4) {
-          fc_1x32(x, k4, wb, steps, acc);
+          tiles.t1x32(x, k4, wb, steps, acc);
           for (int32_t i = 0; i < 4; ++i)
             store_block(f, lo + i, _mm256_add_epi32(acc[i], corr[r]), out_rows[r]);
         } else {
           for (int32_t blk = lo; blk < hi; ++blk) {
-            fc_1x8(x, k4, wb + size_t(blk - lo) * 32, step, steps, acc);
+            tiles.t1x8(x, k4, wb + size_t(blk - lo) * 32, step, steps, acc);
             store_block(f, blk, _mm256_add_epi32(acc[0], corr[r]), out_rows[r]);
           }
         }

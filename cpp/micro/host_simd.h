@@ -28,6 +28,10 @@
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(TLM_NO_HOST_FAST)
 #define TLM_HOST_AVX2 1
 #define TLM_AVX2_TARGET __attribute__((target("avx2,fma")))
+// The inner loops of conv2d and fully connected also come in a version for AVX-512 VNNI
+// (vpdpbusd: 4 products of unsigned by signed bytes added into each int32 lane, exactly, in one
+// instruction), used on 256-bit vectors so that the rest of the code stays AVX2.
+#define TLM_VNNI_TARGET __attribute__((target("avx2,fma,avx512f,avx512vl,avx512bw,avx512vnni")))
 #else
 #define TLM_HOST_AVX2 0
 #endif
@@ -36,6 +40,24 @@
 inline bool tlm_host_avx2() {
 #if TLM_HOST_AVX2
   return __builtin_cpu_supports("avx2");
+#else
+  return false;
+#endif
+}
+
+// Whether the fast paths may use VNNI where the CPU has it (1, the default) or must keep to AVX2
+// (0): tests run both. Read when a model is packed and when a kernel runs; set it before either.
+inline int& tlm_host_vnni_allowed() {
+  static int allowed = 1;  // constant-initialized: no constructor runs
+  return allowed;
+}
+
+// True when this build has the AVX2 fast paths, the CPU runs AVX-512 VNNI on 256-bit vectors, and
+// tlm_host_vnni_allowed() is set.
+inline bool tlm_host_vnni() {
+#if TLM_HOST_AVX2
+  return tlm_host_vnni_allowed() && __builtin_cpu_supports("avx2") &&
+         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
 #else
   return false;
 #endif

@@ -1,5 +1,6 @@
-// The host fast path of conv2d (tlm_conv2d_s8_fast: bands of padded int16 input rows + AVX2 GEMM
-// tiles over the packed filter + vector requantization) against the plain kernel, byte for byte, over random shapes, strides, paddings,
+// The host fast path of conv2d (tlm_conv2d_s8_fast: bands of padded input rows + GEMM tiles over
+// the packed filter, AVX2 madd on int16 or AVX-512 VNNI on bytes, each where the CPU has it, +
+// vector requantization) against the plain kernel, byte for byte, over random shapes, strides, paddings,
 // offsets, multipliers, shifts, biases and clamps with fixed seeds, computed in random row
 // ranges as the host interpreter splits an operator over threads. The plain kernel itself is
 // checked against independent references and TFLite in test_kernels_s8.cpp.
@@ -7,9 +8,11 @@
 
 #include <cstdint>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "conv2d_s8.h"
+#include "host_isas.h"
 #include "host_simd.h"
 
 namespace {
@@ -140,13 +143,71 @@ int check_fast_equals_plain(std::mt19937& rng, int trials, bool large, int max_p
 }  // namespace
 
 TEST_CASE("conv2d fast path equals the plain kernel, any row split") {
-  std::mt19937 rng(20261122);
-  const int checked = check_fast_equals_plain(rng, 600, false, 4);
-  if (tlm_host_avx2()) CHECK(checked >= 300);
+  for_each_host_isa([](const std::string& isa) {
+    INFO("inner loops: " << isa);
+    std::mt19937 rng(20261122);
+    const int checked = check_fast_equals_plain(rng, 600, false, 4);
+    if (tlm_host_avx2()) CHECK(checked >= 300);
+  });
 }
 
 TEST_CASE("conv2d fast path equals the plain kernel on images of several bands") {
-  std::mt19937 rng(20261123);
-  const int checked = check_fast_equals_plain(rng, 120, true, 60);
-  if (tlm_host_avx2()) CHECK(checked >= 60);
+  for_each_host_isa([](const std::string& isa) {
+    INFO("inner loops: " << isa);
+    std::mt19937 rng(20261123);
+    const int checked = check_fast_equals_plain(rng, 120, true, 60);
+    if (tlm_host_avx2()) CHECK(checked >= 60);
+  });
+}
+
+TEST_CASE("conv2d fast path equals the plain kernel at the extremes of input, filter and offset") {
+  // Every input and weight at -128 or 127, the input offset at -127 or 128 (the zero point 127
+  // or -128: the padding bytes of the VNNI band at 255 and 0), 3x3 windows over 200 channels with
+  // SAME padding: the largest products and sums of both inner loops, and the correction of the
+  // VNNI one at its largest.
+  for_each_host_isa([](const std::string& isa) {
+    INFO("inner loops: " << isa);
+    int checked = 0;
+    for (int x : {-128, 127})
+      for (int w : {-128, 127})
+        for (int offset : {-127, 128}) {
+          Case c;
+          tlm_conv_dims& d = c.d;
+          d.batches = 1, d.input_h = 5, d.input_w = 6, d.input_c = 200;
+          d.filter_h = d.filter_w = 3, d.output_h = 5, d.output_w = 6, d.output_c = 16;
+          tlm_conv2d_params& p = c.p;
+          p.stride_h = p.stride_w = p.dilation_h = p.dilation_w = 1;
+          p.pad_top = p.pad_left = 1;
+          p.input_offset = offset, p.output_offset = 3;
+          p.activation_min = -128, p.activation_max = 127;
+          c.input.assign(size_t(5) * 6 * 200, static_cast<std::int8_t>(x));
+          c.filter.assign(size_t(16) * 9 * 200, static_cast<std::int8_t>(w));
+          for (int32_t o = 0; o < 16; ++o) {  // outputs spread over the int8 range
+            c.bias.push_back(o * 1000 - 8000);
+            c.multipliers.push_back(1 << 30);
+            c.shifts.push_back(-(14 + o % 8));
+          }
+          REQUIRE(tlm_conv2d_s8_check(&p, &d, c.multipliers.data(), c.shifts.data(),
+                                      c.bias.data()) == TLM_OK);
+          std::vector<std::int8_t> expected(size_t(5) * 6 * 16), got(expected.size(), 0x55);
+          tlm_conv2d_s8(&p, &d, c.multipliers.data(), c.shifts.data(), c.input.data(),
+                        c.filter.data(), c.bias.data(), expected.data());
+          std::vector<std::uint8_t> scratch(tlm_conv2d_s8_fast_scratch_bytes(&d));
+          std::vector<std::int16_t> packed((tlm_conv2d_s8_fast_packed_bytes(&d) + 64) / 2);
+          void* at = reinterpret_cast<void*>(
+              (reinterpret_cast<std::uintptr_t>(packed.data()) + 31) & ~std::uintptr_t{31});
+          tlm_conv2d_s8_fast_pack(&d, c.filter.data(), at);
+          if (!tlm_conv2d_s8_fast(&p, &d, c.multipliers.data(), c.shifts.data(), c.input.data(),
+                                  at, c.bias.data(), 0, 5, scratch.data(), got.data())) {
+            CHECK_FALSE(tlm_host_avx2());
+            return;
+          }
+          for (size_t i = 0; i < got.size(); ++i) {
+            INFO("x " << x << " w " << w << " offset " << offset << " element " << i);
+            REQUIRE(int(got[i]) == int(expected[i]));
+          }
+          ++checked;
+        }
+    CHECK(checked == 8);
+  });
 }

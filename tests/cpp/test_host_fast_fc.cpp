@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "fully_connected_s8.h"
+#include "host_isas.h"
 #include "host_simd.h"
 #include "requantize_fp64.h"
 
@@ -237,46 +238,49 @@ bool run_fast_in_pieces(std::mt19937& rng, const Case& c, std::vector<std::int8_
 }  // namespace
 
 TEST_CASE("fully connected (reference requantization) fast path equals the plain kernel") {
-  std::mt19937 rng(20261207);
-  int checked = 0, rejected = 0, subnormal = 0;
-  size_t outputs = 0, inside = 0;  // inside: strictly between the activation bounds
-  const int trials = 1500;
-  for (int trial = 0; trial < trials; ++trial) {
-    Case c;
-    if (!random_case(rng, trial, &c)) {
-      ++rejected;
-      continue;
-    }
-    const tlm_fc_dims& d = c.d;
-    const std::vector<std::int8_t> expected = plain_output(c);
-    std::vector<std::int8_t> got(expected.size(), 0x55);
-    if (!run_fast_in_pieces(rng, c, &got)) {
-      CHECK_FALSE(tlm_host_avx2());
-      break;
-    }
-    REQUIRE(tlm_host_avx2());
-    ++checked;
-    if (c.p.scale_exponent > 1074) ++subnormal;
-    outputs += expected.size();
-    for (std::int8_t v : expected)
-      inside += v > c.p.base.activation_min && v < c.p.base.activation_max;
-    for (size_t i = 0; i < expected.size(); ++i) {
-      if (got[i] != expected[i]) {
-        INFO("trial " << trial << " element " << i << " samples " << c.samples << " batches "
-                      << d.batches << " in " << d.in_features << " out " << d.out_features
-                      << " per_channel " << c.per_channel);
-        REQUIRE(int(got[i]) == int(expected[i]));
+  for_each_host_isa([](const std::string& isa) {
+    INFO("inner loops: " << isa);
+    std::mt19937 rng(20261207);
+    int checked = 0, rejected = 0, subnormal = 0;
+    size_t outputs = 0, inside = 0;  // inside: strictly between the activation bounds
+    const int trials = 1500;
+    for (int trial = 0; trial < trials; ++trial) {
+      Case c;
+      if (!random_case(rng, trial, &c)) {
+        ++rejected;
+        continue;
+      }
+      const tlm_fc_dims& d = c.d;
+      const std::vector<std::int8_t> expected = plain_output(c);
+      std::vector<std::int8_t> got(expected.size(), 0x55);
+      if (!run_fast_in_pieces(rng, c, &got)) {
+        CHECK_FALSE(tlm_host_avx2());
+        break;
+      }
+      REQUIRE(tlm_host_avx2());
+      ++checked;
+      if (c.p.scale_exponent > 1074) ++subnormal;
+      outputs += expected.size();
+      for (std::int8_t v : expected)
+        inside += v > c.p.base.activation_min && v < c.p.base.activation_max;
+      for (size_t i = 0; i < expected.size(); ++i) {
+        if (got[i] != expected[i]) {
+          INFO("trial " << trial << " element " << i << " samples " << c.samples << " batches "
+                        << d.batches << " in " << d.in_features << " out " << d.out_features
+                        << " per_channel " << c.per_channel);
+          REQUIRE(int(got[i]) == int(expected[i]));
+        }
       }
     }
-  }
-  if (tlm_host_avx2()) {
-    CHECK(rejected < trials / 20);
-    CHECK(checked >= trials * 19 / 20);
-    CHECK(subnormal > 0);
-    CHECK(inside > outputs / 4);  // most cases test rounding, not just the clamp
-    MESSAGE(checked << " cases, " << outputs << " outputs, " << inside << " inside the clamp, "
-                    << subnormal << " with a subnormal per-tensor scale");
-  }
+    if (tlm_host_avx2()) {
+      CHECK(rejected < trials / 20);
+      CHECK(checked >= trials * 19 / 20);
+      CHECK(subnormal > 0);
+      CHECK(inside > outputs / 4);  // most cases test rounding, not just the clamp
+      MESSAGE(isa << ": " << checked << " cases, " << outputs << " outputs, " << inside << " inside the clamp, "
+                      << subnormal << " with a subnormal per-tensor scale");
+    }
+  });
 }
 
 TEST_CASE("fully connected fast path writes only its blocks' columns, nothing for no blocks") {
