@@ -29,9 +29,12 @@ void tlm_conv2d_s8(const tlm_conv2d_params* params, const tlm_conv_dims* dims,
 
 // Host fast path (host_simd.h): the bytes tlm_conv2d_s8 writes for output rows [row_begin,
 // row_end) of the [batches * output_h] rows, bit for bit, computed as GEMM tiles read in place
-// from bands of padded int16 input rows in `scratch` (tlm_conv2d_s8_fast_scratch_bytes(dims)
-// bytes, any alignment; one per concurrent caller). `packed`: the filter rearranged once by
-// tlm_conv2d_s8_fast_pack into tlm_conv2d_s8_fast_packed_bytes(dims) bytes (32-byte aligned).
+// from bands of padded input rows in `scratch` (tlm_conv2d_s8_fast_scratch_bytes(dims) bytes,
+// any alignment; one per concurrent caller): int16 rows for AVX2, bytes for AVX-512 VNNI.
+// `packed`: the filter rearranged once by tlm_conv2d_s8_fast_pack into
+// tlm_conv2d_s8_fast_packed_bytes(dims) bytes (32-byte aligned), in the layout of the inner loops
+// this CPU runs (tlm_host_vnni() at pack time); the kernel runs the layout it finds, and returns
+// false for a VNNI layout where tlm_host_vnni() has become false since.
 // Bands run in raster order, each band's input read before its outputs are written, so an output
 // trailing its input by window_lead (nn_types.h) stays exact for one caller over all rows.
 // Returns false, writing nothing, where this build or CPU has no fast path (always on the

@@ -152,7 +152,9 @@ TLM_HOST_CLONES void tlm_fully_connected_ref_s8(const tlm_fully_connected_ref_pa
 // cycles per 32 weights, measured side by side on this project's build machine, AMD EPYC.) Vector
 // adds wrap modulo 2^32, and the final acc + c + bias' is the plain kernel's int32 acc (|bias| <=
 // INT32_MAX - in_features * 32640 by the check), so the totals are the plain kernel's exactly,
-// whatever the partial sums.
+// whatever the partial sums. On CPUs with AVX-512 VNNI (host_simd.h) the tiles take the same
+// operands and one _mm256_dpbusd_epi32 replaces the maddubs, madd and add: it adds the 4 products
+// into the int32 lane without any intermediate saturation.
 //
 // Requantization: the plain kernel computes requantize_fp64(acc, m, e), which is round(double(acc) *
 // scale) exactly as IEEE-754 doubles and C's round() give it (saturating at 2^52), scale = m * 2^-e.

@@ -8,7 +8,8 @@
 //
 // The heaviest kernels also have a host fast path (`*_fast`, written with AVX2 intrinsics, in the
 // kernel's own file under TLM_HOST_AVX2): GEMM tiles for conv2d, channel vectors for depthwise
-// conv, add and fully connected. They compute the same integer sums and the same requantization
+// conv, add and fully connected. The inner loops of conv2d and fully connected also exist for
+// AVX-512 VNNI (TLM_VNNI_TARGET), picked at run time where the CPU has it (tlm_host_vnni()). They compute the same integer sums and the same requantization
 // (requantize_avx2.h reproduces requantize.h lane by lane), so their outputs equal the plain
 // loops' bit for bit; tests/cpp/test_host_fast_*.cpp compare the two on random shapes. Where
 // TLM_HOST_AVX2 is 0 (the firmware, other hosts) the fast paths do not exist and
