@@ -8,8 +8,9 @@ PY := $(VENV)/bin/python
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 # Debian packages: xtensor (training core), zlib, OpenBLAS (GEMM for training), doctest (C++ tests), the Arm bare-metal
-# toolchain and newlib, QEMU for the emulated STM32F405, Fashion-MNIST.
+# toolchain, newlib and its libstdc++ (the firmware links newlib-nano's), QEMU for the emulated STM32F405, Fashion-MNIST.
 APT_PACKAGES := libxtensor-dev zlib1g-dev libopenblas-dev doctest-dev gcc-arm-none-eabi libnewlib-arm-none-eabi \
+                libstdc++-arm-none-eabi-newlib \
                 qemu-system-arm dataset-fashion-mnist
 PIP_TOOLS := pip scikit-build-core pybind11 cmake ninja
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
