@@ -152,9 +152,11 @@ TLM_HOST_CLONES void tlm_fully_connected_ref_s8(const tlm_fully_connected_ref_pa
 // cycles per 32 weights, measured side by side on this project's build machine, AMD EPYC.) Vector
 // adds wrap modulo 2^32, and the final acc + c + bias' is the plain kernel's int32 acc (|bias| <=
 // INT32_MAX - in_features * 32640 by the check), so the totals are the plain kernel's exactly,
-// whatever the partial sums. On CPUs with AVX-512 VNNI (host_simd.h) the tiles take the same
-// operands and one _mm256_dpbusd_epi32 replaces the maddubs, madd and add: it adds the 4 products
-// into the int32 lane without any intermediate saturation.
+// whatever the partial sums. On CPUs with AVX-512 VNNI (host_simd.h) the row is stored as the
+// unsigned bytes x + 128 instead (no masks, no correction) and one _mm256_dpbusd_epi32 of them
+// with the weights as they are adds 4 products w * (x + 128) into each lane: acc = sum(w * x) +
+// 128 * sum(w), and the packed VNNI bias is bias' - 128 * sum(w), so that acc + it is again the
+// plain kernel's sum, modulo 2^32 in every partial sum, exact in the total.
 //
 // Requantization: the plain kernel computes requantize_fp64(acc, m, e), which is round(double(acc) *
 // scale) exactly as IEEE-754 doubles and C's round() give it (saturating at 2^52), scale = m * 2^-e.
@@ -258,6 +260,23 @@ TLM_AVX2_TARGET inline int32_t prep_row(const int8_t* src, int32_t n, int32_t k4
   return static_cast<int32_t>(c);  // <= 128 * in_features
 }
 
+// VNNI: the row as unsigned bytes x + 128 at dst + k4, where the tiles read the absolute values
+// (the sign masks' half is not read); past in_features, 128 (x = 0), which meets zero weights.
+// vpdpbusd then sums w * (x + 128) directly, and the packed VNNI bias takes the 128 * sum(w) off
+// (see Sums). The correction is 0.
+TLM_AVX2_TARGET inline int32_t prep_row_vnni(const int8_t* src, int32_t n, int32_t k4,
+                                             int8_t* dst) {
+  const __m256i top = _mm256_set1_epi8(static_cast<char>(0x80));
+  int8_t* u = dst + k4;
+  int32_t i = 0;
+  for (; i + 32 <= n; i += 32)
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(u + i),
+                        _mm256_xor_si256(_mm256_loadu_si256(
+                                             reinterpret_cast<const __m256i*>(src + i)), top));
+  for (; i < k4; ++i) u[i] = static_cast<int8_t>((i < n ? src[i] : 0) ^ 0x80);
+  return 0;
+}
+
 // The 4 bytes x[k..k+3] in every 32-bit lane.
 TLM_AVX2_TARGET inline __m256i quad(const int8_t* x) {
   int32_t v;
@@ -284,10 +303,11 @@ TLM_AVX2_TARGET inline __m256i dot4(__m256i acc, __m256i m4, __m256i a4, __m256i
 }  // namespace avx2
 
 namespace vnni {
-// vpdpbusd adds the 4 products of each lane into it in int32, without saturation: 4 * 128 * 128
-// per step, and the sum stays within the kernel's accumulator bound (Sums).
-TLM_VNNI_TARGET inline __m256i dot4(__m256i acc, __m256i m4, __m256i a4, __m256i w) {
-  return _mm256_dpbusd_epi32(acc, a4, _mm256_xor_si256(w, m4));
+// a4: 4 bytes x + 128 (prep_row_vnni; m4 is not used, and its loads are dropped). vpdpbusd adds
+// the 4 products w * (x + 128) of each lane into it, without saturation and modulo 2^32 (see
+// Sums).
+TLM_VNNI_TARGET inline __m256i dot4(__m256i acc, __m256i /*m4*/, __m256i a4, __m256i w) {
+  return _mm256_dpbusd_epi32(acc, a4, w);
 }
 #define TLM_FC_TILE_TARGET TLM_VNNI_TARGET
 #include "fully_connected_s8_tiles.inc"
@@ -370,7 +390,8 @@ TLM_AVX2_TARGET void fc_fast(const tlm_fully_connected_ref_params* p, const tlm_
                              const int8_t* input, const void* packed, const int32_t* scales,
                              int32_t samples, size_t sample_stride, int32_t block_begin,
                              int32_t block_end, void* scratch, int8_t* output) {
-  const FcTiles& tiles = tlm_host_vnni() ? kVnniTiles : kAvx2Tiles;
+  const bool vnni = tlm_host_vnni();
+  const FcTiles& tiles = vnni ? kVnniTiles : kAvx2Tiles;
   const int32_t in_n = d->in_features, out_n = d->out_features, k4 = fc_depth4(d);
   const int32_t steps = k4 / 4, blocks = fc_blocks(d);
   const size_t bstride = fc_block_bytes(d);
@@ -378,8 +399,9 @@ TLM_AVX2_TARGET void fc_fast(const tlm_fully_connected_ref_params* p, const tlm_
   FcFast f;
   f.p = p;
   f.scales = scales;
-  f.bias = reinterpret_cast<const int32_t*>(w + size_t(blocks) * bstride);
-  f.scale = reinterpret_cast<const double*>(f.bias + 8 * blocks);
+  const int32_t* bias_avx2 = reinterpret_cast<const int32_t*>(w + size_t(blocks) * bstride);
+  f.scale = reinterpret_cast<const double*>(bias_avx2 + 8 * blocks);
+  f.bias = vnni ? reinterpret_cast<const int32_t*>(f.scale + 8 * blocks) : bias_avx2;
   f.clamp = OutputClamp{_mm_set1_epi32(p->base.output_offset),
                         _mm256_set1_pd(double(p->base.activation_min - p->base.output_offset)),
                         _mm256_set1_pd(double(p->base.activation_max - p->base.output_offset))};
@@ -402,7 +424,9 @@ TLM_AVX2_TARGET void fc_fast(const tlm_fully_connected_ref_params* p, const tlm_
       const int32_t s = (j0 + r) / d->batches, b = (j0 + r) % d->batches;
       in_rows[r] = input + s * sample_stride + size_t(b) * in_n;
       out_rows[r] = output + s * sample_stride + size_t(b) * out_n;
-      corr[r] = _mm256_set1_epi32(prep_row(in_rows[r], in_n, k4, xs + size_t(r) * xstride));
+      int8_t* x = xs + size_t(r) * xstride;
+      corr[r] = _mm256_set1_epi32(vnni ? prep_row_vnni(in_rows[r], in_n, k4, x)
+                                       : prep_row(in_rows[r], in_n, k4, x));
     }
     for (int32_t sb = block_begin / 4; 4 * sb < block_end; ++sb) {
       const int32_t lo = block_begin > 4 * sb ? block_begin : 4 * sb;
@@ -450,8 +474,9 @@ size_t tlm_fully_connected_ref_s8_fast_scratch_bytes(const tlm_fc_dims* d) {
 }
 
 size_t tlm_fully_connected_ref_s8_fast_packed_bytes(const tlm_fc_dims* d) {
-  // Weights, then int32 bias and double scale per (padded) channel: all multiples of 32 bytes.
-  return size_t(fc_blocks(d)) * (fc_block_bytes(d) + 8 * 4 + 8 * 8);
+  // Weights, then per (padded) channel the int32 bias, the double scale and the int32 bias of the
+  // VNNI tiles: all multiples of 32 bytes.
+  return size_t(fc_blocks(d)) * (fc_block_bytes(d) + 8 * 4 + 8 * 8 + 8 * 4);
 }
 
 int32_t tlm_fully_connected_ref_s8_fast_blocks(const tlm_fc_dims* d) { return fc_blocks(d); }
@@ -478,11 +503,15 @@ void tlm_fully_connected_ref_s8_fast_pack(const tlm_fully_connected_ref_params* 
   }
   int32_t* b = reinterpret_cast<int32_t*>(w + size_t(blocks) * bstride);
   double* s = reinterpret_cast<double*>(b + 8 * blocks);
+  int32_t* bv = reinterpret_cast<int32_t*>(s + 8 * blocks);
   for (int32_t o = 0; o < 8 * blocks; ++o) {
     int64_t sum = 0;  // |.| <= 32768 * 127
     for (int32_t f = 0; o < out_n && f < in_n; ++f) sum += weights[size_t(o) * in_n + f];
     // bias' = bias + input_offset * sum(w), an int32 (see Sums); wraps nothing.
     b[o] = o < out_n ? static_cast<int32_t>((bias ? bias[o] : 0) + p->base.input_offset * sum) : 0;
+    // The VNNI tiles sum w * (x + 128): bias' - 128 * sum(w), modulo 2^32 (see Sums).
+    bv[o] = static_cast<int32_t>(static_cast<uint32_t>(
+        static_cast<uint64_t>(int64_t{b[o]} - 128 * (o < out_n ? sum : 0))));
     uint64_t m = 0;
     int32_t e = 0;
     if (o < out_n) channel_scale(p, scales, o, &m, &e);
