@@ -21,4 +21,15 @@ void tlm_add_s8(const tlm_add_params* params, int32_t count, const int8_t* input
 bool tlm_add_s8_fast(const tlm_add_params* params, int32_t begin, int32_t end,
                      const int8_t* input1, const int8_t* input2, int8_t* output);
 
+// Host fast path for long runs: every output of the operator as a table of the 65,536 pairs of
+// int8 inputs, table[(uint8(input1) << 8) | uint8(input2)], written once by
+// tlm_add_s8_fast_table (TLM_ADD_TABLE_BYTES bytes) from the kernel itself, so a lookup is the
+// kernel's output by construction; tlm_add_s8_lookup then computes elements [begin, end) from it,
+// with the same overlap rule. Both write nothing and return false where this build has no fast
+// paths.
+#define TLM_ADD_TABLE_BYTES 65536u
+bool tlm_add_s8_fast_table(const tlm_add_params* params, int8_t* table);
+bool tlm_add_s8_lookup(const int8_t* table, int32_t begin, int32_t end, const int8_t* input1,
+                       const int8_t* input2, int8_t* output);
+
 #endif  // TINYLEARN_MICRO_ADD_S8_H

@@ -644,21 +644,55 @@ void add_host_part(const void* op, int32_t begin, int32_t end, void*) {
 }
 #endif
 
+// An ADD record's operands and parameters, validated.
+tlm_status read_add(const tlm_model* m, const uint8_t* r, Tensor* in1, Tensor* in2, Tensor* out,
+                    tlm_add_params* p) {
+  if (bad_record(r, 2, 1, sizeof(tlm_add_params))) return TLM_ERR_BAD_OP;
+  tlm_status s;
+  if ((s = operand(m, rd_u16(r + 4), TLM_TYPE_INT8, TLM_STORAGE_ARENA, in1)) != TLM_OK ||
+      (s = operand(m, rd_u16(r + 6), TLM_TYPE_INT8, TLM_STORAGE_ARENA, in2)) != TLM_OK ||
+      (s = operand(m, rd_u16(r + 16), TLM_TYPE_INT8, TLM_STORAGE_ARENA, out)) != TLM_OK)
+    return s;
+  if (!same_dims(*in1, *out) || !same_dims(*in2, *out)) return TLM_ERR_SHAPE;
+  if (!alias_or_disjoint(*in1, *out) || !alias_or_disjoint(*in2, *out)) return TLM_ERR_BAD_OP;
+  read_params(m, r, p);
+  return TLM_OK;
+}
+
+#if TLM_HOST_AVX2
+// From this many elements an ADD gets its table of outputs (add_s8.h) in tlm_host.packed: below
+// it, 64 KB of table would cost more cache than its lookups save.
+constexpr int32_t kAddTableMin = 2048;
+
+struct AddLookup {
+  const int8_t* table;
+  const int8_t *input1, *input2;
+  int8_t* output;
+};
+
+void add_lookup_part(const void* op, int32_t begin, int32_t end, void*) {
+  const AddLookup* a = static_cast<const AddLookup*>(op);
+  tlm_add_s8_lookup(a->table, begin, end, a->input1, a->input2, a->output);
+}
+#endif
+
 tlm_status op_add(const tlm_model* m, const uint8_t* r, int8_t* arena,
                   const tlm_host* host = nullptr) {
-  if (bad_record(r, 2, 1, sizeof(tlm_add_params))) return TLM_ERR_BAD_OP;
   Tensor in1, in2, out;
-  tlm_status s;
-  if ((s = operand(m, rd_u16(r + 4), TLM_TYPE_INT8, TLM_STORAGE_ARENA, &in1)) != TLM_OK ||
-      (s = operand(m, rd_u16(r + 6), TLM_TYPE_INT8, TLM_STORAGE_ARENA, &in2)) != TLM_OK ||
-      (s = operand(m, rd_u16(r + 16), TLM_TYPE_INT8, TLM_STORAGE_ARENA, &out)) != TLM_OK)
-    return s;
-  if (!same_dims(in1, out) || !same_dims(in2, out)) return TLM_ERR_SHAPE;
-  if (!alias_or_disjoint(in1, out) || !alias_or_disjoint(in2, out)) return TLM_ERR_BAD_OP;
   tlm_add_params p;
-  read_params(m, r, &p);
+  const tlm_status s = read_add(m, r, &in1, &in2, &out, &p);
+  if (s != TLM_OK) return s;
   if (!arena) return tlm_add_s8_check(&p, count(out));
 #if TLM_HOST_AVX2
+  const int8_t* table = host ? static_cast<const int8_t*>(host_packed(host, op_index(m, r)))
+                             : nullptr;
+  if (table && tlm_add_s8_lookup(table, 0, 0, arena + in1.offset, arena + in2.offset,
+                                 arena + out.offset)) {
+    const AddLookup a{table, arena + in1.offset, arena + in2.offset, arena + out.offset};
+    run_host_parts(host, count(out), host_parts(host, count(out), int64_t{count(out)} * 2),
+                   add_lookup_part, &a);
+    return TLM_OK;
+  }
   // Elementwise: parts are disjoint ranges of elements, in place or not.
   if (host && tlm_add_s8_fast(&p, 0, 0, arena + in1.offset, arena + in2.offset,
                               arena + out.offset)) {
@@ -900,10 +934,10 @@ bool read_host_conv(const tlm_model* m, uint32_t i, bool* depthwise, ConvOp* op)
 }
 #endif
 
-#if TLM_HOST_AVX2 && (TLM_WITH_CONV_2D || TLM_WITH_FULLY_CONNECTED)
+#if TLM_HOST_AVX2 && (TLM_WITH_CONV_2D || TLM_WITH_FULLY_CONNECTED || TLM_WITH_ADD)
 // tlm_host_pack's layout: a table of op_count byte offsets (0: none), then each CONV_2D's packed
-// filter and each fully connected operator's packed weights (reference requantization), 32-byte
-// aligned. Returns its bytes; with `base`, also writes it.
+// filter, each fully connected operator's packed weights (reference requantization) and each
+// long ADD's table of outputs, 32-byte aligned. Returns its bytes; with `base`, also writes it.
 uint64_t host_pack(const tlm_model* m, uint8_t* base) {
   uint64_t at = (4 * uint64_t{m->op_count} + 31) / 32 * 32;
   for (uint32_t i = 0; i < m->op_count; ++i) {
@@ -933,6 +967,17 @@ uint64_t host_pack(const tlm_model* m, uint8_t* base) {
                                              scales, base + at);
       }
       at += (tlm_fully_connected_ref_s8_fast_packed_bytes(&fc.dims) + 31) / 32 * 32;
+    }
+#endif
+#if TLM_WITH_ADD
+    const uint8_t* ra = op_record(m, i);
+    Tensor in1, in2, out;
+    tlm_add_params ap;
+    if (rd_u16(ra) == TLM_OP_ADD && read_add(m, ra, &in1, &in2, &out, &ap) == TLM_OK &&
+        tlm_add_s8_check(&ap, count(out)) == TLM_OK && count(out) >= kAddTableMin) {
+      here = static_cast<uint32_t>(at);
+      if (base) tlm_add_s8_fast_table(&ap, reinterpret_cast<int8_t*>(base + at));
+      at += TLM_ADD_TABLE_BYTES;
     }
 #endif
     if (base) memcpy(base + 4 * i, &here, 4);
@@ -1135,7 +1180,7 @@ tlm_status tlm_invoke_host_samples(const tlm_model* model, void* arenas, size_t 
 }
 
 uint32_t tlm_host_packed_bytes(const tlm_model* model) {
-#if TLM_HOST_AVX2 && (TLM_WITH_CONV_2D || TLM_WITH_FULLY_CONNECTED)
+#if TLM_HOST_AVX2 && (TLM_WITH_CONV_2D || TLM_WITH_FULLY_CONNECTED || TLM_WITH_ADD)
   if (!model || !model->blob) return 0;
   const uint64_t bytes = host_pack(model, nullptr);
   return bytes > UINT32_MAX ? 0 : static_cast<uint32_t>(bytes);
@@ -1148,7 +1193,7 @@ uint32_t tlm_host_packed_bytes(const tlm_model* model) {
 tlm_status tlm_host_pack(const tlm_model* model, void* packed, size_t bytes) {
   if (!model || !model->blob || !packed) return TLM_ERR_NULL;
   if (reinterpret_cast<uintptr_t>(packed) % 32) return TLM_ERR_ALIGNMENT;
-#if TLM_HOST_AVX2 && (TLM_WITH_CONV_2D || TLM_WITH_FULLY_CONNECTED)
+#if TLM_HOST_AVX2 && (TLM_WITH_CONV_2D || TLM_WITH_FULLY_CONNECTED || TLM_WITH_ADD)
   const uint64_t needed = host_pack(model, nullptr);
   if (needed > UINT32_MAX || bytes < needed) return TLM_ERR_ARENA_TOO_SMALL;
   host_pack(model, static_cast<uint8_t*>(packed));

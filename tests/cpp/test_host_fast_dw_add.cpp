@@ -634,6 +634,46 @@ TEST_CASE("host fast add equals the plain kernel on random ranges and in place")
   if (tlm_host_avx2()) REQUIRE(ran == 2000);
 }
 
+TEST_CASE("add's table of outputs equals the plain kernel on every pair of inputs") {
+  std::mt19937 rng(4343);
+  std::vector<std::int8_t> table(TLM_ADD_TABLE_BYTES, 0x5A);
+  // Every pair (x1, x2) of int8 inputs, in the order of the table's index.
+  I8 a(65536), b(65536);
+  for (int32_t i = 0; i < 65536; ++i) {
+    a[i] = static_cast<std::int8_t>(i >> 8);
+    b[i] = static_cast<std::int8_t>(i & 0xFF);
+  }
+  int ran = 0;
+  for (int k = 0; k < 40; ++k) {
+    const tlm_add_params p = random_add_params(rng);
+    REQUIRE(tlm_add_s8_check(&p, 65536) == TLM_OK);
+    I8 want(65536);
+    tlm_add_s8(&p, 65536, a.data(), b.data(), want.data());
+    if (!tlm_add_s8_fast_table(&p, table.data())) {
+      CHECK_FALSE(tlm_host_avx2());
+      return;
+    }
+    // In random pieces, into a sentinel; then in place over input1 and over input2.
+    I8 y(65536, 0x33);
+    const std::vector<std::int32_t> cuts = random_cuts(rng, 65536);
+    for (std::size_t i = 0; i + 1 < cuts.size(); ++i)
+      REQUIRE(tlm_add_s8_lookup(table.data(), cuts[i], cuts[i + 1], a.data(), b.data(), y.data()));
+    for (int32_t i = 0; i < 65536; ++i) {
+      if (y[i] != want[i]) {
+        INFO("params " << k << " x1 " << int(a[i]) << " x2 " << int(b[i]));
+        REQUIRE(int(y[i]) == int(want[i]));
+      }
+    }
+    I8 in1 = a, in2 = b;
+    REQUIRE(tlm_add_s8_lookup(table.data(), 0, 65536, in1.data(), b.data(), in1.data()));
+    REQUIRE(tlm_add_s8_lookup(table.data(), 0, 65536, a.data(), in2.data(), in2.data()));
+    CHECK(in1 == want);
+    CHECK(in2 == want);
+    ++ran;
+  }
+  CHECK(ran == 40);
+}
+
 TEST_CASE("tlm_avx2::multiply_by_quantized_multiplier equals requantize.h lane by lane") {
 #if TLM_HOST_AVX2
   if (!tlm_host_avx2()) return;
