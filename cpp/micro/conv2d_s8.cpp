@@ -233,8 +233,9 @@ TLM_AVX2_TARGET inline __m256i broadcast_pair(const int16_t* x) {
     acc0 = _mm256_add_epi32(acc0, _mm256_madd_epi16(a, w0));                \
     acc1 = _mm256_add_epi32(acc1, _mm256_madd_epi16(a, w1));                \
   }
-TLM_AVX2_TARGET __attribute__((noinline)) void gemm_6x16(const Runs<int16_t>& t, const int16_t* packed,
-                                                         int32_t c8, int32_t o, __m256i* acc) {
+TLM_AVX2_TARGET __attribute__((noinline)) void gemm_6x16(const Runs<int16_t>& t,
+                                                         const int16_t* packed, int32_t c8,
+                                                         int32_t o, __m256i* acc) {
   __m256i a00 = _mm256_setzero_si256(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00;
   __m256i a30 = a00, a31 = a00, a40 = a00, a41 = a00, a50 = a00, a51 = a00;
   const int16_t* w = packed + 2 * o;
@@ -259,8 +260,9 @@ TLM_AVX2_TARGET __attribute__((noinline)) void gemm_6x16(const Runs<int16_t>& t,
 #undef TLM_MADD2
 
 // The same for 8 channels from o: 6 accumulators.
-TLM_AVX2_TARGET __attribute__((noinline)) void gemm_6x8(const Runs<int16_t>& t, const int16_t* packed,
-                                                        int32_t c8, int32_t o, __m256i* acc) {
+TLM_AVX2_TARGET __attribute__((noinline)) void gemm_6x8(const Runs<int16_t>& t,
+                                                        const int16_t* packed, int32_t c8,
+                                                        int32_t o, __m256i* acc) {
   __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0;
   const int16_t* w = packed + 2 * o;
   for (int32_t f_y = 0; f_y < t.rows; ++f_y) {
@@ -279,7 +281,6 @@ TLM_AVX2_TARGET __attribute__((noinline)) void gemm_6x8(const Runs<int16_t>& t, 
   }
   acc[0] = a0, acc[1] = a1, acc[2] = a2, acc[3] = a3, acc[4] = a4, acc[5] = a5;
 }
-
 
 // AVX-512 VNNI (host_simd.h): the same GEMM on a band of unsigned bytes u = input + 128 (padding:
 // u = 128 - input_offset, the input's zero point + 128) with the filter packed as int8
@@ -352,17 +353,6 @@ TLM_VNNI_TARGET __attribute__((noinline)) void gemm_6x8_vnni(const Runs<uint8_t>
   acc[0] = a0, acc[1] = a1, acc[2] = a2, acc[3] = a3, acc[4] = a4, acc[5] = a5;
 }
 
-// dst[i] = src[i] + 128 as unsigned bytes (the sign bit flipped).
-TLM_AVX2_TARGET inline void flip_s8(const int8_t* src, int32_t n, uint8_t* dst) {
-  const __m256i top = _mm256_set1_epi8(static_cast<char>(0x80));
-  int32_t i = 0;
-  for (; i + 32 <= n; i += 32)
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i),
-                        _mm256_xor_si256(_mm256_loadu_si256(
-                                             reinterpret_cast<const __m256i*>(src + i)), top));
-  for (; i < n; ++i) dst[i] = static_cast<uint8_t>(src[i] ^ 0x80);
-}
-
 // Output rows [r0, r1) of one image (batch b): their input rows widened and padded into `band`
 // (rows of `pw` pixels), then the GEMM tiles.
 // Vnni: the band holds uint8 and packed the VNNI layout (see gemm_6x16_vnni), with wsum the
@@ -396,7 +386,7 @@ TLM_AVX2_TARGET void conv_band(const tlm_conv2d_params* p, const tlm_conv_dims* 
     memset(row, pad, sizeof(T) * size_t(left) * in_c);
     const int8_t* src = input + ((int64_t{b} * in_h + y) * in_w) * in_c;
     if constexpr (Vnni)
-      flip_s8(src, in_w * in_c, row + int64_t{left} * in_c);
+      tlm_avx2::flip_s8(src, in_w * in_c, row + int64_t{left} * in_c);
     else
       tlm_avx2::widen_s8(src, in_w * in_c, p->input_offset, row + int64_t{left} * in_c);
     memset(row + int64_t{left + in_w} * in_c, pad, sizeof(T) * size_t(right) * in_c);

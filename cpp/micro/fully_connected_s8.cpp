@@ -187,6 +187,8 @@ TLM_HOST_CLONES void tlm_fully_connected_ref_s8(const tlm_fully_connected_ref_pa
 #include <immintrin.h>
 #include <string.h>
 
+#include "requantize_avx2.h"
+
 
 namespace {
 
@@ -266,14 +268,9 @@ TLM_AVX2_TARGET inline int32_t prep_row(const int8_t* src, int32_t n, int32_t k4
 // (see Sums). The correction is 0.
 TLM_AVX2_TARGET inline int32_t prep_row_vnni(const int8_t* src, int32_t n, int32_t k4,
                                              int8_t* dst) {
-  const __m256i top = _mm256_set1_epi8(static_cast<char>(0x80));
-  int8_t* u = dst + k4;
-  int32_t i = 0;
-  for (; i + 32 <= n; i += 32)
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(u + i),
-                        _mm256_xor_si256(_mm256_loadu_si256(
-                                             reinterpret_cast<const __m256i*>(src + i)), top));
-  for (; i < k4; ++i) u[i] = static_cast<int8_t>((i < n ? src[i] : 0) ^ 0x80);
+  uint8_t* u = reinterpret_cast<uint8_t*>(dst + k4);
+  tlm_avx2::flip_s8(src, n, u);
+  for (int32_t i = n; i < k4; ++i) u[i] = 0x80;
   return 0;
 }
 

@@ -209,6 +209,17 @@ TLM_AVX2_TARGET inline void widen_s8(const int8_t* src, int32_t n, int32_t offse
   for (; i < n; ++i) dst[i] = static_cast<int16_t>(src[i] + offset);
 }
 
+// dst[i] = src[i] + 128 as unsigned bytes (the sign bit flipped), for i < n.
+TLM_AVX2_TARGET inline void flip_s8(const int8_t* src, int32_t n, uint8_t* dst) {
+  const __m256i top = _mm256_set1_epi8(static_cast<char>(0x80));
+  int32_t i = 0;
+  for (; i + 32 <= n; i += 32)
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i),
+                        _mm256_xor_si256(_mm256_loadu_si256(
+                                             reinterpret_cast<const __m256i*>(src + i)), top));
+  for (; i < n; ++i) dst[i] = static_cast<uint8_t>(src[i] ^ 0x80);
+}
+
 }  // namespace tlm_avx2
 
 #endif  // TLM_HOST_AVX2
