@@ -290,7 +290,9 @@ TLM_AVX2_TARGET __attribute__((noinline)) void gemm_6x8(const Runs<int16_t>& t,
 // one, sum(w * (input + input_offset)) = sum(w * u) - (128 - input_offset) * sum(w). The
 // accumulators start at that correction (`init`, per channel). vpdpbusd and the int32 adds wrap
 // modulo 2^32 and the exact sum lies inside int32 (the check), so the totals are exact whatever
-// the partial sums. Runs' odd bytes past run4's end meet zero weights.
+// the partial sums. Runs' odd bytes past run4's end meet zero weights. (Written out beside
+// gemm_6x16 rather than as a template of it: the target attribute that allows vpdpbusd cannot
+// vary with a template argument.)
 TLM_VNNI_TARGET inline __m256i broadcast_quad(const uint8_t* x) {
   int32_t quad;
   memcpy(&quad, x, 4);

@@ -649,15 +649,23 @@ tlm_status op_mean(const tlm_model* m, const uint8_t* r, int8_t* arena) {
 
 #if TLM_WITH_ADD
 #if TLM_HOST_AVX2
+// From this many elements an ADD gets its table of outputs (add_s8.h) in tlm_host.packed: below
+// it, 64 KB of table would cost more cache than its lookups save.
+constexpr int32_t kAddTableMin = 2048;
+
 struct AddRun {
   const tlm_add_params* p;
+  const int8_t* table;  // the outputs' table, or null: computed
   const int8_t *input1, *input2;
   int8_t* output;
 };
 
 void add_host_part(const void* op, int32_t begin, int32_t end, void*) {
   const AddRun* a = static_cast<const AddRun*>(op);
-  tlm_add_s8_fast(a->p, begin, end, a->input1, a->input2, a->output);
+  if (a->table)
+    tlm_add_s8_lookup(a->table, begin, end, a->input1, a->input2, a->output);
+  else
+    tlm_add_s8_fast(a->p, begin, end, a->input1, a->input2, a->output);
 }
 #endif
 
@@ -676,23 +684,6 @@ tlm_status read_add(const tlm_model* m, const uint8_t* r, Tensor* in1, Tensor* i
   return TLM_OK;
 }
 
-#if TLM_HOST_AVX2
-// From this many elements an ADD gets its table of outputs (add_s8.h) in tlm_host.packed: below
-// it, 64 KB of table would cost more cache than its lookups save.
-constexpr int32_t kAddTableMin = 2048;
-
-struct AddLookup {
-  const int8_t* table;
-  const int8_t *input1, *input2;
-  int8_t* output;
-};
-
-void add_lookup_part(const void* op, int32_t begin, int32_t end, void*) {
-  const AddLookup* a = static_cast<const AddLookup*>(op);
-  tlm_add_s8_lookup(a->table, begin, end, a->input1, a->input2, a->output);
-}
-#endif
-
 tlm_status op_add(const tlm_model* m, const uint8_t* r, int8_t* arena,
                   const tlm_host* host = nullptr) {
   Tensor in1, in2, out;
@@ -701,20 +692,15 @@ tlm_status op_add(const tlm_model* m, const uint8_t* r, int8_t* arena,
   if (s != TLM_OK) return s;
   if (!arena) return tlm_add_s8_check(&p, count(out));
 #if TLM_HOST_AVX2
+  // Elementwise: parts are disjoint ranges of elements, in place or not; a lookup costs about a
+  // quarter of the arithmetic.
   const int8_t* table = host ? static_cast<const int8_t*>(host_packed(host, op_index(m, r)))
                              : nullptr;
-  if (table && tlm_add_s8_lookup(table, 0, 0, arena + in1.offset, arena + in2.offset,
-                                 arena + out.offset)) {
-    const AddLookup a{table, arena + in1.offset, arena + in2.offset, arena + out.offset};
-    run_host_parts(host, count(out), host_parts(host, count(out), int64_t{count(out)} * 2),
-                   add_lookup_part, &a);
-    return TLM_OK;
-  }
-  // Elementwise: parts are disjoint ranges of elements, in place or not.
   if (host && tlm_add_s8_fast(&p, 0, 0, arena + in1.offset, arena + in2.offset,
                               arena + out.offset)) {
-    const AddRun a{&p, arena + in1.offset, arena + in2.offset, arena + out.offset};
-    run_host_parts(host, count(out), host_parts(host, count(out), int64_t{count(out)} * 8),
+    const AddRun a{&p, table, arena + in1.offset, arena + in2.offset, arena + out.offset};
+    run_host_parts(host, count(out),
+                   host_parts(host, count(out), int64_t{count(out)} * (table ? 2 : 8)),
                    add_host_part, &a);
     return TLM_OK;
   }
