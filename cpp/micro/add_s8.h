@@ -23,7 +23,7 @@ bool tlm_add_s8_fast(const tlm_add_params* params, int32_t begin, int32_t end,
 
 // Host fast path for long runs: every output of the operator as a table of the 65,536 pairs of
 // int8 inputs, table[(uint8(input1) << 8) | uint8(input2)], written once by
-// tlm_add_s8_fast_table (TLM_ADD_TABLE_BYTES bytes) from the kernel itself, so a lookup is the
+// tlm_add_s8_fast_table (TLM_ADD_TABLE_BYTES bytes) with tlm_add_s8_fast, so a lookup is the
 // kernel's output by construction; tlm_add_s8_lookup then computes elements [begin, end) from it,
 // with the same overlap rule. Both write nothing and return false where this build has no fast
 // paths.

@@ -124,7 +124,7 @@ uint32_t tlm_host_staging_bytes(const tlm_model* model);
 uint32_t tlm_host_scratch_bytes(const tlm_model* model);
 
 // Some fast paths read weights rearranged once, outside the blob (and long ADDs a 64 KB table of
-// their outputs, one per pair of int8 inputs, made by the kernel itself): tlm_host_pack writes them into
+// their outputs, one per pair of int8 inputs, made by the add kernel): tlm_host_pack writes them into
 // `packed` (tlm_host_packed_bytes(model) bytes, 32-byte aligned), for tlm_host.packed.
 uint32_t tlm_host_packed_bytes(const tlm_model* model);
 tlm_status tlm_host_pack(const tlm_model* model, void* packed, size_t bytes);
