@@ -189,7 +189,6 @@ TLM_HOST_CLONES void tlm_fully_connected_ref_s8(const tlm_fully_connected_ref_pa
 
 #include "requantize_avx2.h"
 
-
 namespace {
 
 constexpr int32_t kFcChunk = 8;  // rows copied into the scratch at a time
@@ -507,8 +506,7 @@ void tlm_fully_connected_ref_s8_fast_pack(const tlm_fully_connected_ref_params* 
     // bias' = bias + input_offset * sum(w), an int32 (see Sums); wraps nothing.
     b[o] = o < out_n ? static_cast<int32_t>((bias ? bias[o] : 0) + p->base.input_offset * sum) : 0;
     // The VNNI tiles sum w * (x + 128): bias' - 128 * sum(w), modulo 2^32 (see Sums).
-    bv[o] = static_cast<int32_t>(static_cast<uint32_t>(
-        static_cast<uint64_t>(int64_t{b[o]} - 128 * (o < out_n ? sum : 0))));
+    bv[o] = static_cast<int32_t>(static_cast<uint32_t>(int64_t{b[o]} - 128 * (o < out_n ? sum : 0)));
     uint64_t m = 0;
     int32_t e = 0;
     if (o < out_n) channel_scale(p, scales, o, &m, &e);
