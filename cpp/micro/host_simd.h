@@ -31,7 +31,8 @@
 #define TLM_AVX2_TARGET __attribute__((target("avx2,fma")))
 // The inner loops of conv2d and fully connected also come in a version for AVX-512 VNNI
 // (vpdpbusd: 4 products of unsigned by signed bytes added into each int32 lane, exactly, in one
-// instruction), used on 256-bit vectors so that the rest of the code stays AVX2.
+// instruction), mostly on 256-bit vectors so that the rest of the code stays AVX2; fully connected
+// on several rows at once runs on 512-bit vectors.
 #define TLM_VNNI_TARGET __attribute__((target("avx2,fma,avx512f,avx512vl,avx512bw,avx512vnni")))
 #else
 #define TLM_HOST_AVX2 0
@@ -53,11 +54,12 @@ inline int& tlm_host_vnni_allowed() {
   return allowed;
 }
 
-// True when this build has the AVX2 fast paths, the CPU runs AVX-512 VNNI on 256-bit vectors, and
+// True when this build has the AVX2 fast paths, the CPU runs AVX-512 (F, BW, VL) with VNNI, and
 // tlm_host_vnni_allowed() is set.
 inline bool tlm_host_vnni() {
 #if TLM_HOST_AVX2
   return tlm_host_vnni_allowed() && __builtin_cpu_supports("avx2") &&
+         __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
          __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
 #else
   return false;

@@ -407,6 +407,23 @@ TEST_CASE("fully connected fast path requantizes as round(double(acc) * scale), 
         REQUIRE(int(got[o]) == int(expected[o]));
       }
     }
+    // The same pairs in 3 rows at once (with VNNI, the 512-bit superblock tiles of 2 rows and
+    // of 1), under both instruction sets.
+    for_each_host_isa([&](const std::string& isa) {
+      const tlm_fc_dims d3{3, 1, n};
+      const std::int8_t x3[3] = {0, 0, 0};
+      std::vector<std::int8_t> got3(size_t(3) * n, 0x55);
+      const auto packed3 = pack(d3, accs.data(), scales.data());
+      REQUIRE(tlm_fully_connected_ref_s8_fast(&p, &d3, x3, packed3.second, scales.data(), 1, 0, 0,
+                                              (n + 7) / 8, scratch.data(), got3.data()));
+      for (int32_t r = 0; r < 3; ++r)
+        for (int32_t o = 0; o < n; ++o)
+          if (got3[size_t(r) * n + o] != expected[o]) {
+            INFO(isa << ": row " << r << " acc " << accs[o] << " scale " << std::setprecision(17)
+                     << effs[o] << " offset " << offset);
+            REQUIRE(int(got3[size_t(r) * n + o]) == int(expected[o]));
+          }
+    });
   }
   // Per tensor: a handful of the pairs, each as the params' one scale.
   tlm_fc_dims d1{1, 1, 1};
