@@ -141,7 +141,7 @@ TLM_HOST_CLONES void tlm_fully_connected_ref_s8(const tlm_fully_connected_ref_pa
 // Rows: up to kFcChunk rows at a time are prepared in the scratch, zero-padded to a multiple of 4:
 // their sign masks and absolute values (see Sums), so every row's input is read before any output
 // is written. Rows come in tiles of 4 (4 rows x 16 channels, 8 accumulators), the rest one at a
-// time (1 row x 32 channels); with VNNI, two or more rows run by whole superblocks on 512-bit
+// time (1 row x 32 channels); with VNNI, rows run by whole superblocks on 512-bit
 // vectors instead (see zmm below).
 //
 // Sums: acc = sum(w * (x + input_offset)) + bias = sum(w * x) + bias', bias' = bias + input_offset
@@ -388,18 +388,19 @@ TLM_AVX2_TARGET inline void store_block(const FcFast& f, int32_t blk, __m256i ac
   }
 }
 
-// ---- AVX-512 VNNI on 512-bit vectors: several rows by a whole superblock
+// ---- AVX-512 VNNI on 512-bit vectors: rows by a whole superblock
 //
-// On CPUs with VNNI, rows two or more at a time run by whole superblocks (4 blocks, 32 channels)
-// on 512-bit vectors. A superblock's step (4 features) is 128 bytes: blocks 0 and 1 (channels
-// 0-15, 4 weights per channel) and blocks 2 and 3 (channels 16-31), two 512-bit loads whose 16
-// lanes are 16 channels in order. Per row, two accumulators; per step, the row's 4 bytes x + 128
-// in every lane (prep_row_vnni) and one vpdpbusd per accumulator: the same sums as the 256-bit
-// tiles (see Sums). Up to 8 rows share each weight load (16 accumulators of the 32 registers).
-// Requantization as store_block, 8 lanes of doubles at a time, exact scales only (a block with a
-// subnormal scale goes through store_block). The FC autoencoder in chunks of 8 samples on one
-// core (this project's build machine, AMD EPYC Zen 4): 1.8-1.9 us per sample against 2.7-2.8 with
-// the 256-bit tiles; about a quarter of it is the requantization.
+// On CPUs with VNNI, rows run by whole superblocks (4 blocks, 32 channels) on 512-bit vectors. A
+// superblock's step (4 features) is 128 bytes: blocks 0 and 1 (channels 0-15, 4 weights per
+// channel) and blocks 2 and 3 (channels 16-31), two 512-bit loads whose 16 lanes are 16 channels
+// in order. Per row, two accumulators; per step, the row's 4 bytes x + 128 in every lane
+// (prep_row_vnni) and one vpdpbusd per accumulator: the same sums as the 256-bit tiles (see
+// Sums). Up to 8 rows share each weight load (16 accumulators of the 32 registers). Requantization
+// as store_block, 8 lanes of doubles at a time, exact scales only (a block with a subnormal scale
+// goes through store_block). The FC autoencoder on one core of this project's build machine (AMD
+// EPYC Zen 4), best of 50-call batches: in chunks of 8 samples 1.8-1.9 us per sample against
+// 2.7-2.8 with the 256-bit tiles, about a quarter of it the requantization; one sample 3.55 us
+// against 3.7.
 namespace zmm {
 
 TLM_VNNI_TARGET inline __m512i quad(const int8_t* x) {
@@ -440,6 +441,33 @@ TLM_VNNI_TARGET inline void tile(const int8_t* u, size_t xstride, const int8_t* 
   for (int r = 0; r < R; ++r) c[r][0] = all[r][0], c[r][1] = all[r][1];
 }
 #undef TLM_FC_ROW
+
+// One row: tile<1> with each accumulator split in two chains (even and odd steps), so that the
+// vpdpbusd latency does not bound a pass that streams the weights (from L2 for a large layer,
+// prefetched ahead as in the 256-bit fc_1x32).
+template <>
+TLM_VNNI_TARGET inline void tile<1>(const int8_t* u, size_t, const int8_t* w, int32_t steps,
+                                    __m512i (&c)[1][2]) {
+  const __m512i z = _mm512_setzero_si512();
+  __m512i c0 = z, c1 = z, d0 = z, d1 = z;
+  int32_t s = 0;
+  for (; s + 2 <= steps; s += 2, w += 256, u += 8) {
+    prefetch_step(w);
+    prefetch_step(w + 128);
+    const __m512i a = quad(u), b = quad(u + 4);
+    c0 = _mm512_dpbusd_epi32(c0, a, _mm512_loadu_si512(w));
+    c1 = _mm512_dpbusd_epi32(c1, a, _mm512_loadu_si512(w + 64));
+    d0 = _mm512_dpbusd_epi32(d0, b, _mm512_loadu_si512(w + 128));
+    d1 = _mm512_dpbusd_epi32(d1, b, _mm512_loadu_si512(w + 192));
+  }
+  if (s < steps) {
+    const __m512i a = quad(u);
+    c0 = _mm512_dpbusd_epi32(c0, a, _mm512_loadu_si512(w));
+    c1 = _mm512_dpbusd_epi32(c1, a, _mm512_loadu_si512(w + 64));
+  }
+  c[0][0] = _mm512_add_epi32(c0, d0);
+  c[0][1] = _mm512_add_epi32(c1, d1);
+}
 
 // The output clamp and offset as store_block's, in 512-bit vectors.
 struct Clamp {
@@ -571,7 +599,7 @@ TLM_AVX2_TARGET void fc_fast(const tlm_fully_connected_ref_params* p, const tlm_
       const int32_t hi = block_end < 4 * sb + 4 ? block_end : 4 * sb + 4;
       const size_t step = size_t(fc_group_blocks(blocks, 4 * sb)) * 32;  // bytes per 4 features
       const int8_t* wb = w + size_t(4 * sb) * bstride + size_t(lo - 4 * sb) * 32;
-      if (vnni && n >= 2 && lo == 4 * sb && hi == 4 * sb + 4) {  // see zmm
+      if (vnni && lo == 4 * sb && hi == 4 * sb + 4) {  // see zmm
         zmm::superblock(f, lo, xs, xstride, k4, wb, steps, n, out_rows);
         continue;
       }
