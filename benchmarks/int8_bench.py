@@ -12,9 +12,9 @@ Micro's published arena for the model), model bytes, single-sample latency (medi
 that they share the machine's noisy spells: tinylearn's q.invoke as it runs by default, its host fast paths
 with large operators split over both cores; LiteRT with its default delegates (XNNPACK) and its
 default thread count (one), and for reference LiteRT with 2 threads), and batch throughput
-(samples per second over `--batch` samples, the median of 5 runs after one to warm up:
-tinylearn's q.invoke on the batch, both cores; LiteRT with the input resized to the batch and 2
-threads).
+(samples per second over `--batch` samples, the median of 10 runs, the two runtimes taking turns
+in 5 blocks of 2 runs after one to warm up: tinylearn's q.invoke on the batch, both cores;
+LiteRT with the input resized to the batch and 2 threads).
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ import numpy as np
 TFLM_ARENA = {"ds_cnn": 21_424, "mobilenet_v1": 156_424, "resnet8": 53_972}
 SHAPES = {"ds_cnn": (49, 10, 1), "mobilenet_v1": (96, 96, 3), "resnet8": (32, 32, 3), "fc_autoencoder": (640,)}
 SEED = 1
-BATCH_REPEATS = 5  # batch runs timed, after one to warm up; the median counts
+BATCH_REPEATS = 10  # batch runs timed per runtime, in turns (BATCH_BLOCKS blocks); the median counts
+BATCH_BLOCKS = 5
 
 
 def random_model(name: str):
@@ -98,8 +99,6 @@ def bench(name: str, repeats: int, batch: int) -> dict:
     xb = rng.integers(-128, 128, (batch,) + q.input_shape[1:], dtype=np.int8)
     tfl = q.to_tflite()
 
-    ours_batch = batch / median_seconds(lambda: q.invoke(xb), BATCH_REPEATS)
-
     it = Interpreter(model_content=tfl, num_threads=1)
     it.allocate_tensors()
     i_in, i_out = it.get_input_details()[0]["index"], it.get_output_details()[0]["index"]
@@ -124,11 +123,15 @@ def bench(name: str, repeats: int, batch: int) -> dict:
 
     theirs_1_2threads = median_seconds(litert_one_2, repeats)
 
+    # Batches in turns too: the first call of each block (untimed) lets the other runtime's
+    # threads settle, and both see the same spells of the machine's noise.
     itb = Interpreter(model_content=tfl, num_threads=2)
     itb.resize_tensor_input(itb.get_input_details()[0]["index"], [batch, *q.input_shape[1:]])
     itb.allocate_tensors()
     itb.set_tensor(itb.get_input_details()[0]["index"], xb)
-    theirs_batch = batch / median_seconds(itb.invoke, BATCH_REPEATS)
+    ours_b, theirs_b = median_seconds_in_blocks([lambda: q.invoke(xb), itb.invoke], BATCH_REPEATS,
+                                                BATCH_BLOCKS)
+    ours_batch, theirs_batch = batch / ours_b, batch / theirs_b
 
     from tinylearn.quantize import op_macs
     return {"model": name, "macs": int(sum(op_macs(q.graph, op) for op in q.graph.ops)),
