@@ -10,7 +10,7 @@ same int8 model. Reported per model: arena bytes (tinylearn's planned peak, next
 Micro's published arena for the model), model bytes, single-sample latency (median of
 `--repeats` invokes from Python; tinylearn and LiteRT's default take turns in blocks of calls, so
 that they share the machine's noisy spells: tinylearn's q.invoke as it runs by default, its host fast paths
-with large operators split over both cores; LiteRT with its default delegates (XNNPACK) and its
+with large operators split over both cores where its timing shows that it pays; LiteRT with its default delegates (XNNPACK) and its
 default thread count (one), and for reference LiteRT with 2 threads), and batch throughput
 (samples per second over `--batch` samples, the median of 10 runs, the two runtimes taking turns
 in 5 blocks of 2 runs after one to warm up: tinylearn's q.invoke on the batch, both cores;

@@ -1,5 +1,6 @@
 #include "host_pool.h"
 
+#include <algorithm>
 #include <chrono>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -98,6 +99,51 @@ void HostPool::helper(int home) {
     if (stop_.load()) return;
     work(std::uint32_t(seen), home);
   }
+}
+
+double SplitChooser::median(double* v, int n) {
+  std::sort(v, v + n);
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+void SplitChooser::start_probe(bool split) {
+  probing_split_ = split;
+  count_ = -1;
+}
+
+void SplitChooser::record(double seconds) {
+  if (phase_ == Phase::kRun) {
+    recent_[recent_n_++ % kProbe] = seconds;
+    if (++count_ >= kPeriod) {  // time the other mode again
+      phase_ = Phase::kOther;
+      start_probe(!split_);
+    }
+    return;
+  }
+  if (count_++ < 0) return;  // the untimed first call of a probe
+  probe_[count_ - 1] = seconds;
+  if (count_ < kProbe) return;
+  const double other = median(probe_, kProbe);
+  if (phase_ == Phase::kFirstSplit) {
+    first_ = other;
+    phase_ = Phase::kFirstOne;
+    start_probe(false);
+    return;
+  }
+  double chosen;
+  if (phase_ == Phase::kFirstOne) {
+    chosen = first_;  // split, timed first: one core must beat it by the margin too
+  } else {
+    double recent[kProbe];
+    const int n = recent_n_ < kProbe ? recent_n_ : kProbe;
+    std::copy(recent_, recent_ + n, recent);
+    chosen = n > 0 ? median(recent, n) : other;
+  }
+  if (other < kMargin * chosen) split_ = probing_split_;
+  else if (phase_ == Phase::kFirstOne) split_ = true;
+  phase_ = Phase::kRun;
+  count_ = 0;
+  recent_n_ = 0;
 }
 
 }  // namespace tinylearn

@@ -63,6 +63,48 @@ class HostPool {
   std::atomic<bool> stop_{false};
 };
 
+// Whether a single sample's operators are split over the pool, chosen from measured invokes.
+//
+// Splitting pays while the other cores are free. Where they are not (another process busy on
+// one, a virtual machine's vCPUs sharing a physical core), the spinning helper competes with the
+// caller for CPU time, and an inference split over both cores can take twice as long as on one.
+// (DS-CNN on the 2-core build machine, C++ harness, medians of 50-call batches: with a busy loop
+// pinned to the second core, 83-127 us split against 61-67 on one core; with that core free,
+// 37-53 split. From Python, in turns with LiteRT, under the busy loop: 61-62 us per call always
+// split, 48-53 with the chooser.) Results are the same bit for bit either way; only the time
+// differs. So the chooser times both: kProbe calls split, then kProbe on one core (each after a
+// call it does not count, which wakes or settles the helper), keeps the faster by the median, and
+// every kPeriod calls times the other way again, switching when it takes less than kMargin of the
+// chosen way's recent median. Where both cost about the same, splitting stays.
+//
+//   SplitChooser c;
+//   bool split = c.split();   // how to run this call
+//   ...                       // run it, time it
+//   c.record(seconds);        // that call's time
+class SplitChooser {
+ public:
+  static constexpr int kProbe = 8;       // calls timed per measurement of a mode
+  static constexpr int kPeriod = 512;    // calls in the chosen mode between measurements
+  static constexpr double kMargin = 0.9;  // the other mode must take < kMargin of the time
+
+  bool split() const { return phase_ == Phase::kRun ? split_ : probing_split_; }
+  void record(double seconds);
+
+ private:
+  enum class Phase { kFirstSplit, kFirstOne, kRun, kOther };
+  static double median(double* v, int n);
+  void start_probe(bool split);
+
+  Phase phase_ = Phase::kFirstSplit;
+  bool split_ = true;          // the chosen mode (phase kRun)
+  bool probing_split_ = true;  // the mode being timed (other phases)
+  int count_ = -1;             // calls of the current phase; -1: the untimed first one
+  double probe_[kProbe] = {};  // the probe's times
+  double first_ = 0.0;         // the first measurement's median (split), against the second
+  double recent_[kProbe] = {};  // the chosen mode's last kProbe times (a ring)
+  int recent_n_ = 0;
+};
+
 }  // namespace tinylearn
 
 #endif  // TINYLEARN_CONVERT_HOST_POOL_H

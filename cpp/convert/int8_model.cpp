@@ -1,4 +1,5 @@
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <stdexcept>
@@ -26,6 +27,7 @@ Int8Model::Int8Model(const std::uint8_t* blob, std::size_t bytes) : bytes_(bytes
                                   std::to_string(TLM_FORMAT_VERSION) + "): upgrade tinylearn");
   }
   lock_ = std::make_unique<std::mutex>();
+  chooser_ = std::make_unique<SplitChooser>();
   storage_.assign((bytes + 3) / 4, 0);
   std::memcpy(storage_.data(), blob, bytes);
   const tlm_status s = tlm_model_init(&model_, storage_.data(), bytes);
@@ -90,15 +92,17 @@ void Int8Model::invoke(const std::int8_t* in, std::int8_t* out, std::size_t n) {
   const std::size_t words = (tlm_arena_bytes(&model_) + 3) / 4 + 1;
   // Samples split over the cores, one set of arenas per part (the core itself keeps no state
   // outside the arena). A batch too small to split runs its samples one after another, each
-  // operator split over the cores instead (tlm_host.parallel), where it is large enough to pay.
+  // operator split over the cores instead (tlm_host.parallel), where it is large enough to pay
+  // and where the chooser finds that it does (host_pool.h: it times single samples both ways).
   const std::size_t parts = par::parts_for(n, double(n) * double(bytes_ + words * 4), 262144.0);
-  const std::size_t workers = parts > 1 ? parts : par::max_threads();
+  const bool may_split = parts == 1 && par::max_threads() > 1;
+  const bool split_ops = may_split && chooser_->split();
+  const std::size_t workers = parts > 1 ? parts : split_ops ? par::max_threads() : 1;
   std::size_t chunk = n > 1 ? kChunkArenaBytes / (words * 4) : 1;
   chunk = chunk < 1 ? 1 : chunk > kChunkSamples ? kChunkSamples : chunk;
   if (arena_.size() < parts * chunk * words) arena_.assign(parts * chunk * words, 0);
   if (scratch_.size() < workers * scratch_bytes_) scratch_.assign(workers * scratch_bytes_, 0);
   if (staging_.size() < parts * staging_words_) staging_.assign(parts * staging_words_, 0);
-  const bool split_ops = parts == 1 && workers > 1;
   forget_pool_if_forked(pool_, pool_fork_);
   if (split_ops && (!pool_ || pool_->threads() != int(workers))) {
     pool_.reset();  // its threads end before the new pool's start
@@ -106,6 +110,8 @@ void Int8Model::invoke(const std::int8_t* in, std::int8_t* out, std::size_t n) {
     pool_fork_ = fork_generation();
   }
   tlm_status status = TLM_OK;
+  const bool timed = may_split && n == 1;
+  const auto start = timed ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
   par::for_parts(n, parts, [&](std::size_t k, std::size_t b, std::size_t e) {
     std::uint32_t* arenas = arena_.data() + k * chunk * words;
     tlm_host host{};
@@ -133,6 +139,8 @@ void Int8Model::invoke(const std::int8_t* in, std::int8_t* out, std::size_t n) {
     }
   });
   if (status != TLM_OK) throw std::runtime_error(std::string("invoke failed: ") + tlm_status_str(status));
+  if (timed)
+    chooser_->record(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
 }
 
 void Int8Model::predict(const float* in, float* out, std::size_t n) {

@@ -107,3 +107,53 @@ TEST_CASE("host pool is destroyed cleanly while its helpers spin or sleep") {
     if (i % 2) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
 }
+
+namespace {
+
+// Feeds the chooser `calls` calls timed by `time(split)`; returns how many ran split.
+template <class F>
+int feed(tinylearn::SplitChooser& c, int calls, F time) {
+  int split = 0;
+  for (int i = 0; i < calls; ++i) {
+    const bool s = c.split();
+    split += s;
+    c.record(time(s));
+  }
+  return split;
+}
+
+}  // namespace
+
+TEST_CASE("split chooser keeps the faster way and measures the other again") {
+  using tinylearn::SplitChooser;
+  constexpr int kCycle = SplitChooser::kPeriod + SplitChooser::kProbe + 1;
+  // Splitting twice as fast: after the first two probes, every call splits but the other probes.
+  SplitChooser fast;
+  const int first = 2 * (SplitChooser::kProbe + 1);
+  CHECK(feed(fast, first, [](bool s) { return s ? 1.0 : 2.0; }) == SplitChooser::kProbe + 1);
+  CHECK(fast.split());
+  CHECK(feed(fast, 10 * kCycle, [](bool s) { return s ? 1.0 : 2.0; }) ==
+        10 * SplitChooser::kPeriod);
+  // The machine changes (the second core gets busy): one core is now faster; within a cycle the
+  // chooser switches, and then stays.
+  feed(fast, kCycle, [](bool s) { return s ? 3.0 : 2.0; });
+  CHECK_FALSE(fast.split());
+  CHECK(feed(fast, 10 * kCycle, [](bool s) { return s ? 3.0 : 2.0; }) ==
+        10 * (SplitChooser::kProbe + 1));
+
+  // One core faster from the start.
+  SplitChooser slow;
+  feed(slow, first, [](bool s) { return s ? 3.0 : 1.0; });
+  CHECK_FALSE(slow.split());
+  // Within the margin splitting stays (the first probe's mode); beyond it, one core.
+  SplitChooser close, beyond;
+  feed(close, first, [](bool s) { return s ? 1.0 : 0.95; });
+  CHECK(close.split());
+  feed(beyond, first, [](bool s) { return s ? 1.0 : 0.85; });
+  CHECK_FALSE(beyond.split());
+  // Medians, not means: one outlier per probe does not flip a choice.
+  SplitChooser noisy;
+  int call = 0;
+  feed(noisy, first, [&](bool s) { return s ? (++call == 3 ? 50.0 : 1.0) : 2.0; });
+  CHECK(noisy.split());
+}

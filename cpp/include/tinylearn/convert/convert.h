@@ -103,6 +103,7 @@ std::uint32_t crc32(const std::uint8_t* data, std::size_t n);
 // Runs a blob with the freestanding core on the host. Throws std::invalid_argument with the
 // core's status when the blob is rejected.
 class HostPool;
+class SplitChooser;
 
 class Int8Model {
  public:
@@ -137,6 +138,7 @@ class Int8Model {
   std::unique_ptr<std::mutex> lock_;    // held by invoke
   std::unique_ptr<HostPool> pool_;      // single samples' operator parts (made on first use)
   long pool_fork_ = 0;                  // fork generation that made pool_ (a forked child remakes it)
+  std::unique_ptr<SplitChooser> chooser_;  // whether single samples split their operators
 };
 
 }  // namespace tinylearn
