@@ -14,7 +14,8 @@ with large operators split over both cores where its timing shows that it pays; 
 default thread count (one), and for reference LiteRT with 2 threads), and batch throughput
 (samples per second over `--batch` samples, the median of 10 runs, the two runtimes taking turns
 in 5 blocks of 2 runs after one to warm up: tinylearn's q.invoke on the batch, both cores;
-LiteRT with the input resized to the batch and 2 threads).
+LiteRT with the input resized to the batch and 2 threads). Also each runtime's time per call
+on a Dense 4 -> 4 model, what a single-sample call from Python costs before any arithmetic.
 """
 
 from __future__ import annotations
@@ -143,6 +144,29 @@ def bench(name: str, repeats: int, batch: int) -> dict:
             "litert_default_equals_ours": agree}
 
 
+def call_overhead(repeats: int) -> dict:
+    """Per-call time of each runtime on a model that computes almost nothing (Dense 4 -> 4): what a
+    single-sample call from Python costs before any arithmetic, timed in turns like the models."""
+    import tinylearn as tl
+    from ai_edge_litert.interpreter import Interpreter
+
+    model = tl.Sequential([tl.layers.Dense(4, input_shape=(4,))])
+    model.build(seed=SEED)
+    q = tl.convert(model, np.random.default_rng(SEED).uniform(-1, 1, (16, 4)).astype(np.float32))
+    x1 = np.zeros((1, 4), np.int8)
+    it = Interpreter(model_content=q.to_tflite(), num_threads=1)
+    it.allocate_tensors()
+    i_in, i_out = it.get_input_details()[0]["index"], it.get_output_details()[0]["index"]
+
+    def litert_one():
+        it.set_tensor(i_in, x1)
+        it.invoke()
+        return it.get_tensor(i_out)
+
+    ours, theirs = median_seconds_in_blocks([lambda: q.invoke(x1), litert_one], repeats)
+    return {"ours_us": 1e6 * ours, "litert_us": 1e6 * theirs}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default=",".join(SHAPES))
@@ -154,11 +178,13 @@ def main(argv=None) -> int:
     for name in args.models.split(","):
         print(f"int8 {name} ...", file=sys.stderr, flush=True)
         results.append(bench(name, args.repeats, args.batch))
+    overhead = call_overhead(args.repeats)
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.machine())
     machine = f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}"
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"machine": machine, "results": results}, indent=2))
+    args.out.write_text(json.dumps({"machine": machine, "results": results,
+                                    "call_overhead": overhead}, indent=2))
     print(f"\nint8 inference benchmark on {machine}")
     print("\n| model | MACs | arena (B) | TFLM arena (B) | arena / TFLM | model (B) | latency (ms) | LiteRT (ms) "
           "| LiteRT / ours | LiteRT 2 threads (ms) | batch (samples/s) | LiteRT batch | ours / LiteRT |")
@@ -171,6 +197,8 @@ def main(argv=None) -> int:
               f"| {r['litert_latency_ms'] / r['latency_ms']:.2f}x | {r['litert_2_threads_latency_ms']:.3f} "
               f"| {r['batch_per_s']:,.0f} "
               f"| {r['litert_batch_per_s']:,.0f} | {r['batch_per_s'] / r['litert_batch_per_s']:.2f}x |")
+    print(f"\nPer call from Python on a Dense 4 -> 4 model (the cost before any arithmetic): "
+          f"tinylearn {overhead['ours_us']:.2f} us, LiteRT {overhead['litert_us']:.2f} us.")
     print("\nLiteRT's default kernels (XNNPACK) may differ from its reference kernels by one in rare "
           "elements; 'litert_default_equals_ours' in the JSON says whether they agreed on this input.")
     return 0
