@@ -106,44 +106,21 @@ double SplitChooser::median(double* v, int n) {
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-void SplitChooser::start_probe(bool split) {
-  probing_split_ = split;
-  count_ = -1;
-}
-
 void SplitChooser::record(double seconds) {
-  if (phase_ == Phase::kRun) {
-    recent_[recent_n_++ % kProbe] = seconds;
-    if (++count_ >= kPeriod) {  // time the other mode again
-      phase_ = Phase::kOther;
-      start_probe(!split_);
+  if (!probing_) {
+    if (++count_ >= period_) {  // probe again, and wait longer after it
+      probing_ = true;
+      count_ = 0;
+      period_ = period_ * 2 > kPeriod ? kPeriod : period_ * 2;
     }
     return;
   }
-  if (count_++ < 0) return;  // the untimed first call of a probe
-  probe_[count_ - 1] = seconds;
-  if (count_ < kProbe) return;
-  const double other = median(probe_, kProbe);
-  if (phase_ == Phase::kFirstSplit) {
-    first_ = other;
-    phase_ = Phase::kFirstOne;
-    start_probe(false);
-    return;
-  }
-  double chosen;
-  if (phase_ == Phase::kFirstOne) {
-    chosen = first_;  // split, timed first: one core must beat it by the margin too
-  } else {
-    double recent[kProbe];
-    const int n = recent_n_ < kProbe ? recent_n_ : kProbe;
-    std::copy(recent_, recent_ + n, recent);
-    chosen = n > 0 ? median(recent, n) : other;
-  }
-  if (other < kMargin * chosen) split_ = probing_split_;
-  else if (phase_ == Phase::kFirstOne) split_ = true;
-  phase_ = Phase::kRun;
+  (count_ % 2 == 0 ? split_times_ : one_times_)[count_ / 2] = seconds;
+  if (++count_ < 2 * kProbe) return;
+  const double split = median(split_times_, kProbe), one = median(one_times_, kProbe);
+  split_ = !(one < kMargin * split);
+  probing_ = false;
   count_ = 0;
-  recent_n_ = 0;
 }
 
 }  // namespace tinylearn

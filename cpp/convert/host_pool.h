@@ -72,10 +72,11 @@ class HostPool {
 // pinned to the second core, 83-127 us split against 61-67 on one core; with that core free,
 // 37-53 split. From Python, in turns with LiteRT, under the busy loop: 61-62 us per call always
 // split, 48-53 with the chooser.) Results are the same bit for bit either way; only the time
-// differs. So the chooser times both: kProbe calls split, then kProbe on one core (each after a
-// call it does not count, which wakes or settles the helper), keeps the faster by the median, and
-// every kPeriod calls times the other way again, switching when it takes less than kMargin of the
-// chosen way's recent median. Where both cost about the same, splitting stays.
+// differs. So the chooser times both, in probes of 2 * kProbe calls that alternate between them
+// (so that both meet the same conditions: a thread pool of another runtime still spinning, a
+// spell of the host's), keeps the faster by the median, and probes again after a period that
+// doubles from kFirstPeriod calls up to kPeriod. One core must take less than kMargin of the
+// split time to be chosen: where both cost about the same, splitting stays.
 //
 //   SplitChooser c;
 //   bool split = c.split();   // how to run this call
@@ -83,26 +84,23 @@ class HostPool {
 //   c.record(seconds);        // that call's time
 class SplitChooser {
  public:
-  static constexpr int kProbe = 8;       // calls timed per measurement of a mode
-  static constexpr int kPeriod = 512;    // calls in the chosen mode between measurements
-  static constexpr double kMargin = 0.9;  // the other mode must take < kMargin of the time
+  static constexpr int kProbe = 8;         // calls timed each way per probe
+  static constexpr int kFirstPeriod = 16;  // calls in the chosen way after the first probe
+  static constexpr int kPeriod = 512;      // ... at most, between later probes
+  static constexpr double kMargin = 0.9;   // one core must take < kMargin of the split time
 
-  bool split() const { return phase_ == Phase::kRun ? split_ : probing_split_; }
+  bool split() const { return probing_ ? count_ % 2 == 0 : split_; }
   void record(double seconds);
 
  private:
-  enum class Phase { kFirstSplit, kFirstOne, kRun, kOther };
   static double median(double* v, int n);
-  void start_probe(bool split);
 
-  Phase phase_ = Phase::kFirstSplit;
-  bool split_ = true;          // the chosen mode (phase kRun)
-  bool probing_split_ = true;  // the mode being timed (other phases)
-  int count_ = -1;             // calls of the current phase; -1: the untimed first one
-  double probe_[kProbe] = {};  // the probe's times
-  double first_ = 0.0;         // the first measurement's median (split), against the second
-  double recent_[kProbe] = {};  // the chosen mode's last kProbe times (a ring)
-  int recent_n_ = 0;
+  bool probing_ = true;
+  bool split_ = true;            // the chosen way, between probes
+  int count_ = 0;                // calls of this probe, or since it
+  int period_ = kFirstPeriod;    // calls until the next probe
+  double split_times_[kProbe] = {};
+  double one_times_[kProbe] = {};
 };
 
 }  // namespace tinylearn

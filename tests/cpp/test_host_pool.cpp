@@ -126,34 +126,42 @@ int feed(tinylearn::SplitChooser& c, int calls, F time) {
 
 TEST_CASE("split chooser keeps the faster way and measures the other again") {
   using tinylearn::SplitChooser;
-  constexpr int kCycle = SplitChooser::kPeriod + SplitChooser::kProbe + 1;
-  // Splitting twice as fast: after the first two probes, every call splits but the other probes.
+  constexpr int kProbeCalls = 2 * SplitChooser::kProbe;
+  // The calls until the probes have spaced out to kPeriod, and a steady cycle after that.
+  int warmup = 0;
+  for (int p = SplitChooser::kFirstPeriod; p < SplitChooser::kPeriod; p *= 2) warmup += kProbeCalls + p;
+  constexpr int kCycle = kProbeCalls + SplitChooser::kPeriod;
+
+  // Splitting twice as fast: a probe alternates (half its calls split), then every call splits.
   SplitChooser fast;
-  const int first = 2 * (SplitChooser::kProbe + 1);
-  CHECK(feed(fast, first, [](bool s) { return s ? 1.0 : 2.0; }) == SplitChooser::kProbe + 1);
+  CHECK(feed(fast, kProbeCalls, [](bool s) { return s ? 1.0 : 2.0; }) == SplitChooser::kProbe);
   CHECK(fast.split());
+  CHECK(feed(fast, SplitChooser::kFirstPeriod, [](bool s) { return s ? 1.0 : 2.0; }) ==
+        SplitChooser::kFirstPeriod);
+  feed(fast, warmup, [](bool s) { return s ? 1.0 : 2.0; });
+  // In the steady state, kProbe of every kCycle calls run on one core.
   CHECK(feed(fast, 10 * kCycle, [](bool s) { return s ? 1.0 : 2.0; }) ==
-        10 * SplitChooser::kPeriod);
+        10 * (kCycle - SplitChooser::kProbe));
   // The machine changes (the second core gets busy): one core is now faster; within a cycle the
   // chooser switches, and then stays.
   feed(fast, kCycle, [](bool s) { return s ? 3.0 : 2.0; });
   CHECK_FALSE(fast.split());
   CHECK(feed(fast, 10 * kCycle, [](bool s) { return s ? 3.0 : 2.0; }) ==
-        10 * (SplitChooser::kProbe + 1));
+        10 * SplitChooser::kProbe);
 
   // One core faster from the start.
   SplitChooser slow;
-  feed(slow, first, [](bool s) { return s ? 3.0 : 1.0; });
+  feed(slow, kProbeCalls, [](bool s) { return s ? 3.0 : 1.0; });
   CHECK_FALSE(slow.split());
-  // Within the margin splitting stays (the first probe's mode); beyond it, one core.
+  // Within the margin splitting stays; beyond it, one core.
   SplitChooser close, beyond;
-  feed(close, first, [](bool s) { return s ? 1.0 : 0.95; });
+  feed(close, kProbeCalls, [](bool s) { return s ? 1.0 : 0.95; });
   CHECK(close.split());
-  feed(beyond, first, [](bool s) { return s ? 1.0 : 0.85; });
+  feed(beyond, kProbeCalls, [](bool s) { return s ? 1.0 : 0.85; });
   CHECK_FALSE(beyond.split());
-  // Medians, not means: one outlier per probe does not flip a choice.
+  // Medians, not means: outliers in a probe do not flip a choice.
   SplitChooser noisy;
   int call = 0;
-  feed(noisy, first, [&](bool s) { return s ? (++call == 3 ? 50.0 : 1.0) : 2.0; });
+  feed(noisy, kProbeCalls, [&](bool s) { ++call; return s ? (call < 6 ? 50.0 : 1.0) : 2.0; });
   CHECK(noisy.split());
 }
