@@ -115,7 +115,8 @@ void SplitChooser::record(double seconds) {
     }
     return;
   }
-  (count_ % 2 == 0 ? split_times_ : one_times_)[count_ / 2] = seconds;
+  double* times = count_ % 2 == 0 ? split_times_ : one_times_;  // even calls split
+  times[count_ / 2] = seconds;
   if (++count_ < 2 * kProbe) return;
   const double split = median(split_times_, kProbe), one = median(one_times_, kProbe);
   split_ = !(one < kMargin * split);
