@@ -91,6 +91,23 @@ def median_seconds_in_blocks(fns, repeats: int, blocks: int = 8) -> list:
     return [statistics.median(ts) for ts in times]
 
 
+def litert_single(tfl: bytes, x1: np.ndarray, threads: int):
+    """A single-sample call of LiteRT on the model, as a user makes it: set the input, invoke, get
+    the output."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_content=tfl, num_threads=threads)
+    it.allocate_tensors()
+    i_in, i_out = it.get_input_details()[0]["index"], it.get_output_details()[0]["index"]
+
+    def call():
+        it.set_tensor(i_in, x1)
+        it.invoke()
+        return it.get_tensor(i_out)
+
+    return call
+
+
 def bench(name: str, repeats: int, batch: int) -> dict:
     from ai_edge_litert.interpreter import Interpreter
 
@@ -100,29 +117,12 @@ def bench(name: str, repeats: int, batch: int) -> dict:
     xb = rng.integers(-128, 128, (batch,) + q.input_shape[1:], dtype=np.int8)
     tfl = q.to_tflite()
 
-    it = Interpreter(model_content=tfl, num_threads=1)
-    it.allocate_tensors()
-    i_in, i_out = it.get_input_details()[0]["index"], it.get_output_details()[0]["index"]
-
-    def litert_one():
-        it.set_tensor(i_in, x1)
-        it.invoke()
-        return it.get_tensor(i_out)
-
     # Ours and LiteRT's default in turns; LiteRT with 2 threads apart (its threads and our pool's
     # helper would compete for the 2 cores while either spins between calls).
+    litert_one = litert_single(tfl, x1, 1)
     ours_1, theirs_1 = median_seconds_in_blocks([lambda: q.invoke(x1), litert_one], repeats)
     agree = bool(np.array_equal(litert_one().reshape(-1), q.invoke(x1).reshape(-1)))
-
-    it2 = Interpreter(model_content=tfl, num_threads=2)
-    it2.allocate_tensors()
-
-    def litert_one_2():
-        it2.set_tensor(i_in, x1)
-        it2.invoke()
-        return it2.get_tensor(i_out)
-
-    theirs_1_2threads = median_seconds(litert_one_2, repeats)
+    theirs_1_2threads = median_seconds(litert_single(tfl, x1, 2), repeats)
 
     # Batches in turns too: the first call of each block (untimed) lets the other runtime's
     # threads settle, and both see the same spells of the machine's noise.
@@ -148,22 +148,13 @@ def call_overhead(repeats: int) -> dict:
     """Per-call time of each runtime on a model that computes almost nothing (Dense 4 -> 4): what a
     single-sample call from Python costs before any arithmetic, timed in turns like the models."""
     import tinylearn as tl
-    from ai_edge_litert.interpreter import Interpreter
 
     model = tl.Sequential([tl.layers.Dense(4, input_shape=(4,))])
     model.build(seed=SEED)
     q = tl.convert(model, np.random.default_rng(SEED).uniform(-1, 1, (16, 4)).astype(np.float32))
     x1 = np.zeros((1, 4), np.int8)
-    it = Interpreter(model_content=q.to_tflite(), num_threads=1)
-    it.allocate_tensors()
-    i_in, i_out = it.get_input_details()[0]["index"], it.get_output_details()[0]["index"]
-
-    def litert_one():
-        it.set_tensor(i_in, x1)
-        it.invoke()
-        return it.get_tensor(i_out)
-
-    ours, theirs = median_seconds_in_blocks([lambda: q.invoke(x1), litert_one], repeats)
+    ours, theirs = median_seconds_in_blocks(
+        [lambda: q.invoke(x1), litert_single(q.to_tflite(), x1, 1)], repeats)
     return {"ours_us": 1e6 * ours, "litert_us": 1e6 * theirs}
 
 
