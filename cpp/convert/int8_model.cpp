@@ -113,9 +113,11 @@ void Int8Model::invoke(const std::int8_t* in, std::int8_t* out, std::size_t n) {
   const bool timed = may_split && n == 1;
   const auto start = timed ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
   // Each part claims chunks of samples as it goes, so a core that another process slows down
-  // takes fewer of them (every sample's outputs are the same whichever part computes it). (DS-CNN,
-  // 256 samples, a busy loop pinned to the second core: a median of 78.6 us per sample with the
-  // samples split in two fixed halves, 65.9 on one core alone.)
+  // takes fewer of them (every sample's outputs are the same whichever part computes it). With
+  // two fixed halves, DS-CNN's batch of 256 under a busy loop pinned to the second core took a
+  // median of 78.6 us per sample, against 65.9 on one core alone; in a spell where this VM's
+  // second vCPU ran slow, run against run: 59-60 us per sample with fixed halves, 35-36 with
+  // claims (ResNet-8: 122-155 against 94).
   std::atomic<std::size_t> next{0};
   par::for_parts(parts, parts, [&](std::size_t k, std::size_t, std::size_t) {
     std::uint32_t* arenas = arena_.data() + k * chunk * words;
