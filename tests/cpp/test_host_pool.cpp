@@ -127,7 +127,8 @@ int feed(tinylearn::SplitChooser& c, int calls, F time) {
 TEST_CASE("split chooser keeps the faster way and measures the other again") {
   using tinylearn::SplitChooser;
   constexpr int kProbeCalls = 2 * SplitChooser::kProbe;
-  // The calls until the probes have spaced out to kPeriod, and a steady cycle after that.
+  // More calls than it takes the periods to reach kPeriod (the checks below then land inside a
+  // period, not on a probe's first call), and a steady cycle after that.
   int warmup = 0;
   for (int p = SplitChooser::kFirstPeriod; p < SplitChooser::kPeriod; p *= 2) warmup += kProbeCalls + p;
   constexpr int kCycle = kProbeCalls + SplitChooser::kPeriod;
