@@ -7,6 +7,8 @@ import json
 import os
 import resource
 import struct
+import subprocess
+import sys
 import zipfile
 
 import numpy as np
@@ -278,3 +280,50 @@ def test_damaged_model_files_only_raise_model_format_errors(tmp_path):
             outcomes[str(e).split(":")[1].strip()[:20]] += 1
     assert sum(outcomes.values()) == 600
     assert len(outcomes) > 5  # several different checks were reached
+
+
+KILLED_WRITER = """
+import os, sys, time
+import numpy as np
+import tinylearn as tl
+
+m = tl.Sequential([tl.layers.Dense(64, input_shape=(256,))])
+m.build(seed=1)
+def blocked_fsync(fd):  # the temporary file is written; the process dies before its rename
+    print("writing", flush=True)
+    time.sleep(120)
+os.fsync = blocked_fsync
+m.save(sys.argv[1])
+"""
+
+
+def test_a_killed_save_leaves_the_target_and_the_next_save_removes_its_temporary(tmp_path, sine_int8):
+    target = tmp_path / "m.tlmodel"
+    target.write_bytes(b"earlier")
+    with subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(target)], stdout=subprocess.PIPE,
+                          text=True) as child:
+        try:
+            assert child.stdout.readline() == "writing\n"
+        finally:
+            child.kill()  # SIGKILL: no cleanup runs in the child
+            child.wait()
+    dead = child.pid
+    assert target.read_bytes() == b"earlier"
+    left = [p.name for p in tmp_path.iterdir() if p.name.startswith(f".m.tlmodel.tmp-{dead}-")]
+    assert len(left) == 1 and (tmp_path / left[0]).stat().st_size > 64 * 256 * 4
+    # A live writer's temporary (this process), another target's and an unrelated file stay.
+    keep = [f".m.tlmodel.tmp-{os.getpid()}-live", f".other.tlmodel.tmp-{dead}-abc", f".m.tlmodel.tmp-{dead}.bak"]
+    for name in keep:
+        (tmp_path / name).write_bytes(b"x")
+    m = tl.Sequential([L.Dense(2, input_shape=(4,))])
+    m.build(seed=0)
+    m.save(target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(keep + ["m.tlmodel"])
+    np.testing.assert_array_equal(tl.load_model(target).get_weights()[0], m.get_weights()[0])
+    # Every atomic writer shares this: the int8 model's save and export_c.
+    stale = [f".q.tlm.tmp-{dead}-x1", f".fw.h.tmp-{dead}-x2", f".fw.cc.tmp-{dead}-x3"]
+    for name in stale:
+        (tmp_path / name).write_bytes(b"x")
+    sine_int8.save(tmp_path / "q.tlm")
+    sine_int8.export_c(tmp_path, "fw")
+    assert not any((tmp_path / name).exists() for name in stale)
