@@ -198,9 +198,7 @@ def _build(path: Path, meta: dict, data: dict):
         _check_weights(path, {0: input_shape}, chain, data)
         model = Sequential([built[name] for name in meta["layers"]], name=meta["name"])
         model.build(input_shape=input_shape, seed=0)
-    else:
-        if tensors[0].layer is not None:
-            raise ModelFormatError(f"{path}: the first node is not the model's input")
+    else:  # node 0 is the input: a layer there would have no earlier node to take
         _check_weights(path, {0: tensors[0].shape}, calls, data)
         model = Model(tensors[0], tensors[meta["output"]], name=meta["name"])
         model.build(seed=0)
