@@ -14,14 +14,26 @@ import numpy as np
 
 from .quantize import Int8Model
 
-__all__ = ["BOARDS", "Firmware", "FirmwareRun", "build_firmware", "qemu_command"]
+__all__ = ["BOARDS", "Firmware", "FirmwareRun", "build_firmware", "missing_tools", "qemu_command"]
 
 # Board name -> QEMU machine. Flash and RAM regions come from each board's linker script.
 BOARDS = {"netduinoplus2": {"qemu_machine": "netduinoplus2", "mcu": "STM32F405 (Cortex-M4F)",
                             "flash": (0x08000000, 1024 * 1024), "ram": (0x20000000, 128 * 1024)}}
 
-_APT_HINT = ("install Debian's packages gcc-arm-none-eabi, libnewlib-arm-none-eabi and "
-             "qemu-system-arm (or run 'make setup' in the tinylearn repository)")
+# What building and running firmware need: name -> (what it is, Debian/Ubuntu package, whether
+# pip's `tinylearn[deploy]` extra provides it instead).
+_NEEDS = {
+    "arm-none-eabi-gcc": ("the Arm cross compiler", "gcc-arm-none-eabi", False),
+    "newlib": ("newlib-nano, the firmware's C library (libc_nano.a, nano.specs)", "libnewlib-arm-none-eabi", False),
+    "libstdc++_nano": ("the C++ library for newlib-nano (libstdc++_nano.a)", "libstdc++-arm-none-eabi-newlib", False),
+    "cmake": ("CMake", "cmake", True),
+    "qemu-system-arm": ("QEMU, the emulator that runs the firmware", "qemu-system-arm", False),
+}
+_BUILD_NEEDS = ("arm-none-eabi-gcc", "newlib", "libstdc++_nano", "cmake")
+_RUN_NEEDS = ("qemu-system-arm",)
+# The libraries that arm-none-eabi-gcc must find for the boards' CPU (firmware/cmake/arm-none-eabi.cmake).
+_ARM_FLAGS = ("-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16")
+_LIBRARIES = {"newlib": ("libc_nano.a", "nano.specs"), "libstdc++_nano": ("libstdc++_nano.a",)}
 
 
 def _firmware_source() -> tuple[Path, Path]:
@@ -33,13 +45,56 @@ def _firmware_source() -> tuple[Path, Path]:
     return repo / "firmware", repo / "cpp"
 
 
-def _tool(name: str) -> str:
+def _which(name: str) -> str | None:
     # The venv's own bin folder first (cmake and ninja come from pip there), then PATH.
     venv_bin = str(Path(sys.executable).parent)
-    path = shutil.which(name, path=os.pathsep.join([venv_bin, os.environ.get("PATH", "")]))
-    if path is None:
-        raise RuntimeError(f"{name} was not found on PATH: {_APT_HINT}")
-    return path
+    return shutil.which(name, path=os.pathsep.join([venv_bin, os.environ.get("PATH", "")]))
+
+
+def _missing(names) -> dict[str, str]:
+    """What is missing among `names` (keys of _NEEDS), each with why."""
+    out = {}
+    gcc = _which("arm-none-eabi-gcc")
+    for name in names:
+        if name not in _LIBRARIES:
+            if _which(name) is None:
+                out[name] = "not found on PATH"
+        elif gcc is None:
+            out[name] = "cannot be checked without arm-none-eabi-gcc"
+        else:
+            for lib in _LIBRARIES[name]:
+                # gcc prints the full path of a file it finds, and the bare name of one it does not.
+                p = subprocess.run([gcc, *_ARM_FLAGS, f"-print-file-name={lib}"], capture_output=True, text=True)
+                if not os.path.isabs(p.stdout.strip()):
+                    out[name] = f"arm-none-eabi-gcc does not find {lib}"
+                    break
+    return out
+
+
+def missing_tools(build: bool = True, run: bool = True) -> list[str]:
+    """What build_firmware (`build`) and Firmware.run (`run`) need and this machine lacks:
+    names among 'arm-none-eabi-gcc', 'newlib', 'libstdc++_nano', 'cmake', 'qemu-system-arm'."""
+    return list(_missing((_BUILD_NEEDS if build else ()) + (_RUN_NEEDS if run else ())))
+
+
+def _require(what: str, names) -> None:
+    """Raises RuntimeError naming each missing tool and the lines that install them."""
+    missing = _missing(names)
+    if not missing:
+        return
+    lines = [f"{what} needs what this machine lacks:"]
+    lines += [f"  {name} ({_NEEDS[name][0]}): {why}" for name, why in missing.items()]
+    pip = any(_NEEDS[name][2] for name in missing)
+    colab_apt = " ".join(_NEEDS[name][1] for name in missing if not _NEEDS[name][2])
+    lines += ["On Debian/Ubuntu:", f"  sudo apt-get install {' '.join(_NEEDS[name][1] for name in missing)}"]
+    if pip:
+        lines.append("  (or CMake from PyPI: pip install 'tinylearn[deploy]')")
+    lines.append("In Colab (in a notebook cell):")
+    if colab_apt:
+        lines.append(f"  !apt-get install -y {colab_apt}")
+    if pip:
+        lines.append("  !pip install 'tinylearn[deploy]'")
+    raise RuntimeError("\n".join(lines))
 
 
 @dataclass(frozen=True)
@@ -93,7 +148,8 @@ class Firmware:
 def qemu_command(elf, board: str = "netduinoplus2") -> list[str]:
     """The QEMU command line that runs a firmware ELF: USART1 on stdout, semihosting for input
     and exit, and `-icount shift=0` so that the virtual clock counts guest instructions."""
-    return [_tool("qemu-system-arm"), "-M", BOARDS[board]["qemu_machine"], "-nographic",
+    _require("running firmware on QEMU", _RUN_NEEDS)
+    return [_which("qemu-system-arm"), "-M", BOARDS[board]["qemu_machine"], "-nographic",
             "-monitor", "none", "-serial", "stdio", "-semihosting-config", "enable=on,target=native",
             "-icount", "shift=0", "-kernel", str(Path(elf).resolve())]
 
@@ -149,8 +205,8 @@ def build_firmware(model: Int8Model, board: str = "netduinoplus2", out_dir=None,
         raise TypeError(f"build_firmware: expected an Int8Model (from tl.convert), got {type(model).__name__}")
     if board not in BOARDS:
         raise ValueError(f"build_firmware: unknown board {board!r}; expected one of {sorted(BOARDS)}")
-    _tool("arm-none-eabi-gcc")
-    cmake = _tool("cmake")
+    _require("build_firmware", _BUILD_NEEDS)
+    cmake = _which("cmake")
     src, core = _firmware_source()
     out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="tinylearn-fw-"))
     out.mkdir(parents=True, exist_ok=True)
@@ -163,10 +219,9 @@ def build_firmware(model: Int8Model, board: str = "netduinoplus2", out_dir=None,
             f"-DTL_CORE_DIR={core.resolve()}", "-DTL_BUILD_CALIBRATION=OFF"]
     if stack_bytes is not None:
         args.append(f"-DTL_STACK_SIZE={int(stack_bytes)}")
-    try:
-        args += ["-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={_tool('ninja')}"]
-    except RuntimeError:
-        pass  # CMake's default generator (make)
+    ninja = _which("ninja")
+    if ninja is not None:  # else CMake's default generator (make)
+        args += ["-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={ninja}"]
     env = {k: v for k, v in os.environ.items() if k not in ("CC", "CXX", "CFLAGS", "CXXFLAGS", "LDFLAGS")}
     for step in (args, [cmake, "--build", str(build)]):
         p = subprocess.run(step, capture_output=True, text=True, env=env)

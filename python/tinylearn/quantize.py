@@ -18,7 +18,7 @@ _NP_DTYPES = {"int8": np.int8, "int32": np.dtype("<i4"), "float32": np.dtype("<f
 
 
 class ModelFormatError(ValueError):
-    """A model blob or file that tinylearn's inference core rejects (corrupt, truncated, newer)."""
+    """A model file or blob that tinylearn cannot read: not a model, corrupt, truncated or newer."""
 
 
 class Int8Model:
