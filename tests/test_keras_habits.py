@@ -366,8 +366,15 @@ def test_bare_metric_string_and_other_accuracies(rng):
     assert set(h.history) == {"loss", "mae"}
     p = model.predict(x).astype(np.float64)
     assert model.evaluate(x, y)[1] == pytest.approx(np.mean(np.abs(p - y)), rel=1e-5)
+    # tinylearn's loss functions and objects as metrics, named as Keras names them
+    model.compile(loss="mse", metrics=[tl.losses.mean_absolute_error, tl.losses.MeanSquaredError()])
+    h = model.fit(x, y, epochs=1, verbose=0)
+    assert set(h.history) == {"loss", "mean_absolute_error", "mean_squared_error"}
+    p = model.predict(x).astype(np.float64)
+    _, mae, mse = model.evaluate(x, y)
+    assert mae == pytest.approx(np.mean(np.abs(p - y)), rel=1e-5)
+    assert mse == pytest.approx(np.mean((p - y) ** 2), rel=1e-5)
     onehot = np.eye(2, dtype=np.float32)[(y[:, 0] > 0).astype(int)]
-    model.compile(loss="categorical_crossentropy", metrics=["categorical_accuracy"])
     model2 = tl.Sequential([L.Dense(2, activation="softmax", input_shape=(3,))])
     model2.build(seed=0)
     model2.compile(loss="categorical_crossentropy", metrics=["categorical_accuracy"])
