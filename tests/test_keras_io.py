@@ -212,6 +212,20 @@ def test_tf_keras2_sequential_without_input_layer(rng):
                                rtol=1e-5, atol=1e-6)
 
 
+def test_frozen_keras_layers_stay_frozen(rng):
+    first = _keras2_dense("d1", 3, "relu", None)["config"]
+    first["batch_input_shape"] = [None, 2]
+    second = _keras2_dense("d2", 1, None, None)["config"]
+    first["trainable"] = False  # Keras's config of a frozen layer
+    config = {"name": "sequential", "layers": [{"class_name": "Dense", "config": first},
+                                               {"class_name": "Dense", "config": second}]}
+    w = {"d1": [rng.normal(size=(2, 3)).astype(np.float32), rng.normal(size=3).astype(np.float32)],
+         "d2": [rng.normal(size=(3, 1)).astype(np.float32), rng.normal(size=1).astype(np.float32)]}
+    model = from_keras(FakeKerasModel(config, w))
+    assert [layer.trainable for layer in model.layers] == [False, True]
+    assert [a.shape for a in model.trainable_weights] == [(3, 1), (1,)]
+
+
 # ---------------------------------------------------------------------------------------------
 # What tinylearn does not have: ValueError naming the Keras layer and what is unsupported
 

@@ -98,14 +98,18 @@ struct PyModel {
 
 std::unique_ptr<Optimizer> make_optimizer(const std::string& name, float lr, float momentum,
                                           bool nesterov, float beta_1, float beta_2, float eps,
-                                          float weight_decay, const py::object& schedule) {
+                                          float weight_decay, float rho, bool centered,
+                                          const py::object& schedule) {
   std::unique_ptr<Optimizer> opt;
   if (name == "adam" || name == "adamw")
     opt = std::make_unique<Adam>(lr, beta_1, beta_2, eps, name == "adamw" ? weight_decay : 0.0f);
   else if (name == "sgd")
     opt = std::make_unique<SGD>(lr, momentum, nesterov);
+  else if (name == "rmsprop")
+    opt = std::make_unique<RMSprop>(lr, rho, momentum, eps, centered);
   else
-    throw std::invalid_argument("unknown optimizer '" + name + "': expected 'adam', 'adamw' or 'sgd'");
+    throw std::invalid_argument("unknown optimizer '" + name +
+                                "': expected 'adam', 'adamw', 'rmsprop' or 'sgd'");
   if (!schedule.is_none()) {
     const py::dict d = schedule.cast<py::dict>();
     const std::string kind = d["schedule"].cast<std::string>();
@@ -130,7 +134,7 @@ std::unique_ptr<Optimizer> make_optimizer(const std::string& name, float lr, flo
 
 Loss loss_from_name(const std::string& name) {
   for (Loss l : {Loss::MSE, Loss::MAE, Loss::BinaryCrossentropy, Loss::CategoricalCrossentropy,
-                 Loss::SparseCategoricalCrossentropy})
+                 Loss::SparseCategoricalCrossentropy, Loss::Huber})
     if (name == loss_name(l)) return l;
   throw std::invalid_argument("unknown loss '" + name + "'");
 }
@@ -139,7 +143,12 @@ Metric metric_from_name(const std::string& name) {
   if (name == "mae") return Metric::MAE;
   if (name == "mse") return Metric::MSE;
   if (name == "accuracy") return Metric::Accuracy;
-  throw std::invalid_argument("unknown metric '" + name + "': expected 'mae', 'mse' or 'accuracy'");
+  if (name == "sparse_categorical_accuracy") return Metric::SparseCategoricalAccuracy;
+  if (name == "categorical_accuracy") return Metric::CategoricalAccuracy;
+  if (name == "binary_accuracy") return Metric::BinaryAccuracy;
+  throw std::invalid_argument("unknown metric '" + name +
+                              "': expected 'mae', 'mse', 'accuracy', 'sparse_categorical_accuracy', "
+                              "'categorical_accuracy' or 'binary_accuracy'");
 }
 
 py::dict tensor_dict(const tlm_tensor_info& t) {
@@ -175,11 +184,17 @@ PYBIND11_MODULE(_core, m) {
            [](PyModel& p, const std::vector<std::size_t>& shape) { return p.model.add_input(shape); })
       .def("add_layer",
            [](PyModel& p, std::int64_t key, const std::string& kind, const std::string& name,
-              const py::dict& config, const std::vector<int>& inputs) {
+              const py::dict& config, const std::vector<int>& inputs, PyModel* share_from) {
              auto it = p.layers.find(key);
              std::shared_ptr<Layer> layer;
              if (it != p.layers.end()) {
                layer = it->second;
+             } else if (share_from) {  // the very layer (weights) of another model
+               auto other = share_from->layers.find(key);
+               if (other == share_from->layers.end())
+                 throw std::invalid_argument("layer '" + name + "' is not in the model to share it from");
+               layer = other->second;
+               p.layers[key] = layer;
              } else {
                layer = make_layer(kind, config);
                layer->name = name;
@@ -191,26 +206,33 @@ PYBIND11_MODULE(_core, m) {
              }
              return p.model.add_node(layer, inputs);
            },
-           py::arg("key"), py::arg("kind"), py::arg("name"), py::arg("config"), py::arg("inputs"))
+           py::arg("key"), py::arg("kind"), py::arg("name"), py::arg("config"), py::arg("inputs"),
+           py::arg("share_from") = nullptr)
       .def("set_output", [](PyModel& p, int node) { p.model.set_output(node); })
       .def("build", [](PyModel& p, std::uint64_t seed) { p.model.build(seed); }, py::arg("seed"))
       .def_property_readonly("built", [](const PyModel& p) { return p.model.built(); })
       .def("node_shape", [](const PyModel& p, int node) { return p.model.node(std::size_t(node)).shape; })
       .def("compile",
            [](PyModel& p, const std::string& optimizer, float lr, float momentum, bool nesterov,
-              float beta_1, float beta_2, float eps, float weight_decay, const py::object& schedule,
-              const std::string& loss, bool from_logits, const std::vector<std::string>& metrics) {
+              float beta_1, float beta_2, float eps, float weight_decay, float rho, bool centered,
+              const py::object& schedule, const std::string& loss, bool from_logits,
+              const std::vector<std::string>& metrics, const std::vector<std::string>& metric_names,
+              const std::vector<std::int64_t>& frozen, float huber_delta) {
              std::vector<Metric> ms;
              for (const auto& name : metrics) ms.push_back(metric_from_name(name));
+             std::vector<const Layer*> fl;
+             for (std::int64_t key : frozen) fl.push_back(&p.layer(key));
              p.model.compile(make_optimizer(optimizer, lr, momentum, nesterov, beta_1, beta_2, eps,
-                                            weight_decay, schedule),
-                             loss_from_name(loss), ms, from_logits);
+                                            weight_decay, rho, centered, schedule),
+                             loss_from_name(loss), ms, from_logits, metric_names, fl, huber_delta);
            },
            py::arg("optimizer"), py::arg("learning_rate"), py::arg("momentum") = 0.0f,
            py::arg("nesterov") = false, py::arg("beta_1") = 0.9f, py::arg("beta_2") = 0.999f,
-           py::arg("epsilon") = 1e-7f, py::arg("weight_decay") = 0.0f,
-           py::arg("schedule") = py::none(), py::arg("loss") = "mse", py::arg("from_logits") = false,
-           py::arg("metrics") = std::vector<std::string>{})
+           py::arg("epsilon") = 1e-7f, py::arg("weight_decay") = 0.0f, py::arg("rho") = 0.9f,
+           py::arg("centered") = false, py::arg("schedule") = py::none(), py::arg("loss") = "mse",
+           py::arg("from_logits") = false, py::arg("metrics") = std::vector<std::string>{},
+           py::arg("metric_names") = std::vector<std::string>{},
+           py::arg("frozen") = std::vector<std::int64_t>{}, py::arg("huber_delta") = 1.0f)
       .def_property("learning_rate",
                     [](PyModel& p) {
                       if (!p.model.optimizer()) throw std::logic_error("the model is not compiled");

@@ -144,8 +144,9 @@ void Conv2D::backward(const std::vector<const Tensor*>& in, const Tensor& out, c
     activation_backward(activation_, dz_.data(), dout.data(), out.data(), dout.size(), filters_);
     dz = dz_.data();
   }
-  ops::conv2d_backward(din_ptr(din), kernel_grad.data(), use_bias_ ? bias_grad.data() : nullptr,
-                       dz, x.data(), kernel.data(), g, workspace_.data(), workspace_.size());
+  ops::conv2d_backward(din_ptr(din), param_grads ? kernel_grad.data() : nullptr,
+                       param_grads && use_bias_ ? bias_grad.data() : nullptr, dz, x.data(),
+                       kernel.data(), g, workspace_.data(), workspace_.size());
 }
 
 std::vector<Param> Conv2D::params() {
@@ -216,9 +217,9 @@ void DepthwiseConv2D::backward(const std::vector<const Tensor*>& in, const Tenso
     activation_backward(activation_, dz_.data(), dout.data(), out.data(), dout.size(), g.OC);
     dz = dz_.data();
   }
-  ops::depthwise_conv2d_backward(din_ptr(din), kernel_grad.data(),
-                                 use_bias_ ? bias_grad.data() : nullptr, dz, x.data(),
-                                 kernel.data(), g);
+  ops::depthwise_conv2d_backward(din_ptr(din), param_grads ? kernel_grad.data() : nullptr,
+                                 param_grads && use_bias_ ? bias_grad.data() : nullptr, dz,
+                                 x.data(), kernel.data(), g);
 }
 
 std::vector<Param> DepthwiseConv2D::params() {
@@ -389,8 +390,8 @@ void BatchNormalization::backward(const std::vector<const Tensor*>& in, const Te
   if (M == 0) return;
   const Saved* s = saved_.find(out);
   const bool training = s ? s->training : last_training_;
-  float* dg = scale_ ? gamma_grad.data() : nullptr;
-  float* db = center_ ? beta_grad.data() : nullptr;
+  float* dg = scale_ && param_grads ? gamma_grad.data() : nullptr;
+  float* db = center_ && param_grads ? beta_grad.data() : nullptr;
   const float* g = scale_ ? gamma.data() : nullptr;
   if (!training) {
     ops::batch_norm_backward_inference(din_ptr(din), dg, db, dout.data(), x.data(), g,

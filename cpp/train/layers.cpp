@@ -149,7 +149,8 @@ void Dense::backward(const std::vector<const Tensor*>& in, const Tensor& out, co
     dz = dz_.data();
   }
   float* dx = din.empty() || !din[0] ? nullptr : din[0]->data();
-  ops::dense_backward(dx, kernel_grad.data(), use_bias_ ? bias_grad.data() : nullptr, dz, x.data(),
+  ops::dense_backward(dx, param_grads ? kernel_grad.data() : nullptr,
+                      param_grads && use_bias_ ? bias_grad.data() : nullptr, dz, x.data(),
                       kernel.data(), rows, C, units_);
 }
 

@@ -277,6 +277,35 @@ void mean_absolute_error_backward(float* dpred, const float* pred, const float* 
   }
 }
 
+// ----------------------------------------------------------------------------- Huber
+
+float huber_forward(const float* pred, const float* target, const float* sample_weight,
+                    std::size_t B, std::size_t K, float delta) {
+  if (B == 0 || K == 0) return 0.0f;
+  const double dl = delta;
+  double total = 0.0;
+  for (std::size_t i = 0; i < B; ++i) {
+    double s = 0.0;
+    for (std::size_t k = 0; k < K; ++k) {
+      const double e = std::fabs(double(pred[i * K + k]) - double(target[i * K + k]));
+      s += e <= dl ? 0.5 * e * e : dl * e - 0.5 * dl * dl;
+    }
+    total += weight(sample_weight, i) * s / double(K);
+  }
+  return float(total / double(B));
+}
+
+void huber_backward(float* dpred, const float* pred, const float* target,
+                    const float* sample_weight, std::size_t B, std::size_t K, float delta) {
+  for (std::size_t i = 0; i < B; ++i) {
+    const float a = float(weight(sample_weight, i) / (double(B) * double(K)));
+    for (std::size_t k = 0; k < K; ++k) {
+      const float e = pred[i * K + k] - target[i * K + k];
+      dpred[i * K + k] += a * std::clamp(e, -delta, delta);
+    }
+  }
+}
+
 // ----------------------------------------------------------------------------- metrics
 
 float sparse_categorical_accuracy(const float* pred, const std::int32_t* labels, std::size_t B,

@@ -43,6 +43,7 @@ std::string loss_name(Loss loss) {
     case Loss::BinaryCrossentropy: return "binary_crossentropy";
     case Loss::CategoricalCrossentropy: return "categorical_crossentropy";
     case Loss::SparseCategoricalCrossentropy: return "sparse_categorical_crossentropy";
+    case Loss::Huber: return "huber";
   }
   return "?";
 }
@@ -81,6 +82,7 @@ float Model::loss_value(const Tensor& pred, const float* y, const std::int32_t* 
       return ops::categorical_crossentropy_forward(pred.data(), y, w, B, K, from_logits_);
     case Loss::SparseCategoricalCrossentropy:
       return ops::sparse_categorical_crossentropy_forward(pred.data(), labels, w, B, K, from_logits_);
+    case Loss::Huber: return ops::huber_forward(pred.data(), y, w, B, K, huber_delta_);
   }
   return 0.0f;
 }
@@ -101,6 +103,7 @@ void Model::loss_gradient(Tensor& dpred, const Tensor& pred, const float* y,
     case Loss::SparseCategoricalCrossentropy:
       ops::sparse_categorical_crossentropy_backward(d, pred.data(), labels, w, B, K, from_logits_);
       break;
+    case Loss::Huber: ops::huber_backward(d, pred.data(), y, w, B, K, huber_delta_); break;
   }
 }
 
@@ -115,6 +118,9 @@ float Model::metric_value(Metric m, const Tensor& pred, const float* y,
         return ops::sparse_categorical_accuracy(pred.data(), labels, B, K);
       if (loss_ == Loss::CategoricalCrossentropy) return ops::categorical_accuracy(pred.data(), y, B, K);
       return ops::binary_accuracy(pred.data(), y, pred.size(), from_logits_ ? 0.0f : 0.5f);
+    case Metric::SparseCategoricalAccuracy: return ops::sparse_categorical_accuracy(pred.data(), labels, B, K);
+    case Metric::CategoricalAccuracy: return ops::categorical_accuracy(pred.data(), y, B, K);
+    case Metric::BinaryAccuracy: return ops::binary_accuracy(pred.data(), y, pred.size(), 0.5f);
   }
   return 0.0f;
 }
@@ -131,7 +137,7 @@ float Model::regularization(bool add_gradient) {
       double s = 0.0;
       for (std::size_t k = 0; k < p.size; ++k) s += double(p.value[k]) * double(p.value[k]);
       total += double(l->kernel_l2) * s;
-      if (add_gradient)
+      if (add_gradient && !frozen(l))
         for (std::size_t k = 0; k < p.size; ++k) p.grad[k] += 2.0f * l->kernel_l2 * p.value[k];
     }
   }
@@ -195,12 +201,27 @@ void Model::build(std::uint64_t seed) {
 }
 
 void Model::compile(std::unique_ptr<Optimizer> optimizer, Loss loss, std::vector<Metric> metrics,
-                    bool from_logits) {
+                    bool from_logits, std::vector<std::string> metric_names,
+                    std::vector<const Layer*> frozen, float huber_delta) {
   if (!optimizer) throw std::invalid_argument("compile: expected an optimizer, got null");
+  if (!metric_names.empty() && metric_names.size() != metrics.size())
+    throw std::invalid_argument("compile: expected one name per metric, got " +
+                                std::to_string(metric_names.size()) + " names for " +
+                                std::to_string(metrics.size()) + " metrics");
+  if (!(huber_delta > 0.0f) || !std::isfinite(huber_delta))
+    throw std::invalid_argument("compile: the Huber loss's delta must be a positive number, got " +
+                                std::to_string(huber_delta));
   optimizer_ = std::move(optimizer);
   loss_ = loss;
   from_logits_ = from_logits;
   metrics_ = std::move(metrics);
+  metric_names_ = std::move(metric_names);
+  frozen_ = std::move(frozen);
+  huber_delta_ = huber_delta;
+}
+
+bool Model::frozen(const Layer* layer) const {
+  return std::find(frozen_.begin(), frozen_.end(), layer) != frozen_.end();
 }
 
 const Shape& Model::input_shape() const {
@@ -215,14 +236,22 @@ const Shape& Model::output_shape() const {
 
 std::size_t Model::param_count() {
   std::size_t n = 0;
-  for (const Param& p : all_params()) n += p.size;
+  std::vector<const Layer*> seen;
+  for (int i : path_) {
+    Layer* l = nodes_[std::size_t(i)].layer.get();
+    if (!l || std::find(seen.begin(), seen.end(), l) != seen.end()) continue;
+    seen.push_back(l);
+    n += l->param_count();
+  }
   return n;
 }
 
 std::vector<std::string> Model::metric_names() const {
+  if (!metric_names_.empty()) return metric_names_;
+  static const char* const kNames[] = {"mae", "mse", "accuracy", "sparse_categorical_accuracy",
+                                       "categorical_accuracy", "binary_accuracy"};
   std::vector<std::string> names;
-  for (Metric m : metrics_)
-    names.push_back(m == Metric::MAE ? "mae" : m == Metric::MSE ? "mse" : "accuracy");
+  for (Metric m : metrics_) names.push_back(kNames[int(m)]);
   return names;
 }
 
@@ -231,7 +260,7 @@ std::vector<Param> Model::all_params() {
   std::vector<const Layer*> seen;  // a shared layer's weights are updated once
   for (int i : path_) {
     Layer* l = nodes_[i].layer.get();
-    if (!l || std::find(seen.begin(), seen.end(), l) != seen.end()) continue;
+    if (!l || frozen(l) || std::find(seen.begin(), seen.end(), l) != seen.end()) continue;
     seen.push_back(l);
     for (const Param& p : l->params()) all.push_back(p);
   }
@@ -275,7 +304,9 @@ void Model::run_forward(const Tensor& xb, std::vector<Tensor>& acts, bool traini
     if (!n.layer) continue;
     in.clear();
     for (int j : n.inputs) in.push_back(j == input_ ? &xb : &acts[j]);
-    n.layer->forward(in, acts[i], training);
+    // A frozen BatchNormalization runs in inference mode, as in Keras (>= 2.1).
+    const bool frozen_bn = training && frozen(n.layer.get()) && n.layer->kind() == "BatchNormalization";
+    n.layer->forward(in, acts[i], training && !frozen_bn);
   }
 }
 
@@ -345,6 +376,15 @@ History Model::fit(const Tensor& x, const Tensor& y, const FitOptions& opt, cons
   for (std::size_t i = 0; i < n; ++i) order[i] = i;
   Random rng(opt.seed ^ 0x9E3779B97F4A7C15ull);
   std::vector<Param> params = all_params();
+  // wants[i]: node i's output depends on a trainable parameter, so its gradient is needed;
+  // the backward runs only through such nodes (frozen prefixes cost no backward work).
+  std::vector<char> wants(nodes_.size(), 0);
+  for (int i : path_) {
+    const Node& nd = nodes_[i];
+    if (!nd.layer) continue;
+    wants[i] = !frozen(nd.layer.get()) && !nd.layer->params().empty();
+    for (int j : nd.inputs) wants[i] |= wants[j];
+  }
   const std::vector<std::string> names = metric_names();
   std::vector<Tensor> acts, grads(nodes_.size());
   std::vector<const Tensor*> in;
@@ -393,21 +433,22 @@ History Model::fit(const Tensor& x, const Tensor& y, const FitOptions& opt, cons
       for (Param& p : params) std::fill(p.grad, p.grad + p.size, 0.0f);
       // Reuse the gradient buffers (a fresh large allocation per batch costs page faults).
       for (int i : path_)
-        if (i != input_) {
+        if (wants[i]) {
           if (grads[i].shape() != acts[i].shape()) grads[i].resize(acts[i].shape());
           std::fill(grads[i].begin(), grads[i].end(), 0.0f);
         }
-      loss_gradient(grads[output_], pred, yb.data(), labels, weights);
+      if (wants[output_]) loss_gradient(grads[output_], pred, yb.data(), labels, weights);
       loss_sum += double(regularization(true)) * double(bs);  // before the step, as Keras logs it
       for (auto it = path_.rbegin(); it != path_.rend(); ++it) {
         const Node& nd = nodes_[*it];
-        if (!nd.layer) continue;
+        if (!nd.layer || !wants[*it]) continue;
         in.clear();
         din.clear();
         for (int j : nd.inputs) {
           in.push_back(j == input_ ? &xb : &acts[j]);
-          din.push_back(j == input_ ? nullptr : &grads[j]);
+          din.push_back(wants[j] ? &grads[j] : nullptr);
         }
+        nd.layer->param_grads = !frozen(nd.layer.get());
         nd.layer->backward(in, acts[*it], grads[*it], din);
       }
       optimizer_->step(params);

@@ -46,11 +46,12 @@ void dense_backward(float* dinp, float* dweight, float* dbias, const float* dout
   const double work = double(B) * double(C) * double(OC);
   // dweight (C, OC) += inp^T (C, B) . dout (B, OC): the rows of dweight split over the cores
   // (inp's columns c0..c1 with leading dimension C), so no part sums into another's output.
-  par::for_parts(C, par::parts_for(C, work), [&](std::size_t, std::size_t c0, std::size_t c1) {
-    if (c1 == c0) return;
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(c1 - c0), int(OC), int(B), 1.0f,
-                inp + c0, int(C), dout, int(OC), 1.0f, dweight + c0 * OC, int(OC));
-  });
+  if (dweight)
+    par::for_parts(C, par::parts_for(C, work), [&](std::size_t, std::size_t c0, std::size_t c1) {
+      if (c1 == c0) return;
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(c1 - c0), int(OC), int(B), 1.0f,
+                  inp + c0, int(C), dout, int(OC), 1.0f, dweight + c0 * OC, int(OC));
+    });
   // dinp (B, C) += dout (B, OC) . weight^T (OC, C): rows of the batch split over the cores.
   if (dinp)
     par::for_parts(B, par::parts_for(B, work), [&](std::size_t, std::size_t b0, std::size_t b1) {

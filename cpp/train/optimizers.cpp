@@ -121,4 +121,53 @@ void Adam::step(std::vector<Param>& params) {
   }
 }
 
+RMSprop::RMSprop(float lr, float rho_, float momentum_, float epsilon_, bool centered_)
+    : Optimizer(lr), rho(rho_), momentum(momentum_), epsilon(epsilon_), centered(centered_) {
+  check_lr(lr);
+  if (!(rho >= 0.0f && rho < 1.0f) || !(momentum >= 0.0f && momentum < 1.0f) || !(epsilon > 0.0f))
+    throw std::invalid_argument("RMSprop: expected 0 <= rho < 1, 0 <= momentum < 1 and epsilon > 0");
+}
+
+std::vector<std::vector<float>*> RMSprop::slots() {
+  std::vector<std::vector<float>*> r;
+  for (auto* group : {&velocity_, &momentum_, &average_})
+    for (auto& v : *group) r.push_back(&v);
+  return r;
+}
+
+void RMSprop::prepare(const std::vector<Param>& params) {
+  ensure_state(velocity_, params);
+  if (momentum > 0.0f) ensure_state(momentum_, params);
+  if (centered) ensure_state(average_, params);
+}
+
+void RMSprop::step(std::vector<Param>& params) {
+  prepare(params);
+  apply_schedule();
+  ++iterations;
+  const float lr = learning_rate, r = rho, one_minus = 1.0f - rho;
+  for (std::size_t k = 0; k < params.size(); ++k) {
+    Param& p = params[k];
+    float* v = velocity_[k].data();
+    float* m = momentum > 0.0f ? momentum_[k].data() : nullptr;
+    float* a = centered ? average_[k].data() : nullptr;
+    for (std::size_t i = 0; i < p.size; ++i) {
+      const float g = p.grad[i];
+      v[i] = r * v[i] + one_minus * (g * g);
+      float denominator = v[i];
+      if (a) {
+        a[i] = r * a[i] + one_minus * g;
+        denominator -= a[i] * a[i];
+      }
+      const float increment = lr * g / std::sqrt(denominator + epsilon);
+      if (m) {
+        m[i] = momentum * m[i] + increment;
+        p.value[i] -= m[i];
+      } else {
+        p.value[i] -= increment;
+      }
+    }
+  }
+}
+
 }  // namespace tinylearn

@@ -11,7 +11,7 @@
 
 from . import applications, callbacks, datasets, deploy, layers, losses, optimizers, regularizers
 from ._core import FORMAT_VERSION
-from .layers import Input
+from .layers import Input, clear_session
 from .models import History, Model, Sequential
 from .keras_io import from_keras
 from .quantize import Int8Model, ModelFormatError, convert, from_tflite, load_int8
@@ -30,6 +30,7 @@ __all__ = [
     "__version__",
     "applications",
     "callbacks",
+    "clear_session",
     "convert",
     "datasets",
     "deploy",

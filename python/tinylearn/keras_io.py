@@ -508,11 +508,13 @@ def _convert(entry, in_ranks: list):
                          f"{', '.join(SUPPORTED_LAYERS)}")
     _check_common(o)
     try:
-        return _CONVERTERS[cls](o, in_ranks)
+        layer, rank = _CONVERTERS[cls](o, in_ranks)
     except ValueError as e:
         if str(e).startswith("from_keras:"):
             raise
         raise ValueError(f"from_keras: {o.where}: {e}") from None
+    layer.trainable = bool(entry["config"].get("trainable", True))  # Keras's frozen layers stay frozen
+    return layer, rank
 
 
 def _dense(o: _Options, r):

@@ -3,13 +3,16 @@
 
 from __future__ import annotations
 
+import re
+import weakref
+from collections import Counter
 from numbers import Integral
 
 import numpy as np
 
 __all__ = ["Activation", "Add", "AveragePooling2D", "BatchNormalization", "Concatenate", "Conv2D",
            "Dense", "DepthwiseConv2D", "Dropout", "Flatten", "GlobalAveragePooling2D", "Input",
-           "Layer", "MaxPooling2D", "ReLU", "Reshape", "Softmax", "SymbolicTensor"]
+           "Layer", "MaxPooling2D", "ReLU", "Reshape", "Softmax", "SymbolicTensor", "clear_session"]
 
 _ACTIVATIONS = {None: "linear", "linear": "linear", "relu": "relu", "relu6": "relu6",
                 "sigmoid": "sigmoid", "tanh": "tanh", "softmax": "softmax"}
@@ -22,15 +25,40 @@ def _activation(name, layer: str) -> str:
     return _ACTIVATIONS[name]
 
 
+def to_snake_case(name: str) -> str:
+    """Keras's snake_case of a class name: MaxPooling2D -> max_pooling2d, ReLU -> re_lu."""
+    name = re.sub(r"\W+", "", name)
+    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+_name_uids: Counter = Counter()
+
+
+def auto_name(class_name: str) -> str:
+    """Keras's default name: the snake_case class name, numbered per name in this session
+    (dense, dense_1, dense_2, ...); clear_session() starts the numbering again."""
+    base = to_snake_case(class_name)
+    n = _name_uids[base]
+    _name_uids[base] += 1
+    return base if n == 0 else f"{base}_{n}"
+
+
+def clear_session() -> None:
+    """Restarts the default layer and model names (as keras.backend.clear_session())."""
+    _name_uids.clear()
+
+
 class SymbolicTensor:
     """The output of a layer in a graph under construction (no data)."""
 
     def __init__(self, layer: "Layer | None", inputs: list["SymbolicTensor"], shape=None,
-                 name: str | None = None):
+                 name: str | None = None, owners: tuple = ()):
         self.layer = layer
         self.inputs = inputs
         self.shape = shape  # per-sample shape; known for inputs only
         self.name = name
+        self.owners = owners  # the nested models this node came from, outermost first
 
     def __repr__(self) -> str:
         if self.layer is None:
@@ -68,26 +96,77 @@ def _kernel_config(layer) -> dict:
 
 
 class Layer:
-    """Base of all layers: a name, a configuration and, for the first layer of a Sequential,
-    an input shape."""
+    """Base of all layers: a name (Keras's default: dense, dense_1, ...), a configuration, a
+    `trainable` flag and, for the first layer of a Sequential, an input shape.
+
+    `trainable = False` freezes the layer as in Keras: fit does not update its weights, which
+    count as non-trainable, and a frozen BatchNormalization runs in inference mode in fit. The
+    flag takes effect at the model's next compile() (as Keras documents: compile again after
+    changing it); weights lists and summary() show it at once."""
 
     kind = ""
+    _state_arrays = 0  # weights that are never trainable (BatchNormalization's moving statistics)
 
     def __init__(self, input_shape=None, name: str | None = None):
         if input_shape is not None:
             input_shape = tuple(input_shape) if isinstance(input_shape, (tuple, list)) else (input_shape,)
             if not input_shape or not all(isinstance(d, Integral) and d > 0 for d in input_shape):
                 raise ValueError(f"input_shape must be a tuple of positive integers, got {input_shape!r}")
-        self.input_shape = input_shape
-        self.name = name
+        self._input_shape_arg = input_shape
+        self.name = name if name is not None else auto_name(type(self).__name__)
+        self.trainable = True
+        self._models: list = []  # weak references to the built models that hold this layer
 
     def get_config(self) -> dict:
         raise NotImplementedError
 
-    def _owner(self):
-        ref = getattr(self, "_model", None)
-        model = ref() if ref is not None else None
-        return model if model is not None and model.built else None
+    def _owner(self, exclude=None):
+        """A built model holding this layer (and its weights), other than `exclude`, or None."""
+        for ref in self._models:
+            model = ref()
+            if model is not None and model is not exclude and model.built and model._holds(self):
+                return model
+        return None
+
+    def _node_shapes(self):
+        """(input shapes, output shape) of this layer's first node in its model, batch as None."""
+        model = self._owner()
+        if model is None:
+            return None
+        return model._layer_shapes(self)
+
+    @property
+    def input_shape(self):
+        """(None, *shape) of the input (a list of them for layers with several inputs), as Keras 2's
+        layer.input_shape; before the model is built, the input_shape given to the layer (or None)."""
+        shapes = self._node_shapes()
+        if shapes is None:
+            return None if self._input_shape_arg is None else (None, *self._input_shape_arg)
+        return shapes[0][0] if len(shapes[0]) == 1 else shapes[0]
+
+    @property
+    def output_shape(self):
+        """(None, *shape) of the output, as Keras 2's layer.output_shape (None before the model is built)."""
+        shapes = self._node_shapes()
+        return None if shapes is None else shapes[1]
+
+    @property
+    def weights(self) -> list:
+        """The layer's weights as NumPy arrays (copies; Keras returns variables), trainable first:
+        get_weights()'s order. [] before the model is built, as in Keras."""
+        return self.get_weights()
+
+    @property
+    def trainable_weights(self) -> list:
+        """The weights fit updates: none for a frozen layer, never BatchNormalization's moving
+        statistics."""
+        w = self.get_weights()
+        return w[:len(w) - self._state_arrays] if self.trainable else []
+
+    @property
+    def non_trainable_weights(self) -> list:
+        w = self.get_weights()
+        return w[len(w) - self._state_arrays:] if self.trainable else w
 
     def get_weights(self) -> list:
         """This layer's weights as NumPy arrays in Keras's layouts (a copy); [] before its model
@@ -328,6 +407,7 @@ class BatchNormalization(Layer):
     moving_variance."""
 
     kind = "BatchNormalization"
+    _state_arrays = 2  # moving_mean, moving_variance
 
     def __init__(self, momentum: float = 0.99, epsilon: float = 1e-3, center: bool = True,
                  scale: bool = True, input_shape=None, name: str | None = None):

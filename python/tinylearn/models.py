@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 import weakref
 from pathlib import Path
 
@@ -13,12 +14,20 @@ from . import callbacks as _callbacks
 from . import losses as _losses
 from . import optimizers as _optimizers
 from ._validate import as_float_array
-from .layers import Input, Layer, SymbolicTensor
+from .layers import Input, Layer, SymbolicTensor, auto_name, to_snake_case
 
 __all__ = ["History", "Model", "Sequential"]
 
-_METRICS = {"mae": "mae", "mean_absolute_error": "mae", "mse": "mse", "mean_squared_error": "mse",
-            "accuracy": "accuracy", "acc": "accuracy"}
+# Metric names (Keras's strings and class names) -> the C++ core's metric.
+_METRICS = {"mae": "mae", "mean_absolute_error": "mae", "MeanAbsoluteError": "mae",
+            "mse": "mse", "mean_squared_error": "mse", "MeanSquaredError": "mse",
+            "accuracy": "accuracy", "acc": "accuracy",
+            "sparse_categorical_accuracy": "sparse_categorical_accuracy",
+            "SparseCategoricalAccuracy": "sparse_categorical_accuracy",
+            "categorical_accuracy": "categorical_accuracy", "CategoricalAccuracy": "categorical_accuracy",
+            "binary_accuracy": "binary_accuracy", "BinaryAccuracy": "binary_accuracy"}
+# tinylearn's loss functions passed as metrics run in the core too.
+_METRIC_FUNCTIONS = {_losses.mean_squared_error: "mse", _losses.mean_absolute_error: "mae"}
 
 
 class History:
@@ -46,12 +55,21 @@ class Model:
         model = tl.Model(inputs, tl.layers.Dense(10)(x))
 
     Weights are created on first need (fit, predict, build) from a seed, so runs repeat.
+
+    A model is also a layer, as in Keras: `model(x)` on an array returns predictions (inference
+    mode), and on a symbolic tensor adds the model's layers to the graph being built
+    (`outputs = base(inputs)`, `Sequential([base, Dense(10)])`), sharing their weights with
+    `base` once it is built.
     """
 
     def __init__(self, inputs=None, outputs=None, name: str | None = None):
-        self.name = name or "model"
+        self.name = name or auto_name("Functional" if type(self) is Model else type(self).__name__)
         self._core = None
         self._compiled = None
+        self._trainable = True
+        self._metric_plan: list = []
+        self._compiled_frozen = None
+        self._ids_of_layers: set = set()
         self.history: History | None = None
         self.stop_training = False
         if inputs is not None or outputs is not None:
@@ -89,22 +107,24 @@ class Model:
         if extra:
             raise ValueError(f"Model: the outputs depend on an input that is not the model's input "
                              f"({extra[0]!r}); a disconnected input cannot be fed")
-        # Keras's names for unnamed layers: dense, dense_1, dense_2, ... (unique in the model)
-        taken = {t.layer.name for t in order if t.layer is not None and t.layer.name is not None}
-        for t in order:
-            if t.layer is not None and t.layer.name is None:
-                base, n = type(t.layer).__name__.lower(), 0
-                while (base if n == 0 else f"{base}_{n}") in taken:
-                    n += 1
-                t.layer.name = base if n == 0 else f"{base}_{n}"
-                taken.add(t.layer.name)
         self._input, self._output, self._order = inputs, outputs, order
 
     def _graph_ready(self) -> bool:
         return getattr(self, "_order", None) is not None
 
     @property
-    def layers(self) -> list[Layer]:
+    def layers(self) -> list:
+        """The model's layers, as Keras lists them: a model used as a layer is one entry."""
+        seen, out = set(), []
+        for t in getattr(self, "_order", None) or []:
+            item = t.owners[0] if t.owners else t.layer
+            if item is not None and id(item) not in seen:
+                seen.add(id(item))
+                out.append(item)
+        return out
+
+    def _leaves(self) -> list[Layer]:
+        """Every layer of the graph, those of nested models included, once each, in graph order."""
         seen, out = set(), []
         for t in getattr(self, "_order", None) or []:
             if t.layer is not None and id(t.layer) not in seen:
@@ -112,31 +132,138 @@ class Model:
                 out.append(t.layer)
         return out
 
+    def _holds(self, layer: Layer) -> bool:
+        return self._core is not None and id(layer) in self._ids_of_layers
+
+    def _layer_shapes(self, layer: Layer):
+        """((None, *shape) of each input, (None, *shape) of the output) of the layer's first node."""
+        for t in self._order:
+            if t.layer is layer:
+                ins = [(None, *self._core.node_shape(self._ids[id(p)])) for p in t.inputs]
+                return ins, (None, *self._core.node_shape(self._ids[id(t)]))
+        return None
+
+    # -- a model as a layer ----------------------------------------------------------------
+    def __call__(self, inputs, training=None):
+        """On a NumPy array: predict(inputs) (Keras's model(x) with training=False). On a symbolic
+        tensor: the model as a layer of the graph being built (weights shared with this model)."""
+        if isinstance(inputs, SymbolicTensor) or (
+                isinstance(inputs, (list, tuple)) and inputs and isinstance(inputs[0], SymbolicTensor)):
+            return self._call_symbolic(_single(inputs, "inputs"))
+        if training:
+            raise ValueError("model(x, training=True) is not supported: tinylearn runs a model in "
+                             "training mode only inside fit(); call model(x) or model.predict(x)")
+        return self.predict(inputs)
+
+    def _call_symbolic(self, t: SymbolicTensor) -> SymbolicTensor:
+        if not self._graph_ready() and t.layer is None and getattr(self, "_layers", None):
+            self._chain(t.shape)  # a Sequential called on an input learns its input shape, as Keras
+        if not self._graph_ready():
+            if not getattr(self, "_layers", None):
+                raise ValueError(f"{self.name}: the model has no layers to call")
+            out = t
+            for layer in self._layers:  # a Sequential whose input shape is not known yet
+                out = layer(out)
+            stack, seen = [out], set()
+            while stack:  # the nodes just made come from this model
+                n = stack.pop()
+                if n is t or id(n) in seen:
+                    continue
+                seen.add(id(n))
+                n.owners = (self, *n.owners)
+                stack.extend(n.inputs)
+            return out
+        mapped = {id(self._input): t}
+        for n in self._order:
+            if n is not self._input:
+                mapped[id(n)] = SymbolicTensor(n.layer, [mapped[id(p)] for p in n.inputs],
+                                               owners=(self, *n.owners))
+        return mapped[id(self._output)]
+
+    # -- trainable -------------------------------------------------------------------------
+    @property
+    def trainable(self) -> bool:
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value: bool) -> None:
+        """Sets the flag of the model and of every layer in it (nested models included), as Keras:
+        setting it back to True makes every layer trainable again. Takes effect at compile()."""
+        self._trainable = bool(value)
+        for item in self.layers:
+            item.trainable = self._trainable
+
+    def _trainable_map(self) -> dict:
+        """id(layer) -> whether it trains: its flag, and those of the models it sits in."""
+        out = {}
+        for t in getattr(self, "_order", None) or []:
+            if t.layer is not None:
+                ok = self._trainable and t.layer.trainable and all(m.trainable for m in t.owners)
+                out[id(t.layer)] = out.get(id(t.layer), True) and ok
+        return out
+
+    def _frozen_layers(self) -> list[Layer]:
+        trains = self._trainable_map()
+        return [layer for layer in self._leaves() if not trains[id(layer)]]
+
+    def _split_weights(self):
+        trains, tw, ntw = self._trainable_map(), [], []
+        if self._core is None:
+            return tw, ntw
+        for layer in self._leaves():
+            w = self._layer_weights(self._core, layer)
+            cut = len(w) - layer._state_arrays if trains[id(layer)] else 0
+            tw += w[:cut]
+            ntw += w[cut:]
+        return tw, ntw
+
+    @property
+    def trainable_weights(self) -> list[np.ndarray]:
+        """Copies of the weights fit updates ([] before the model is built, as in Keras)."""
+        return self._split_weights()[0]
+
+    @property
+    def non_trainable_weights(self) -> list[np.ndarray]:
+        """Copies of the other weights: frozen layers' and BatchNormalization's moving statistics."""
+        return self._split_weights()[1]
+
+    @property
+    def weights(self) -> list[np.ndarray]:
+        """Copies of all weights (NumPy arrays; Keras returns variables), layer by layer."""
+        return self.get_weights() if self._core is not None else []
+
     @property
     def input_shape(self) -> tuple | None:
         return self._input.shape if self._graph_ready() else None
 
     def _make_core(self, seed: int):
-        """A C++ model of this graph, built (weights drawn from `seed`)."""
+        """A C++ model of this graph, built (weights drawn from `seed`). A layer that another
+        built model holds is that model's very layer (weights shared, as in Keras)."""
         core = _core.Model()
         ids = {}
         for t in self._order:
             if t.layer is None:
                 ids[id(t)] = core.add_input(list(t.shape))
             else:
+                owner = t.layer._owner(exclude=self)
                 ids[id(t)] = core.add_layer(id(t.layer), t.layer.kind, t.layer.name,
-                                            t.layer.get_config(), [ids[id(p)] for p in t.inputs])
+                                            t.layer.get_config(), [ids[id(p)] for p in t.inputs],
+                                            share_from=owner._core if owner is not None else None)
         core.set_output(ids[id(self._output)])
         core.build(seed)
         return core, ids
 
     def build(self, input_shape=None, seed: int = 0) -> None:
-        """Creates the weights (Keras's default initializers) from `seed`."""
+        """Creates the weights (Keras's default initializers) from `seed`; layers already built
+        in another model keep their weights."""
         if not self._graph_ready():
             raise ValueError("build: the model has no graph yet")
         self._core, self._ids = self._make_core(_seed(seed))
-        for layer in self.layers:  # layer.get_weights() reads them from this model
-            layer._model = weakref.ref(self)
+        leaves = self._leaves()
+        self._ids_of_layers = {id(layer) for layer in leaves}
+        for layer in leaves:  # layer.get_weights() reads them from this model
+            if not any(ref() is self for ref in layer._models):
+                layer._models.append(weakref.ref(self))
         if self._compiled is not None:
             self._compile_core()
 
@@ -152,22 +279,51 @@ class Model:
 
     # -- training --------------------------------------------------------------------------
     def compile(self, optimizer="adam", loss="mse", metrics=None) -> None:
+        """`loss`: a name ("mse", "huber", ...), a class name ("MeanSquaredError"), a tl.losses
+        object or function; any other callable raises TypeError (the C++ core could not
+        differentiate it). `metrics`: a name or a list of them ("mae", "accuracy",
+        "sparse_categorical_accuracy", "MeanAbsoluteError", ...; History keys them as given) or
+        callables f(y_true, y_pred) returning per-sample values or a scalar, computed in NumPy
+        on the predictions of the whole data at the end of each epoch (named after the
+        function). Layers' `trainable` flags take effect here: compile again after changing
+        them, as in Keras."""
         opt = _optimizers.get(optimizer)
         loss = _losses.get(loss)
-        metrics = list(metrics or [])
-        for m in metrics:
-            if m not in _METRICS:
-                raise ValueError(f"unknown metric {m!r}; expected one of {sorted(_METRICS)}")
+        if isinstance(metrics, str) or callable(metrics):
+            metrics = [metrics]
+        plan = [_metric_entry(m, loss) for m in list(metrics or [])]
         if self._graph_ready() and self._core is None:
             self._make_core(0)  # shapes that do not connect fail here, naming the layer
-        self._compiled = (opt, loss, [_METRICS[m] for m in metrics])
+        self._compiled = (opt, loss, list(metrics or []))
+        self._metric_plan = plan
+        self._compiled_frozen = self._frozen_layers() if self._graph_ready() else None
         if self._core is not None:
             self._compile_core()
 
     def _compile_core(self) -> None:
-        opt, loss, metrics = self._compiled
+        opt, loss, _ = self._compiled
+        if self._compiled_frozen is None:  # the graph appeared after compile (Sequential)
+            self._compiled_frozen = self._frozen_layers()
+        core_metrics = [(name, kind) for name, kind, fn in self._metric_plan if kind is not None]
         self._core.compile(**opt._config(), loss=loss.name, from_logits=loss.from_logits,
-                           metrics=metrics)
+                           huber_delta=getattr(loss, "delta", 1.0),
+                           metrics=[kind for _, kind in core_metrics],
+                           metric_names=[name for name, _ in core_metrics],
+                           frozen=[id(layer) for layer in self._compiled_frozen])
+
+    def _warn_if_trainable_changed(self, what: str) -> None:
+        if [id(la) for la in self._frozen_layers()] != [id(la) for la in self._compiled_frozen or []]:
+            warnings.warn(f"{what}: a layer's `trainable` flag changed after compile(); as in Keras, "
+                          "the change takes effect at the next model.compile()", stacklevel=3)
+
+    def _python_metrics(self, x, y, batch_size: int = 1024) -> dict:
+        """The callable metrics on the model's predictions for x (inference mode)."""
+        fns = [(name, fn) for name, kind, fn in self._metric_plan if fn is not None]
+        if not fns:
+            return {}
+        pred = self._core.predict(x, batch_size)
+        y_true = y.reshape(pred.shape[:-1]) if y.size != pred.size else y.reshape(pred.shape)
+        return {name: float(np.mean(fn(y_true, pred))) for name, fn in fns}
 
     @property
     def learning_rate(self) -> float:
@@ -183,8 +339,29 @@ class Model:
         self._core.learning_rate = float(value)
 
     def _targets(self, y, name: str) -> np.ndarray:
-        """y as float32: class indices for the sparse loss, else samples of the output shape."""
-        if self._compiled[1].name == "sparse_categorical_crossentropy":
+        """y as float32: class indices for the sparse loss, else samples of the output shape;
+        labels the crossentropies cannot take are refused here, once per call."""
+        loss = self._compiled[1].name
+        if loss == "binary_crossentropy":
+            arr = as_float_array(y, name, self.output_shape)
+            if arr.min() < 0 or arr.max() > 1:
+                raise ValueError(f"{name}: binary_crossentropy needs labels in [0, 1], got values from "
+                                 f"{arr.min():g} to {arr.max():g}")
+            return arr
+        if loss == "categorical_crossentropy":
+            arr = as_float_array(y, name, self.output_shape)
+            sums = arr.sum(axis=-1, dtype=np.float64)
+            bad = np.flatnonzero(((arr < 0).any(axis=-1) | (np.abs(sums - 1) > 1e-3)).ravel())
+            if bad.size:
+                i = int(bad[0])
+                row = arr.reshape(-1, arr.shape[-1])[i]
+                raise ValueError(f"{name}: categorical_crossentropy needs targets that are probability "
+                                 f"distributions over the last axis (non-negative, summing to 1, as "
+                                 f"one-hot labels); row {i} has minimum {row.min():g} and sum "
+                                 f"{sums.ravel()[i]:g} (integer class labels go with "
+                                 f"sparse_categorical_crossentropy)")
+            return arr
+        if loss == "sparse_categorical_crossentropy":
             arr = np.asarray(y)
             if arr.dtype == object or not np.issubdtype(arr.dtype, np.number):
                 raise TypeError(f"{name}: expected integer class labels, got dtype {arr.dtype}")
@@ -253,6 +430,9 @@ class Model:
         bar = _progress_bar(verbose, epochs)
 
         def on_epoch(epoch, logs):
+            logs = {**logs, **self._python_metrics(x, y)}
+            if xv is not None:
+                logs.update({f"val_{k}": v for k, v in self._python_metrics(xv, yv).items()})
             history._append(epoch, logs)
             if bar is not None:
                 bar.set_postfix({k: f"{v:.4g}" for k, v in sorted(logs.items())}, refresh=False)
@@ -267,6 +447,7 @@ class Model:
                     c.on_epoch_begin(epoch + 1)
             return not self.stop_training
 
+        self._warn_if_trainable_changed("fit")
         self.stop_training = False
         for c in cbs:
             c.on_train_begin()
@@ -308,8 +489,12 @@ class Model:
         y = self._targets(y, "evaluate: y")
         if len(y) != len(x):
             raise ValueError(f"evaluate: x has {len(x)} samples but y has {len(y)}")
-        values = self._core.evaluate(x, y, _positive_int(batch_size or 1024, "batch_size"))
-        return values[0] if len(values) == 1 else list(values)
+        batch_size = _positive_int(batch_size or 1024, "batch_size")
+        core_values = iter(self._core.evaluate(x, y, batch_size))
+        extra = self._python_metrics(x, y, batch_size)
+        values = [next(core_values)] + [next(core_values) if kind is not None else extra[name]
+                                        for name, kind, _ in self._metric_plan]
+        return values[0] if len(values) == 1 else values
 
     # -- weights ---------------------------------------------------------------------------
     def get_layer(self, name: str) -> Layer:
@@ -325,7 +510,7 @@ class Model:
 
     def get_weights(self) -> list[np.ndarray]:
         self._require_weights("get_weights")
-        return [w for layer in self.layers for w in self._layer_weights(self._core, layer)]
+        return [w for layer in self._leaves() for w in self._layer_weights(self._core, layer)]
 
     def set_weights(self, weights) -> None:
         self._require_weights("set_weights")
@@ -337,7 +522,7 @@ class Model:
             if np.shape(w) != c.shape:
                 raise ValueError(f"set_weights: expected an array of shape {c.shape}, got {np.shape(w)}")
         it = iter(weights)
-        for layer in self.layers:
+        for layer in self._leaves():
             n = len(self._core.get_weights(id(layer)))
             self._core.set_weights(id(layer), [np.ascontiguousarray(next(it), dtype=np.float32).ravel()
                                                for _ in range(n)])
@@ -350,30 +535,48 @@ class Model:
         return save_model(self, path)
 
     def count_params(self) -> int:
-        return sum(int(w.size) for _, _, ws in self._describe() for w in ws)
+        """All weights, trainable or not (as Keras)."""
+        return sum(int(w.size) for _, _, leaves in self._describe() for _, ws in leaves for w in ws)
 
     def _describe(self):
-        """(layer, output shape, weights) per layer, from the model or a throwaway build."""
+        """(entry of model.layers, output shape, [(layer, weights)] of the layers it holds), from
+        the model or a throwaway build."""
         if not self._graph_ready():
             raise ValueError("the input shape is unknown; give the first layer input_shape or call fit()")
         core, ids = (self._core, self._ids) if self._core is not None else self._make_core(0)
-        rows, seen = [], set()
+        rows, index, seen = [], {}, set()
         for t in self._order:
-            if t.layer is None or id(t.layer) in seen:
+            if t.layer is None:
                 continue
-            seen.add(id(t.layer))
-            rows.append((t.layer, tuple(core.node_shape(ids[id(t)])), self._layer_weights(core, t.layer)))
-        return rows
+            item = t.owners[0] if t.owners else t.layer
+            if id(item) not in index:
+                index[id(item)] = len(rows)
+                rows.append([item, None, []])
+            row = rows[index[id(item)]]
+            row[1] = tuple(core.node_shape(ids[id(t)]))  # the item's last node gives its output
+            if id(t.layer) not in seen:
+                seen.add(id(t.layer))
+                row[2].append((t.layer, self._layer_weights(core, t.layer)))
+        return [tuple(r) for r in rows]
 
     def summary(self, print_fn=None) -> None:
-        """Per layer: output shape and parameters; totals in float32 and int8 bytes."""
+        """Prints, per layer (a nested model as one row), the output shape and parameters; then
+        Keras's totals (total, trainable, non-trainable) and the bytes in float32 and int8.
+        Returns None, as Keras (so Jupyter shows it once); print_fn receives each line."""
         print_fn = print_fn or print
-        rows, total, int8 = [], 0, 0
-        for layer, shape, weights in self._describe():
-            p = sum(int(w.size) for w in weights)
-            int8 += layer.int8_bytes(weights)
+        trains = self._trainable_map()
+        rows, total, trainable, int8 = [], 0, 0, 0
+        for item, shape, leaves in self._describe():
+            p = 0
+            for layer, weights in leaves:
+                sizes = [int(w.size) for w in weights]
+                p += sum(sizes)
+                if trains[id(layer)]:
+                    trainable += sum(sizes[:len(sizes) - layer._state_arrays])
+                int8 += layer.int8_bytes(weights)
             total += p
-            rows.append((f"{layer.name} ({type(layer).__name__})", str((None, *shape)), f"{p:,}"))
+            kind = "Functional" if type(item) is Model else type(item).__name__
+            rows.append((f"{item.name} ({kind})", str((None, *shape)), f"{p:,}"))
         w = (34, 20, 10)
         line = "=" * sum(w)
         print_fn(f'Model: "{self.name}"')
@@ -384,6 +587,8 @@ class Model:
             print_fn(f"{r[0]:<{w[0]}}{r[1]:<{w[1]}}{r[2]:>{w[2]}}")
         print_fn(line)
         print_fn(f"Total params: {total:,} ({4 * total:,} bytes float32)")
+        print_fn(f"Trainable params: {trainable:,}")
+        print_fn(f"Non-trainable params: {total - trainable:,}")
         print_fn(f"As int8: {int8:,} bytes (int8 weights, int32 biases)")
         print_fn(line)
 
@@ -398,25 +603,37 @@ class Model:
 
 
 class Sequential(Model):
-    """A linear stack of layers, trained by tinylearn's C++ core (a Model whose graph is a chain)."""
+    """A linear stack of layers, trained by tinylearn's C++ core (a Model whose graph is a chain).
+    As in Keras 3, a first element tl.Input(shape) sets the input shape, and a model may be one
+    of the layers (its weights shared with it)."""
 
     def __init__(self, layers=None, name: str | None = None):
-        super().__init__(name=name or "sequential")
-        self._layers: list[Layer] = []
+        super().__init__(name=name)
+        self._layers: list = []
+        self._input_arg = None
         for layer in layers or []:
             self.add(layer)
 
-    def add(self, layer: Layer) -> None:
-        if not isinstance(layer, Layer):
-            raise TypeError(f"Sequential.add: expected a tinylearn layer, got {type(layer).__name__}")
+    def add(self, layer) -> None:
         if self._core is not None:
             raise RuntimeError("Sequential.add: the model already has weights; build a new model")
-        if self._layers and layer.input_shape is not None:
+        if isinstance(layer, SymbolicTensor) and layer.layer is None:
+            if self._layers or self._input_arg is not None:
+                raise ValueError("Sequential.add: a tl.Input() may only come first")
+            self._input_arg = layer.shape
+            return
+        if not isinstance(layer, (Layer, Model)):
+            raise TypeError(f"Sequential.add: expected a tinylearn layer or model, got {type(layer).__name__}")
+        if (self._layers or self._input_arg is not None) and isinstance(layer, Layer) \
+                and layer._input_shape_arg is not None:
             raise ValueError("only the first layer takes input_shape")
         self._layers.append(layer)
         self._order = None
-        if self._layers[0].input_shape is not None:
-            self._chain(self._layers[0].input_shape)
+        first = self._layers[0]
+        shape = self._input_arg if self._input_arg is not None else (
+            first.input_shape if isinstance(first, Model) else first._input_shape_arg)
+        if shape is not None:
+            self._chain(shape)
 
     def _chain(self, input_shape) -> None:
         t = inputs = Input(input_shape)
@@ -425,7 +642,7 @@ class Sequential(Model):
         self._set_graph(inputs, t)
 
     @property
-    def layers(self) -> list[Layer]:
+    def layers(self) -> list:
         return list(self._layers)
 
     def build(self, input_shape=None, seed: int = 0) -> None:
@@ -458,6 +675,32 @@ class _FunctionCallback(_callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs=None) -> None:
         if self.fn(epoch, logs) is False:
             self.model.stop_training = True
+
+
+def _metric_entry(m, loss) -> tuple:
+    """(History's name, the C++ core's metric or None, the Python callable or None)."""
+    if isinstance(m, str):
+        if m not in _METRICS:
+            raise ValueError(f"unknown metric {m!r}; expected one of {sorted(_METRICS)} or a callable "
+                             f"f(y_true, y_pred)")
+        kind = _METRICS[m]
+        sparse = loss.name == "sparse_categorical_crossentropy"
+        if kind == "sparse_categorical_accuracy" and not sparse:
+            raise ValueError(f"metric {m!r} needs integer class labels, which go with "
+                             f"loss='sparse_categorical_crossentropy'; for one-hot targets use "
+                             f"'categorical_accuracy' (or 'accuracy')")
+        if kind == "categorical_accuracy" and sparse:
+            raise ValueError(f"metric {m!r} needs one-hot targets, but the loss "
+                             f"sparse_categorical_crossentropy takes class labels; use "
+                             f"'sparse_categorical_accuracy' (or 'accuracy')")
+        return m, kind, None
+    for fn, kind in _METRIC_FUNCTIONS.items():
+        if m is fn:
+            return fn.__name__, kind, None
+    if callable(m):
+        name = getattr(m, "__name__", None) or type(m).__name__
+        return to_snake_case(name), None, m
+    raise TypeError(f"metrics: expected a metric name or a callable f(y_true, y_pred), got {m!r}")
 
 
 def _single(t, what: str):

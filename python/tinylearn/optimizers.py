@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from . import schedules
 
-__all__ = ["SGD", "Adam", "AdamW", "Optimizer", "from_config", "get", "schedules"]
+__all__ = ["SGD", "Adam", "AdamW", "Optimizer", "RMSprop", "from_config", "get", "schedules"]
 
 
 class Optimizer:
@@ -65,16 +65,39 @@ class AdamW(Adam):
         return {**super()._config(), "weight_decay": self.weight_decay}
 
 
-_CLASSES = {"adam": Adam, "adamw": AdamW, "sgd": SGD}
+class RMSprop(Optimizer):
+    """RMSprop as keras.optimizers.RMSprop (same defaults and update):
+    v = rho v + (1 - rho) g^2; centered: a = rho a + (1 - rho) g, denominator v - a^2, else v;
+    step = lr g / sqrt(denominator + epsilon); with momentum m = momentum m + step, w -= m;
+    else w -= step."""
+
+    name = "rmsprop"
+
+    def __init__(self, learning_rate=0.001, rho: float = 0.9, momentum: float = 0.0,
+                 epsilon: float = 1e-7, centered: bool = False):
+        super().__init__(learning_rate)
+        if not 0.0 <= float(rho) < 1.0 or not 0.0 <= float(momentum) < 1.0 or not float(epsilon) > 0:
+            raise ValueError(f"RMSprop: expected 0 <= rho < 1, 0 <= momentum < 1 and epsilon > 0, got "
+                             f"rho={rho!r}, momentum={momentum!r}, epsilon={epsilon!r}")
+        self.rho, self.momentum, self.epsilon = float(rho), float(momentum), float(epsilon)
+        self.centered = bool(centered)
+
+    def _config(self) -> dict:
+        return {**super()._config(), "rho": self.rho, "momentum": self.momentum,
+                "epsilon": self.epsilon, "centered": self.centered}
+
+
+_CLASSES = {"adam": Adam, "adamw": AdamW, "rmsprop": RMSprop, "sgd": SGD}
 
 
 def get(identifier) -> Optimizer:
-    """An optimizer from a name ('adam', 'adamw', 'sgd') or an Optimizer instance."""
+    """An optimizer from a name ('adam', 'adamw', 'rmsprop', 'sgd', any case) or an Optimizer instance."""
     if isinstance(identifier, Optimizer):
         return identifier
     if isinstance(identifier, str) and identifier.lower() in _CLASSES:
         return _CLASSES[identifier.lower()]()
-    raise ValueError(f"unknown optimizer {identifier!r}; expected 'adam', 'adamw', 'sgd' or an Optimizer")
+    raise ValueError(f"unknown optimizer {identifier!r}; expected 'adam', 'adamw', 'rmsprop', 'sgd' "
+                     f"or an Optimizer")
 
 
 def from_config(config: dict) -> Optimizer:

@@ -131,10 +131,11 @@ class Int8Model:
         return y.reshape((len(x),) + self.output_shape[1:])
 
     # -- description of the layers ---------------------------------------------------------
-    def summary(self, print_fn=print) -> str:
-        """Per operator: op, output shape, MACs, weight bytes, activation (output) bytes; then the
-        totals, the model bytes and the arena bytes (the planned peak, which is below the sum of
-        the activations because tensors whose lifetimes do not overlap share memory)."""
+    def summary(self, print_fn=None) -> None:
+        """Prints, per operator: op, output shape, MACs, weight bytes, activation (output) bytes;
+        then the totals, the model bytes and the arena bytes (the planned peak, which is below the
+        sum of the activations because tensors whose lifetimes do not overlap share memory).
+        Returns None, as Keras's summary() (Jupyter shows it once); print_fn gets the text."""
         g = self._need_graph("summary")
         rows = [("#", "op", "output shape", "MACs", "weights (B)", "activations (B)")]
         tm = tw = ta = 0
@@ -155,10 +156,7 @@ class Int8Model:
         lines.insert(len(lines) - 1, "-" * len(lines[0]))
         lines.append(f"model: {self.size_bytes:,} bytes; arena: {self.arena_bytes:,} bytes "
                      f"(peak of the memory plan); MACs per inference: {tm:,}")
-        text = "\n".join(lines)
-        if print_fn is not None:
-            print_fn(text)
-        return text
+        (print_fn or print)("\n".join(lines))
 
     def _need_graph(self, what: str):
         if self._graph is None:

@@ -4,10 +4,12 @@ Format (version 1). A model file is a NumPy .npz archive (a zip of .npy arrays) 
   "__model__"                 uint8 array: UTF-8 JSON, {"format": "tinylearn.model",
                               "version": 1, "class": "Sequential" | "Model", "name",
                               "input_shape": [...], "nodes": [{"name", "kind", "config",
-                              "inputs": [node indices]}...] (node 0 is the input, the rest in
-                              graph order), "output": node index, "layers": [layer names in
-                              weight order], "compile": null | {"optimizer": {...}, "loss",
-                              "from_logits", "metrics"}}
+                              "inputs": [node indices], "trainable": false only for a frozen
+                              layer}...] (node 0 is the input, the rest in graph order; the layers
+                              of nested models inline), "output": node index, "layers": [layer
+                              names in weight order], "compile": null | {"optimizer": {...},
+                              "loss", "from_logits", "loss_config", "metrics" (the named ones),
+                              "frozen": [names of the layers frozen at compile]}}
   "weights/<layer>/<i>"       float32 arrays of each layer in Keras's order and layouts
                               (trainable, then non-trainable such as moving statistics)
   "optimizer/iterations"      int64 scalar; "optimizer/<i>": float32 slots (Adam: every m, then
@@ -59,10 +61,13 @@ def save_model(model, path) -> Path:
         else:
             nodes.append({"name": t.layer.name, "kind": t.layer.kind, "config": t.layer.get_config(),
                           "inputs": [ids[id(p)] for p in t.inputs]})
-    layer_list = model.layers
+            if not t.layer.trainable:
+                nodes[-1]["trainable"] = False
+    layer_list = model._leaves()
+    nested = any(t.owners for t in model._order)
     meta = {
         "format": FORMAT, "version": MODEL_FORMAT_VERSION,
-        "class": "Sequential" if isinstance(model, Sequential) else "Model",
+        "class": "Sequential" if isinstance(model, Sequential) and not nested else "Model",
         "name": model.name, "input_shape": list(model.input_shape), "nodes": nodes,
         "output": ids[id(model._output)], "layers": [layer.name for layer in layer_list],
         "compile": None,
@@ -74,7 +79,9 @@ def save_model(model, path) -> Path:
     if model._compiled is not None:
         opt, loss, metrics = model._compiled
         meta["compile"] = {"optimizer": opt._config(), "loss": loss.name,
-                           "from_logits": loss.from_logits, "metrics": metrics}
+                           "from_logits": loss.from_logits, "loss_config": loss.get_config(),
+                           "metrics": [m for m in metrics if isinstance(m, str)],
+                           "frozen": [layer.name for layer in model._compiled_frozen or []]}
         iterations, slots = model._core.get_optimizer_state()
         arrays["optimizer/iterations"] = np.asarray(iterations, dtype=np.int64)
         for i, s in enumerate(slots):
@@ -185,6 +192,7 @@ def _build(path: Path, meta: dict, data: dict):
         layer = built.get(node["name"])
         if layer is None:
             layer = _layers.from_config(node["kind"], node["config"], node["name"])
+            layer.trainable = bool(node.get("trainable", True))
             built[node["name"]] = layer
         ins = node["inputs"]
         if not isinstance(ins, list) or not ins or not all(type(i) is int and 0 <= i < k for i in ins):
@@ -208,9 +216,14 @@ def _build(path: Path, meta: dict, data: dict):
     model.set_weights(weights)
     c = meta.get("compile")
     if c:
+        flags = {name: layer.trainable for name, layer in built.items()}
+        for name, layer in built.items():  # the optimizer state covers what compile froze
+            layer.trainable = name not in c.get("frozen", [])
         model.compile(optimizer=_optimizers.from_config(c["optimizer"]),
-                      loss=_losses.get(c["loss"]).__class__(from_logits=c["from_logits"]),
+                      loss=_losses.from_config(c["loss"], c.get("loss_config", {"from_logits": c["from_logits"]})),
                       metrics=c["metrics"])
+        for name, layer in built.items():
+            layer.trainable = flags[name]
         slots, i = [], 0
         while f"optimizer/{i}" in data:
             slots.append(data[f"optimizer/{i}"])

@@ -929,6 +929,43 @@ TEST_CASE("mae_backward (subgradient 0 at 0) and the sample-weighted MSE/MAE") {
 
 // =============================================================================== metrics
 
+TEST_CASE("huber: forward vs Keras's definition, backward vs FD on both sides of delta, weights") {
+  tlref::Rng rng(18);
+  const std::size_t B = 6, K = 4, n = B * K;
+  std::vector<float> pred = random_floats(rng, n, -3, 3), target = random_floats(rng, n, -3, 3);
+  const std::vector<float> w = random_floats(rng, B, 0.1, 2), old = random_floats(rng, n);
+  for (float delta : {1.0f, 0.4f}) {
+    for (std::size_t i = 0; i < n; ++i)  // keep away from the kinks at |e| = delta for FD
+      if (std::fabs(std::fabs(pred[i] - target[i]) - delta) < 0.05f) pred[i] += 0.2f;
+    Vec p = to_double(pred);
+    const Vec t = to_double(target);
+    std::size_t inside = 0;
+    for (const std::vector<float>* wp : {static_cast<const std::vector<float>*>(nullptr), &w}) {
+      CAPTURE(delta);
+      const float* wd = wp ? wp->data() : nullptr;
+      auto loss = [&]() {
+        Vec l(B, 0.0);
+        inside = 0;
+        for (std::size_t i = 0; i < B; ++i) {
+          for (std::size_t k = 0; k < K; ++k) {
+            const double e = std::fabs(p[i * K + k] - t[i * K + k]), d = delta;
+            inside += e <= d;
+            l[i] += e <= d ? 0.5 * e * e : d * e - 0.5 * d * d;
+          }
+          l[i] /= double(K);
+        }
+        return weighted_mean(l, wp);
+      };
+      check_close(ops::huber_forward(pred.data(), target.data(), wd, B, K, delta), loss(), 1e-6, 1e-5);
+      CHECK(inside > 0);  // both branches are exercised
+      CHECK(inside < n);
+      std::vector<float> d = old;
+      ops::huber_backward(d.data(), pred.data(), target.data(), wd, B, K, delta);
+      check_grad(d, old, p, 1e-4, loss, 1e-6, 1e-4);
+    }
+  }
+}
+
 TEST_CASE("accuracy metrics: sparse, categorical (first max on ties), binary") {
   const std::vector<float> pred{0.1f, 0.7f, 0.2f,   // argmax 1
                                 0.5f, 0.5f, 0.0f,   // tie -> 0

@@ -223,3 +223,28 @@ TEST_CASE("The callback stops training early and the model stays usable") {
     for (float v : p) CHECK(std::isfinite(v));
   }
 }
+
+TEST_CASE("a frozen middle layer: no update, no weight gradient, gradient still flows through it") {
+  Matrix x, y;
+  sine_data(3, 64, 0.05f, x, y);
+  auto m = sine_model(2, 0.01f);
+  auto& middle = dynamic_cast<Dense&>(m->layer(1));
+  const std::size_t all = m->param_count();
+  m->compile(std::make_unique<Adam>(0.01f), Loss::MSE, {}, false, {}, {&middle});
+  CHECK(m->param_count() == all);  // frozen parameters still count
+  CHECK(m->trainable_params().size() == 4);  // the first and last layers' kernels and biases
+  const std::vector<float> before = all_weights(*m);
+  middle.kernel_grad.fill(0.0f);
+  middle.bias_grad.fill(0.0f);
+  FitOptions opt;
+  opt.epochs = 2;
+  opt.batch_size = 16;
+  m->fit(x, y, opt);
+  const std::vector<float> after = all_weights(*m);
+  const long a = 16 + 16, b = a + 16 * 16 + 16;  // the middle layer's weights are [a, b)
+  CHECK_FALSE(bit_identical({before.begin(), before.begin() + a}, {after.begin(), after.begin() + a}));
+  CHECK(bit_identical({before.begin() + a, before.begin() + b}, {after.begin() + a, after.begin() + b}));
+  CHECK_FALSE(bit_identical({before.begin() + b, before.end()}, {after.begin() + b, after.end()}));
+  for (float g : middle.kernel_grad) CHECK(g == 0.0f);  // no weight-gradient work was done
+  for (float g : middle.bias_grad) CHECK(g == 0.0f);
+}

@@ -46,6 +46,9 @@ class Layer {
   std::string name;
   Initializer kernel_initializer = Initializer::GlorotUniform;
   float kernel_l2 = 0.0f;  // L2 penalty on the "kernel" parameter: kernel_l2 * sum(w^2)
+  // Whether backward accumulates the parameter gradients (the model clears it for a frozen
+  // layer before calling backward, so no weight-gradient work is done for it).
+  bool param_grads = true;
 
   // Creates the weights for inputs of these per-sample shapes and returns the output's
   // per-sample shape. Throws std::invalid_argument, naming the layer, when they do not fit.

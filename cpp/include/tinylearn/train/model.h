@@ -34,10 +34,12 @@
 
 namespace tinylearn {
 
-enum class Loss { MSE, MAE, BinaryCrossentropy, CategoricalCrossentropy, SparseCategoricalCrossentropy };
+enum class Loss { MSE, MAE, BinaryCrossentropy, CategoricalCrossentropy, SparseCategoricalCrossentropy, Huber };
 // Accuracy follows the loss, as Keras's "accuracy": sparse (argmax == label), categorical
-// (argmax == argmax) or binary (p > 0.5, or logit > 0 with from_logits).
-enum class Metric { MAE, MSE, Accuracy };
+// (argmax == argmax) or binary (p > 0.5, or logit > 0 with from_logits). The named accuracies
+// are Keras's metrics of those names: SparseCategoricalAccuracy needs the sparse loss (labels),
+// BinaryAccuracy thresholds at 0.5.
+enum class Metric { MAE, MSE, Accuracy, SparseCategoricalAccuracy, CategoricalAccuracy, BinaryAccuracy };
 
 std::string loss_name(Loss loss);
 
@@ -101,6 +103,24 @@ class Adam final : public Optimizer {
   std::vector<std::vector<float>> m_, v_;
 };
 
+// RMSprop as Keras computes it: v = rho v + (1 - rho) g^2; centered: a = rho a + (1 - rho) g and
+// the denominator is v - a^2; step = lr g / sqrt(denominator + epsilon) (epsilon inside the root);
+// with momentum: m = momentum m + step, w -= m; else w -= step.
+class RMSprop final : public Optimizer {
+ public:
+  explicit RMSprop(float lr = 0.001f, float rho = 0.9f, float momentum = 0.0f,
+                   float epsilon = 1e-7f, bool centered = false);
+  std::string kind() const override { return "rmsprop"; }
+  void step(std::vector<Param>& params) override;
+  std::vector<std::vector<float>*> slots() override;  // velocities, then momenta, then averages
+  void prepare(const std::vector<Param>& params) override;
+  float rho, momentum, epsilon;
+  bool centered;
+
+ private:
+  std::vector<std::vector<float>> velocity_, momentum_, average_;
+};
+
 struct FitOptions {
   int epochs = 1;
   std::size_t batch_size = 32;
@@ -146,8 +166,15 @@ class Model {
   // output does not depend on the input.
   void build(std::uint64_t seed);
   bool built() const { return built_; }
+  // `metric_names` (one per metric, or empty for the defaults "mae", "mse", "accuracy", ...)
+  // key the metrics in fit's logs and History. `frozen`: layers (Keras's trainable=False) that
+  // fit neither updates nor computes weight gradients for (their L2 penalty still counts in the
+  // loss); a frozen BatchNormalization runs in inference mode in fit (moving statistics used,
+  // not updated). The optimizer's state covers the trainable parameters of this compile.
   void compile(std::unique_ptr<Optimizer> optimizer, Loss loss, std::vector<Metric> metrics = {},
-               bool from_logits = false);
+               bool from_logits = false, std::vector<std::string> metric_names = {},
+               std::vector<const Layer*> frozen = {}, float huber_delta = 1.0f);
+  bool frozen(const Layer* layer) const;
   bool compiled() const { return optimizer_ != nullptr; }
 
   History fit(const Tensor& x, const Tensor& y, const FitOptions& options,
@@ -166,8 +193,9 @@ class Model {
   int output_node() const { return output_; }
   // Nodes from the input to the output, in graph (topological) order.
   const std::vector<int>& path() const { return path_; }
+  // Parameters of every layer on the path, frozen ones included (not the moving statistics).
   std::size_t param_count();
-  // Trainable parameters in optimizer order (a shared layer's once).
+  // Trainable parameters (of the layers not frozen) in optimizer order (a shared layer's once).
   std::vector<Param> trainable_params() { return all_params(); }
   Optimizer* optimizer() { return optimizer_.get(); }
   const std::vector<Metric>& metrics() const { return metrics_; }
@@ -186,7 +214,7 @@ class Model {
                      const float* weights) const;
   float metric_value(Metric m, const Tensor& pred, const float* y, const std::int32_t* labels) const;
   // The layers' L2 penalties (sum of kernel_l2 * sum(kernel^2)); with add_gradient, also adds
-  // their gradients (2 * kernel_l2 * kernel) to the kernels' gradients.
+  // their gradients (2 * kernel_l2 * kernel) to the kernels' gradients (not the frozen ones).
   float regularization(bool add_gradient);
   std::vector<Param> all_params();
   // Runs the path on a batch; acts[node] receives each node's output.
@@ -198,6 +226,9 @@ class Model {
   Loss loss_ = Loss::MSE;
   bool from_logits_ = false;
   std::vector<Metric> metrics_;
+  std::vector<std::string> metric_names_;
+  std::vector<const Layer*> frozen_;
+  float huber_delta_ = 1.0f;
   bool built_ = false;
 };
 

@@ -210,6 +210,14 @@ float mean_absolute_error_forward(const float* pred, const float* target,
 void mean_absolute_error_backward(float* dpred, const float* pred, const float* target,
                                   const float* sample_weight, std::size_t B, std::size_t K);
 
+// Huber loss (Keras's huber), e = pred - target:
+//   l_i = mean_k h(e_ik), h(e) = e^2 / 2 where |e| <= delta, else delta * (|e| - delta / 2);
+//   dh/de = e where |e| <= delta, else delta * sign(e).  delta must be > 0.
+float huber_forward(const float* pred, const float* target, const float* sample_weight,
+                    std::size_t B, std::size_t K, float delta = 1.0f);
+void huber_backward(float* dpred, const float* pred, const float* target,
+                    const float* sample_weight, std::size_t B, std::size_t K, float delta = 1.0f);
+
 // ---------------------------------------------------------------------------------------------
 // Metrics: the fraction of correct samples in the batch, in [0, 1] (0 for an empty batch).
 // argmax takes the first maximum on ties (as ops.argmax).

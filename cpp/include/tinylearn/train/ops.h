@@ -16,7 +16,7 @@ void dense_forward(float* out, const float* inp, const float* weight, const floa
                    std::size_t B, std::size_t C, std::size_t OC);
 
 //   dinp:    (B, C), or null when the input needs no gradient
-//   dweight: (C, OC)
+//   dweight: (C, OC) or null (a frozen kernel)
 //   dbias:   (OC) or null
 //   dout:    (B, OC)
 //   inp:     (B, C)
