@@ -123,6 +123,7 @@ def address_space_limit(extra_bytes):
 
 
 def cnn_model():
+    tl.clear_session()  # Keras's layer names, numbered from the start: conv2d, dense, ...
     inp = tl.Input((6, 6, 2))
     x = L.Conv2D(3, 3, padding="same", activation="relu")(inp)
     x = L.BatchNormalization()(x)
@@ -145,7 +146,7 @@ def test_declared_sizes_are_checked_before_anything_is_built(tmp_path, units):
     hostile = write_npz(tmp_path / "hostile.tlmodel", arrays, meta)
     assert hostile.stat().st_size < 8000
     with address_space_limit(256 << 20):
-        with pytest.raises(tl.ModelFormatError, match=rf"layer 'dense' \(Dense\): units is {units} but the "
+        with pytest.raises(tl.ModelFormatError, match=rf"layer '{m.layers[0].name}' \(Dense\): units is {units} but the "
                                                       r"stored kernel has shape \(4, 8\)"):
             tl.load_model(hostile)
 
@@ -162,15 +163,15 @@ def test_every_declared_size_is_compared_with_the_stored_weights(tmp_path):
         (lambda: by_kind["Conv2D"]["config"].__setitem__("filters", 7),
          r"'conv2d' \(Conv2D\): filters is 7 but the stored kernel has shape \(3, 3, 2, 3\)"),
         (lambda: by_kind["DepthwiseConv2D"]["config"].__setitem__("depth_multiplier", 9),
-         r"'depthwiseconv2d' \(DepthwiseConv2D\): depth_multiplier is 9 but the stored kernel"),
+         r"'depthwise_conv2d' \(DepthwiseConv2D\): depth_multiplier is 9 but the stored kernel"),
         (lambda: by_kind["BatchNormalization"]["config"].__setitem__("center", False),
-         r"'batchnormalization' \(BatchNormalization\): the file holds 4 weight arrays, the layer has 3"),
+         r"'batch_normalization' \(BatchNormalization\): the file holds 4 weight arrays, the layer has 3"),
         # a pooling window that changes the flattened size reaches the Dense kernel's input: the
         # pool sees 3x3x6; a 1x1 window at the saved strides 2 gives (3 - 1) // 2 + 1 = 2, so 2*2*6
         (lambda: by_kind["MaxPooling2D"]["config"].__setitem__("pool_size", [1, 1]),
          r"'dense' \(Dense\): input features is 24 but the stored kernel has shape \(6, 2\)"),
         (lambda: by_kind["MaxPooling2D"]["config"].__setitem__("pool_size", [9, 9]),
-         r"'maxpooling2d' \(MaxPooling2D\): the window \(9, 9\) is larger than its input \(3, 3\)"),
+         r"'max_pooling2d' \(MaxPooling2D\): the window \(9, 9\) is larger than its input \(3, 3\)"),
     ]
     original = json.dumps(meta)
     for edit, message in cases:
@@ -186,6 +187,7 @@ def test_every_declared_size_is_compared_with_the_stored_weights(tmp_path):
 
 
 def test_npy_header_claiming_a_huge_shape_is_refused_before_its_data_is_read(tmp_path):
+    tl.clear_session()
     m = tl.Sequential([L.Dense(2, input_shape=(4,))])
     m.build(seed=0)
     with zipfile.ZipFile(m.save(tmp_path / "m.tlmodel")) as z:
