@@ -299,6 +299,11 @@ def test_load_int8_refuses_an_arena_above_its_limit(tmp_path, sine_int8):
     assert tl.load_int8(tmp_path / "sine.tlm", max_arena_bytes=None).arena_bytes == 32
     with pytest.raises(TypeError, match="max_arena_bytes: expected an int or None, got str"):
         tl.load_int8(tmp_path / "sine.tlm", max_arena_bytes="1")
+    # from_tflite takes the same limit.
+    data = sine_int8.to_tflite()
+    with pytest.raises(ValueError, match=r"needs an arena of 32 bytes, above the limit of 16"):
+        tl.from_tflite(data, max_arena_bytes=16)
+    assert tl.from_tflite(data).arena_bytes == 32
 
 
 # ---------------------------------------------------------------------------------------------

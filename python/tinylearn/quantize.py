@@ -310,11 +310,12 @@ def convert(model, representative_data) -> Int8Model:
     return Int8Model(_core.lower(d), graph=_graph_from_core(d))
 
 
-def from_tflite(src) -> Int8Model:
+def from_tflite(src, *, max_arena_bytes: int | None = MAX_ARENA_BYTES) -> Int8Model:
     """Imports a fully int8-quantized .tflite model (path or bytes) made of the operators the
     int8 core runs (float32 only as the input of a first QUANTIZE or the output of a last
     DEQUANTIZE). An operator it does not support raises UnsupportedModelError (a ValueError)
-    naming it, its index and what was expected."""
+    naming it, its index and what was expected. A model whose arena would exceed
+    `max_arena_bytes` is refused, as by load_int8."""
     read_tflite = _tflite_io("from_tflite").read_tflite
 
     g = read_tflite(src)
@@ -327,7 +328,7 @@ def from_tflite(src) -> Int8Model:
         raise UnsupportedModelError(
             f"from_tflite: the int8 core refuses the model: {_core.status_str(status)} "
             f"(status {status})" + _rejection_detail(blob, status, bad_op, bad_tensor, g))
-    return Int8Model(blob, graph=g)
+    return Int8Model(blob, graph=g, max_arena_bytes=max_arena_bytes)
 
 
 def _tflite_io(what: str):
