@@ -52,11 +52,9 @@ class Int8Model:
         status, arena, bad_op, bad_tensor = _core.inspect_blob(blob)
         if status != 0:
             try:
-                _core.Int8Model(blob)  # the same rejection, with the runtime's own words
-                message = f"invalid tinylearn model: {_core.status_str(status)} (status {status})"
+                _core.Int8Model(blob)  # the same rejection, in the runtime's words (newer versions)
             except ValueError as e:
-                message = str(e)
-            raise ModelFormatError(message + _rejection_detail(blob, status, bad_op, bad_tensor)) from None
+                raise ModelFormatError(str(e) + _rejection_detail(blob, status, bad_op, bad_tensor)) from None
         if max_arena_bytes is not None and arena > max_arena_bytes:
             raise ValueError(f"max_arena_bytes: the model needs an arena of {arena:,} bytes, above "
                              f"the limit of {int(max_arena_bytes):,}; pass a larger "
