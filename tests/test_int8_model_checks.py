@@ -108,7 +108,7 @@ def test_float_io_model_on_the_firmware_equals_litert(tmp_path):
     assert y_dev.dtype == np.float32
     np.testing.assert_array_equal(y_dev, run_litert(data, x))
     assert icount.shape == (6,) and (icount > 0).all()
-    with pytest.raises(TypeError, match="expected an float32 array, got dtype int8"):
+    with pytest.raises(TypeError, match="expected a float32 array, got dtype int8"):
         fw.run(np.zeros((1,) + x.shape[1:], np.int8))
 
 

@@ -69,8 +69,9 @@ class Firmware:
         """
         x = np.asarray(x_int8)
         dtype = self.model.input_dtype  # int8, or float32 for a model starting with QUANTIZE
+        article = "an" if dtype == np.int8 else "a"
         if x.dtype != dtype:
-            raise TypeError(f"run: expected an {dtype.name} array, got dtype {x.dtype}")
+            raise TypeError(f"run: expected {article} {dtype.name} array, got dtype {x.dtype}")
         sample = tuple(self.model.input_shape[1:])
         if x.ndim == 1 and sample == (1,):
             x = x.reshape(-1, 1)
