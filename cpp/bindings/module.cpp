@@ -159,6 +159,7 @@ py::dict tensor_dict(const tlm_tensor_info& t) {
   d["scale"] = t.scale;
   d["zero_point"] = t.zero_point;
   d["bytes"] = t.bytes;
+  d["dtype"] = t.type == TLM_TYPE_FLOAT32 ? "float32" : t.type == TLM_TYPE_INT32 ? "int32" : "int8";
   return d;
 }
 
@@ -400,6 +401,22 @@ PYBIND11_MODULE(_core, m) {
       },
       py::arg("graph"), "Serializes a graph dict into a model blob (arena planned).");
 
+  m.def("inspect_blob",
+        [](const py::bytes& blob) {
+          const std::string_view v(blob);
+          std::vector<std::uint32_t> aligned((v.size() + 3) / 4 + 1, 0);
+          std::memcpy(aligned.data(), v.data(), v.size());
+          tlm_model model;
+          model.error_op = model.error_tensor = TLM_NO_INDEX;
+          const tlm_status s = tlm_model_init(&model, aligned.data(), v.size());
+          return py::make_tuple(int(s), s == TLM_OK ? tlm_arena_bytes(&model) : 0u,
+                                int(model.error_op), int(model.error_tensor));
+        },
+        py::arg("blob"),
+        "Validates a model blob without allocating its arena: (status, arena bytes, index of the "
+        "rejected operator, index of the rejected tensor), 0xFFFF for neither.");
+  m.def("status_str", [](int s) { return std::string(tlm_status_str(tlm_status(s))); });
+
   py::class_<Int8Model>(m, "Int8Model")
       .def(py::init([](const py::bytes& blob) {
              const std::string_view v(blob);
@@ -436,7 +453,7 @@ PYBIND11_MODULE(_core, m) {
              return invoke_rows(q, static_cast<const std::int8_t*>(x.data()), std::size_t(x.shape(0)));
            })
       .def("predict", [](Int8Model& q, const FloatArray& x) {
-        const std::size_t in = q.input_size(), out = q.output_size();
+        const std::size_t in = q.input_elements(), out = q.output_elements();
         if (x.ndim() != 2 || std::size_t(x.shape(1)) != in)
           throw std::invalid_argument("predict: expected input of shape (N, " + std::to_string(in) + ")");
         const std::size_t n = std::size_t(x.shape(0));

@@ -155,13 +155,17 @@ void Int8Model::invoke(const std::int8_t* in, std::int8_t* out, std::size_t n) {
 
 void Int8Model::predict(const float* in, float* out, std::size_t n) {
   const tlm_tensor_info ii = input_info(), oi = output_info();
-  const QuantParams iq{ii.scale, ii.zero_point};
-  std::vector<std::int8_t> qin(n * ii.bytes), qout(n * oi.bytes);
-  for (std::size_t i = 0; i < qin.size(); ++i) {
+  const std::size_t in_count = n * input_elements(), out_count = n * output_elements();
+  for (std::size_t i = 0; i < in_count; ++i)
     if (!std::isfinite(in[i])) throw std::invalid_argument("predict: x contains NaN or infinity");
-    qin[i] = quantize_value(in[i], iq);
-  }
-  invoke(qin.data(), qout.data(), n);
+  // A float32 input or output (the model starts with QUANTIZE or ends with DEQUANTIZE) is the
+  // model's own: passed as it is.
+  const bool float_in = ii.type == TLM_TYPE_FLOAT32, float_out = oi.type == TLM_TYPE_FLOAT32;
+  std::vector<std::int8_t> qin(float_in ? 0 : in_count), qout(float_out ? 0 : out_count);
+  const QuantParams iq{ii.scale, ii.zero_point};
+  for (std::size_t i = 0; i < qin.size(); ++i) qin[i] = quantize_value(in[i], iq);
+  invoke(float_in ? reinterpret_cast<const std::int8_t*>(in) : qin.data(),
+         float_out ? reinterpret_cast<std::int8_t*>(out) : qout.data(), n);
   // TFLite's Dequantize: the product in double, then rounded to float.
   for (std::size_t i = 0; i < qout.size(); ++i)
     out[i] = float(double(oi.scale) * double(std::int32_t(qout[i]) - oi.zero_point));

@@ -238,10 +238,12 @@ tlm_status read_fc(const tlm_model* m, const uint8_t* r, FcOp* op) {
   if (op->has_scales) return TLM_ERR_UNKNOWN_OP;  // per-channel weights are compiled out
 #endif
   memcpy(&op->params, m->blob + rd_u32(r + 20), params_bytes);
-  // weights [out, in]; input [..., in]; output [..., out] with the same leading elements.
+  // weights [out, in]; the input, any shape, is read as [batches, in] (TFLite's implicit
+  // flatten: its element count a multiple of in); output [..., out] of batches rows.
   if (op->weights.rank != 2) return TLM_ERR_SHAPE;
   const int32_t out_n = op->weights.dims[0], in_n = op->weights.dims[1];
-  if (op->input.dims[op->input.rank - 1] != in_n || op->output.dims[op->output.rank - 1] != out_n)
+  if (op->input.bytes % static_cast<uint32_t>(in_n) != 0 ||
+      op->output.dims[op->output.rank - 1] != out_n)
     return TLM_ERR_SHAPE;
   op->dims.batches = static_cast<int32_t>(op->input.bytes / static_cast<uint32_t>(in_n));
   op->dims.in_features = in_n;
@@ -989,6 +991,31 @@ uint64_t host_pack(const tlm_model* m, uint8_t* base) {
 }
 #endif
 
+#if TLM_WITH_HOST_VALIDATION
+// Tensor i is the model's input or output, or an operand of one of its operators (validated:
+// each has exactly one output, at offset 16, and at most 6 inputs from offset 4).
+__attribute__((noinline)) bool tensor_used(const tlm_model* m, uint32_t i) {
+  if (i == m->input_tensor || i == m->output_tensor) return true;
+  for (uint32_t k = 0; k < m->op_count; ++k) {
+    const uint8_t* r = op_record(m, k);
+    if (rd_u16(r + 16) == i) return true;
+    for (uint32_t j = 0; j < r[2]; ++j)
+      if (rd_u16(r + 4 + 2 * j) == i) return true;
+  }
+  return false;
+}
+#endif
+
+// Where tlm_model_init rejected a blob (ops_config.h: TLM_WITH_HOST_VALIDATION).
+inline void set_error(tlm_model* model, uint32_t op, uint32_t tensor) {
+#if TLM_WITH_HOST_VALIDATION
+  model->error_op = static_cast<uint16_t>(op);
+  model->error_tensor = static_cast<uint16_t>(tensor);
+#else
+  (void)model, (void)op, (void)tensor;
+#endif
+}
+
 }  // namespace
 
 extern "C" {
@@ -996,6 +1023,7 @@ extern "C" {
 tlm_status tlm_model_init(tlm_model* model, const void* blob, size_t bytes) {
   if (!model || !blob) return TLM_ERR_NULL;
   model->blob = nullptr;  // unusable until validated (no memset: it would link 160 B of newlib)
+  set_error(model, TLM_NO_INDEX, TLM_NO_INDEX);
   const uint8_t* b = static_cast<const uint8_t*>(blob);
   if (!aligned4(b)) return TLM_ERR_ALIGNMENT;
   if (bytes < TLM_HEADER_BYTES) return TLM_ERR_TRUNCATED;
@@ -1027,7 +1055,10 @@ tlm_status tlm_model_init(tlm_model* model, const void* blob, size_t bytes) {
   Tensor t;
   for (uint32_t i = 0; i < m.tensor_count; ++i) {
     const tlm_status s = check_tensor(&m, i, payload);
-    if (s != TLM_OK) return s;
+    if (s != TLM_OK) {
+      set_error(model, TLM_NO_INDEX, i);
+      return s;
+    }
     read_tensor(&m, i, &t);
     if (t.storage == TLM_STORAGE_ARENA) arena_sum += (t.bytes + 3u) & ~3u;
   }
@@ -1041,9 +1072,23 @@ tlm_status tlm_model_init(tlm_model* model, const void* blob, size_t bytes) {
   }
   for (uint32_t i = 0; i < m.op_count; ++i) {
     const tlm_status s = check_op(&m, i, payload);
-    if (s != TLM_OK) return s;
+    if (s != TLM_OK) {
+      set_error(model, i, TLM_NO_INDEX);
+      return s;
+    }
   }
+#if TLM_WITH_HOST_VALIDATION
+  // Every tensor is an operand of some operator, or the model's input or output: a tensor nothing
+  // uses only costs memory (an unused arena tensor would also inflate the arena claim checked
+  // above). A scan per tensor, no table: init runs once, and a table's zeroing links memset.
+  for (uint32_t i = 0; i < m.tensor_count; ++i)
+    if (!tensor_used(&m, i)) {
+      set_error(model, TLM_NO_INDEX, i);
+      return TLM_ERR_UNUSED_TENSOR;
+    }
+#endif
   *model = m;
+  set_error(model, TLM_NO_INDEX, TLM_NO_INDEX);
   return TLM_OK;
 }
 
@@ -1272,6 +1317,7 @@ const char* tlm_status_str(tlm_status s) {
     case TLM_ERR_ARENA_TOO_SMALL: return "arena too small";
     case TLM_ERR_BAD_PARAMS: return "operator parameters out of range";
     case TLM_ERR_BAD_HEADER: return "invalid header";
+    case TLM_ERR_UNUSED_TENSOR: return "a tensor no operator uses";
   }
   return "unknown status";
 }

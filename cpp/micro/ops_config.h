@@ -56,4 +56,13 @@
 #define TLM_WITH_DEQUANTIZE 1
 #endif
 
+// Checks of tlm_model_init that serve a host runner: refusing tensors no operator uses (a host
+// allocates the arena a blob claims; TLM_ERR_UNUSED_TENSOR) and saying where a blob is rejected
+// (tlm_model.error_op / error_tensor). A device's arena is a fixed array, and its firmware
+// reports the status only: firmware/CMakeLists.txt builds without them (TL_HOST_VALIDATION=OFF),
+// which keeps the smallest image within 4 KB of flash.
+#ifndef TLM_WITH_HOST_VALIDATION
+#define TLM_WITH_HOST_VALIDATION 1
+#endif
+
 #endif  // TINYLEARN_MICRO_OPS_CONFIG_H

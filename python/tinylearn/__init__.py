@@ -14,6 +14,7 @@ from ._core import FORMAT_VERSION
 from .layers import Input, clear_session
 from .models import History, Model, Sequential
 from .keras_io import from_keras
+from .errors import UnsupportedModelError
 from .quantize import Int8Model, ModelFormatError, convert, from_tflite, load_int8
 from .saving import load_model
 
@@ -27,6 +28,7 @@ __all__ = [
     "Model",
     "ModelFormatError",
     "Sequential",
+    "UnsupportedModelError",
     "__version__",
     "applications",
     "callbacks",

@@ -101,7 +101,7 @@ def _require(what: str, names) -> None:
 class FirmwareRun:
     """Outputs of the firmware for each input sample, and instructions per inference."""
 
-    outputs: np.ndarray        # int8 (N, outputs)
+    outputs: np.ndarray        # int8 (N, outputs); float32 for a model ending with DEQUANTIZE
     instructions: np.ndarray   # int64 (N,), guest instructions inside tlm_invoke
 
     def __iter__(self):  # y, icount = fw.run(x)
@@ -123,23 +123,27 @@ class Firmware:
         The inputs reach the firmware through semihosting; it prints each output over USART1.
         """
         x = np.asarray(x_int8)
-        if x.dtype != np.int8:
-            raise TypeError(f"run: expected an int8 array, got dtype {x.dtype}")
+        dtype = self.model.input_dtype  # int8, or float32 for a model starting with QUANTIZE
+        article = "an" if dtype == np.int8 else "a"
+        if x.dtype != dtype:
+            raise TypeError(f"run: expected {article} {dtype.name} array, got dtype {x.dtype}")
         sample = tuple(self.model.input_shape[1:])
         if x.ndim == 1 and sample == (1,):
             x = x.reshape(-1, 1)
         if x.shape[1:] != sample or x.shape[0] == 0:
-            raise ValueError(f"run: expected a non-empty int8 array of shape (N, {', '.join(map(str, sample))}), "
-                             f"got {x.shape}")
+            raise ValueError(f"run: expected a non-empty {dtype.name} array of shape "
+                             f"(N, {', '.join(map(str, sample))}), got {x.shape}")
         with tempfile.TemporaryDirectory(prefix="tinylearn-fw-") as d:
-            Path(d, "input.bin").write_bytes(np.ascontiguousarray(x).tobytes())
+            Path(d, "input.bin").write_bytes(np.ascontiguousarray(x, dtype=dtype.newbyteorder("<")).tobytes())
             try:
                 p = subprocess.run(qemu_command(self.elf, self.board), cwd=d, stdin=subprocess.DEVNULL, capture_output=True,
                                    text=True, timeout=timeout)
             except subprocess.TimeoutExpired:
                 raise RuntimeError(f"the firmware did not finish within {timeout} s on QEMU") from None
-        out = _parse_run(p, len(x), int(np.prod(self.model.output_shape[1:])))
-        return FirmwareRun(out.outputs.reshape((len(x),) + tuple(self.model.output_shape[1:])), out.instructions)
+        out_dtype = self.model.output_dtype
+        out = _parse_run(p, len(x), int(np.prod(self.model.output_shape[1:])) * out_dtype.itemsize)
+        y = out.outputs.view(out_dtype.newbyteorder("<")).astype(out_dtype)
+        return FirmwareRun(y.reshape((len(x),) + tuple(self.model.output_shape[1:])), out.instructions)
 
     def __repr__(self) -> str:
         return f"Firmware({self.elf.name}, board={self.board!r}, flash={self.flash_bytes} B, ram={self.ram_bytes} B)"
@@ -154,7 +158,8 @@ def qemu_command(elf, board: str = "netduinoplus2") -> list[str]:
             "-icount", "shift=0", "-kernel", str(Path(elf).resolve())]
 
 
-def _parse_run(p: subprocess.CompletedProcess, n: int, out_features: int) -> FirmwareRun:
+def _parse_run(p: subprocess.CompletedProcess, n: int, out_bytes: int) -> FirmwareRun:
+    """The firmware's output lines: (n, out_bytes) bytes as int8, and the instruction counts."""
     outputs, counts, done = [], [], None
     for line in p.stdout.splitlines():
         parts = line.strip().split()
@@ -171,8 +176,8 @@ def _parse_run(p: subprocess.CompletedProcess, n: int, out_features: int) -> Fir
         raise RuntimeError(f"the firmware run failed (exit {p.returncode}, {len(outputs)} of {n} "
                            f"outputs)\nstdout:\n{p.stdout[-2000:]}\nstderr:\n{p.stderr[-2000:]}")
     out = np.stack(outputs)
-    if out.shape != (n, out_features):
-        raise RuntimeError(f"the firmware printed outputs of shape {out.shape}, expected {(n, out_features)}")
+    if out.shape != (n, out_bytes):
+        raise RuntimeError(f"the firmware printed outputs of {out.shape[1]} bytes, expected {out_bytes}")
     return FirmwareRun(out, np.asarray(counts, dtype=np.int64))
 
 
@@ -194,6 +199,29 @@ def _elf_footprint(elf: Path, board: dict) -> tuple[int, int]:
     return flash, ram
 
 
+# Flash the firmware needs besides the model: vectors, startup, harness and the core with every
+# operator (arm-none-eabi-gcc 12.2, -Os, TL_OPS=ALL: 14.5 KB of text; a model using fewer
+# operators needs less). The default stack (firmware/CMakeLists.txt, TL_STACK_SIZE).
+_RUNTIME_FLASH_BYTES = 16 * 1024
+_DEFAULT_STACK_BYTES = 1024
+
+
+def _check_fits(model: Int8Model, board: str, stack_bytes: int | None) -> None:
+    """Refuses, before any build, a model whose blob and runtime exceed the board's flash or
+    whose arena and stack exceed its RAM."""
+    flash_size, ram_size = BOARDS[board]["flash"][1], BOARDS[board]["ram"][1]
+    stack = _DEFAULT_STACK_BYTES if stack_bytes is None else int(stack_bytes)
+    flash = model.size_bytes + _RUNTIME_FLASH_BYTES
+    ram = (model.arena_bytes + 3) // 4 * 4 + stack
+    if flash > flash_size or ram > ram_size:
+        raise ValueError(
+            f"build_firmware: the model does not fit the board {board!r}: it needs about "
+            f"{flash:,} bytes of flash (model {model.size_bytes:,} + runtime code up to "
+            f"{_RUNTIME_FLASH_BYTES:,}) and {ram:,} bytes of RAM (arena {model.arena_bytes:,} + "
+            f"stack {stack:,}); the board has {flash_size:,} bytes of flash and {ram_size:,} "
+            "bytes of RAM")
+
+
 def build_firmware(model: Int8Model, board: str = "netduinoplus2", out_dir=None,
                    stack_bytes: int | None = None) -> Firmware:
     """Builds bare-metal firmware holding `model` and tinylearn's inference core.
@@ -205,6 +233,7 @@ def build_firmware(model: Int8Model, board: str = "netduinoplus2", out_dir=None,
         raise TypeError(f"build_firmware: expected an Int8Model (from tl.convert), got {type(model).__name__}")
     if board not in BOARDS:
         raise ValueError(f"build_firmware: unknown board {board!r}; expected one of {sorted(BOARDS)}")
+    _check_fits(model, board, stack_bytes)
     _require("build_firmware", _BUILD_NEEDS)
     cmake = _which("cmake")
     src, core = _firmware_source()

@@ -155,8 +155,9 @@ class QGraph:
         """Check the graph's structure; raise ``ValueError`` naming the first problem found.
 
         Checks: tensor fields (dtype, shape, quantization, constant data), indices, op names,
-        arities, options, dtypes around each op, that every tensor is written at most once,
-        and that every op reads only graph inputs, constants or earlier ops' outputs.
+        arities, options, dtypes around each op, each op's output shape against the one TFLite
+        computes from its inputs and options, that every tensor is written at most once, and
+        that every op reads only graph inputs, constants or earlier ops' outputs.
         Returns the graph.
         """
         n = len(self.tensors)
@@ -212,6 +213,7 @@ class QGraph:
                 available.add(k)
             _check_options(where, op)
             _check_op_tensors(where, op, self.tensors)
+            _check_output_shape(where, op, self.tensors)
         for k in self.outputs:
             if k not in available:
                 raise ValueError(f"graph output {k} ({self.tensors[k].name!r}) is never written")
@@ -382,3 +384,62 @@ def _check_op_tensors(where: str, op: QOp, tensors: list[QTensor]) -> None:
     elif op.op in ("MAX_POOL_2D", "AVERAGE_POOL_2D"):
         need(len(x.shape) == 4 and len(out.shape) == 4,
              f"input and output must be NHWC (rank 4), got {x.shape} and {out.shape}")
+
+
+def _window_out(size: int, filt: int, stride: int, padding: str) -> int:
+    """TFLite's ComputeOutSize (kernels/padding.h), dilation 1."""
+    return (size + stride - 1) // stride if padding == "SAME" else (size - filt + stride) // stride
+
+
+def _check_output_shape(where: str, op: QOp, tensors: list[QTensor]) -> None:
+    """The output shape TFLite's Prepare computes from the inputs and options must be the one
+    the graph stores: a runtime recomputes it (LiteRT does), so another stored shape would mean
+    another result."""
+    x = tensors[op.inputs[0]]
+    out = tensors[op.outputs[0]].shape
+    o = op.options
+    how = f"the input {x.shape}"
+    if op.op in ("CONV_2D", "DEPTHWISE_CONV_2D", "MAX_POOL_2D", "AVERAGE_POOL_2D"):
+        if op.op in ("MAX_POOL_2D", "AVERAGE_POOL_2D"):
+            fh, fw, channels = o["filter_h"], o["filter_w"], x.shape[3]
+            how += f", a {fh}x{fw} window"
+        else:
+            w = tensors[op.inputs[1]].shape
+            fh, fw = w[1], w[2]
+            channels = w[0] if op.op == "CONV_2D" else w[3]
+            how += f", the filter {w}"
+        how += f", strides {o['stride_h']}x{o['stride_w']} and {o['padding']} padding"
+        want = (x.shape[0], _window_out(x.shape[1], fh, o["stride_h"], o["padding"]),
+                _window_out(x.shape[2], fw, o["stride_w"], o["padding"]), channels)
+    elif op.op == "FULLY_CONNECTED":
+        units, depth = tensors[op.inputs[1]].shape
+        how += f" and the weights ({units}, {depth})"
+        if o["keep_num_dims"]:
+            how += " with keep_num_dims"
+            want = x.shape[:-1] + (units,) if x.shape and x.shape[-1] == depth else None
+        else:
+            want = (int(np.prod(x.shape)) // depth, units)
+    elif op.op == "ADD":
+        y = tensors[op.inputs[1]].shape
+        how += f" and {y}"
+        try:
+            want = tuple(np.broadcast_shapes(x.shape, y))
+        except ValueError:
+            want = None
+    elif op.op == "CONCATENATION":
+        axis = o["axis"]
+        sizes = [tensors[k].shape[axis] if axis < len(tensors[k].shape) else 0 for k in op.inputs]
+        how = f"the inputs {[tensors[k].shape for k in op.inputs]} along axis {axis}"
+        want = x.shape[:axis] + (sum(sizes),) + x.shape[axis + 1:]
+    elif op.op == "MEAN":
+        axes = set(o["axes"])
+        how += f", axes {o['axes']}" + (" with keep_dims" if o["keep_dims"] else "")
+        want = tuple(1 if k in axes else d for k, d in enumerate(x.shape) if o["keep_dims"] or k not in axes)
+    elif op.op in ("SOFTMAX", "RELU", "RELU6", "QUANTIZE", "DEQUANTIZE"):
+        want = x.shape
+    else:  # RESHAPE: the element count (checked above) is what the data fixes
+        return
+    if want != out:
+        raise ValueError(f"{where}: output shape {out} does not match "
+                         f"{want if want is not None else 'any shape'}, the shape TFLite computes "
+                         f"from {how}")

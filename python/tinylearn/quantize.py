@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import keyword
 import re
 from pathlib import Path
 
@@ -11,10 +10,19 @@ import numpy as np
 from . import _core
 from ._io import write_atomic
 from ._validate import as_float_array
+from .errors import UnsupportedModelError
 
-__all__ = ["Int8Model", "ModelFormatError", "convert", "from_tflite", "load_int8"]
+__all__ = ["Int8Model", "MAX_ARENA_BYTES", "ModelFormatError", "convert", "from_tflite",
+           "load_int8"]
 
 _NP_DTYPES = {"int8": np.int8, "int32": np.dtype("<i4"), "float32": np.dtype("<f4")}
+
+# The largest arena a model may ask for unless the caller allows more (max_arena_bytes=): a
+# blob of a few bytes can declare tensors of up to 1 GiB each, and the host runtime allocates the
+# arena when it loads the model. 256 MiB is hundreds of times what a microcontroller holds.
+MAX_ARENA_BYTES = 256 * 1024 * 1024
+
+_NO_INDEX = 0xFFFF
 
 
 class ModelFormatError(ValueError):
@@ -24,24 +32,44 @@ class ModelFormatError(ValueError):
 class Int8Model:
     """An int8 model in tinylearn's blob format (see cpp/include/tinylearn/micro/format.h).
 
-    Runs in C++ with the same freestanding core that the firmware runs.
+    Runs in C++ with the same freestanding core that the firmware runs. Its input and output are
+    int8, or float32 for a model that starts with QUANTIZE or ends with DEQUANTIZE (as TFLite
+    models with float inputs or outputs do): ``input_dtype`` and ``output_dtype`` say which.
+
+    ``max_arena_bytes`` (default ``MAX_ARENA_BYTES``, 256 MiB; None for no limit) refuses, before
+    any allocation, a model that needs a larger arena.
     """
 
-    def __init__(self, blob: bytes, graph=None):
+    def __init__(self, blob: bytes, graph=None, *, max_arena_bytes: int | None = MAX_ARENA_BYTES):
         if not isinstance(blob, (bytes, bytearray, memoryview)):
             raise TypeError(f"expected the model as bytes, got {type(blob).__name__}")
-        try:
-            self._m = _core.Int8Model(bytes(blob))
-        except ValueError as e:
-            raise ModelFormatError(str(e)) from None
+        if max_arena_bytes is not None and (isinstance(max_arena_bytes, bool) or
+                                            not isinstance(max_arena_bytes, (int, np.integer))):
+            raise TypeError(f"max_arena_bytes: expected an int or None, got "
+                            f"{type(max_arena_bytes).__name__}")
+        blob = bytes(blob)
+        # Validated first without the arena, so that a hostile claim allocates nothing.
+        status, arena, bad_op, bad_tensor = _core.inspect_blob(blob)
+        if status != 0:
+            try:
+                _core.Int8Model(blob)  # the same rejection, in the runtime's words (newer versions)
+            except ValueError as e:
+                raise ModelFormatError(str(e) + _rejection_detail(blob, status, bad_op, bad_tensor)) from None
+        if max_arena_bytes is not None and arena > max_arena_bytes:
+            raise ValueError(f"max_arena_bytes: the model needs an arena of {arena:,} bytes, above "
+                             f"the limit of {int(max_arena_bytes):,}; pass a larger "
+                             "max_arena_bytes (or None) to load it")
+        self._m = _core.Int8Model(blob)
         self._in = self._m.input
         self._out = self._m.output
+        self._in_dtype = np.dtype(_NP_DTYPES[self._in["dtype"]])
+        self._out_dtype = np.dtype(_NP_DTYPES[self._out["dtype"]])
         # Computed once: invoke() checks shapes on every call (single-sample latency).
         self._in_shape = _sample_shape(self._in)
         self._out_shape = _sample_shape(self._out)
         # invoke()'s fast path: a C-order int8 ndarray of shape (N, features) goes to the binding
         # as it is, and its (N, outputs) result comes back as it is.
-        self._flat_in = len(self._in_shape) == 2
+        self._flat_in = len(self._in_shape) == 2 and self._in_dtype == np.int8
         self._flat_out = len(self._out_shape) == 2
         self._graph = graph
 
@@ -69,6 +97,16 @@ class Int8Model:
         return int(self._out["zero_point"])
 
     @property
+    def input_dtype(self) -> np.dtype:
+        """int8, or float32 for a model that starts with QUANTIZE (what invoke() takes)."""
+        return self._in_dtype
+
+    @property
+    def output_dtype(self) -> np.dtype:
+        """int8, or float32 for a model that ends with DEQUANTIZE (what invoke() returns)."""
+        return self._out_dtype
+
+    @property
     def input_shape(self) -> tuple:
         """(None, ...): the input tensor's shape without its batch dimension of 1."""
         return self._in_shape
@@ -93,6 +131,9 @@ class Int8Model:
     # -- running ---------------------------------------------------------------------------
     def quantize_input(self, x) -> np.ndarray:
         """Float inputs to int8 with the input scale and zero point (TFLite rounding)."""
+        if self._in_dtype != np.int8:
+            raise ValueError("quantize_input: this model takes float32 input (its first operator "
+                             "quantizes it); pass float32 arrays to invoke() or predict()")
         x = as_float_array(x, "quantize_input: x", self.input_shape[1:])
         r = x / np.float32(self.input_scale)  # float32 division, as TFLite's Quantize
         t = np.trunc(r)
@@ -100,19 +141,28 @@ class Int8Model:
         return np.clip(q + self.input_zero_point, -128, 127).astype(np.int8)
 
     def dequantize_output(self, q) -> np.ndarray:
+        if self._out_dtype != np.int8:
+            raise ValueError("dequantize_output: this model's output is float32 already (its last "
+                             "operator dequantizes it)")
         q = np.asarray(q)
         return (self.output_scale * (q.astype(np.float64) - self.output_zero_point)).astype(np.float32)
 
     def invoke(self, x_int8) -> np.ndarray:
-        """int8 (N, inputs) -> int8 (N, outputs), exactly what the firmware computes."""
+        """int8 (N, inputs) -> int8 (N, outputs), exactly what the firmware computes. A model
+        with float32 input or output (input_dtype, output_dtype) takes or gives float32."""
         if self._flat_in:  # a C-order int8 array (N, features) runs as it is; else None
             y = self._m.invoke_exact(x_int8)
             if y is not None:
+                if self._out_dtype != np.int8:
+                    y = y.view(self._out_dtype)
                 return y if self._flat_out else y.reshape((y.shape[0],) + self._out_shape[1:])
         x = np.asarray(x_int8)
-        if x.dtype != np.int8:
-            raise TypeError(f"invoke: expected an int8 array, got dtype {x.dtype}; "
-                            "use predict() for float input or quantize_input() first")
+        if x.dtype != self._in_dtype:
+            if self._in_dtype == np.int8:
+                raise TypeError(f"invoke: expected an int8 array, got dtype {x.dtype}; "
+                                "use predict() for float input or quantize_input() first")
+            raise TypeError(f"invoke: this model takes float32 input (its first operator "
+                            f"quantizes it), got dtype {x.dtype}")
         sample = self._in_shape[1:]
         if x.ndim == 1 and sample == (1,):
             x = x.reshape(-1, 1)
@@ -121,11 +171,17 @@ class Int8Model:
         n = x.shape[0]
         if n == 0:
             raise ValueError("invoke: expected at least one sample, got an empty array")
-        y = self._m.invoke(x.reshape(n, -1))  # the binding copies a non-contiguous view
+        if self._in_dtype == np.int8:
+            y = self._m.invoke(x.reshape(n, -1))  # the binding copies a non-contiguous view
+        else:  # float32 samples, passed to the core as their bytes
+            y = self._m.invoke(np.ascontiguousarray(x, dtype="<f4").reshape(n, -1).view(np.int8))
+        if self._out_dtype != np.int8:
+            y = y.view(self._out_dtype)
         return y.reshape((n,) + self._out_shape[1:])
 
     def predict(self, x) -> np.ndarray:
-        """Float in, float out: quantize, run int8, dequantize."""
+        """Float in, float out: quantize, run int8, dequantize (a float32 input or output of the
+        model itself is passed as it is)."""
         x = as_float_array(x, "predict: x", self.input_shape[1:])
         y = self._m.predict(np.ascontiguousarray(x.reshape(len(x), -1)))
         return y.reshape((len(x),) + self.output_shape[1:])
@@ -182,8 +238,11 @@ class Int8Model:
     def export_c(self, directory, name: str = "model") -> tuple[Path, Path]:
         """Writes `<name>.h` and `<name>.cc`: the model as a const array (flash) and its exact
         arena size as `<NAME>_ARENA_BYTES`. Returns the two paths."""
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name or "") or keyword.iskeyword(name):
-            raise ValueError(f"export_c: name must be a C identifier, got {name!r}")
+        if not isinstance(name, str):
+            raise TypeError(f"export_c: name must be a string, got {type(name).__name__}")
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) or name in _C_KEYWORDS:
+            raise ValueError(f"export_c: name must be a C and C++ identifier that is not a keyword "
+                             f"(it names the array and the files), got {name!r}")
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         upper = name.upper()
@@ -247,17 +306,25 @@ def convert(model, representative_data) -> Int8Model:
     return Int8Model(_core.lower(d), graph=_graph_from_core(d))
 
 
-def from_tflite(src) -> Int8Model:
+def from_tflite(src, *, max_arena_bytes: int | None = MAX_ARENA_BYTES) -> Int8Model:
     """Imports a fully int8-quantized .tflite model (path or bytes) made of the operators the
-    int8 core runs. An operator it does not support raises ValueError naming it and its index."""
+    int8 core runs (float32 only as the input of a first QUANTIZE or the output of a last
+    DEQUANTIZE). An operator it does not support raises UnsupportedModelError (a ValueError)
+    naming it, its index and what was expected. A model whose arena would exceed
+    `max_arena_bytes` is refused, as by load_int8."""
     read_tflite = _tflite_io("from_tflite").read_tflite
 
     g = read_tflite(src)
     try:
         blob = _core.lower(_graph_to_core(g))
     except ValueError as e:
-        raise ValueError(f"from_tflite: {e}") from None
-    return Int8Model(blob, graph=g)
+        raise UnsupportedModelError(f"from_tflite: {e}") from None
+    status, _, bad_op, bad_tensor = _core.inspect_blob(blob)
+    if status != 0:
+        raise UnsupportedModelError(
+            f"from_tflite: the int8 core refuses the model: {_core.status_str(status)} "
+            f"(status {status})" + _rejection_detail(blob, status, bad_op, bad_tensor, g))
+    return Int8Model(blob, graph=g, max_arena_bytes=max_arena_bytes)
 
 
 def _tflite_io(what: str):
@@ -323,10 +390,115 @@ def _graph_from_core(d: dict):
     return QGraph(tensors, ops, list(d["inputs"]), list(d["outputs"])).validate()
 
 
-def load_int8(path) -> Int8Model:
-    """Reads an int8 model saved by Int8Model.save()."""
+def load_int8(path, *, max_arena_bytes: int | None = MAX_ARENA_BYTES) -> Int8Model:
+    """Reads an int8 model saved by Int8Model.save(). A model that needs an arena above
+    `max_arena_bytes` (default MAX_ARENA_BYTES, 256 MiB; None: no limit) is refused with a
+    ValueError before anything is allocated."""
     data = Path(path).read_bytes()
     try:
-        return Int8Model(data)
+        return Int8Model(data, max_arena_bytes=max_arena_bytes)
     except ModelFormatError as e:
         raise ModelFormatError(f"{path}: {e}") from None
+
+
+# Keywords of C (C23) and C++ (C++23), and the alternative operator spellings of C++: none can
+# name the exported array.
+_C_KEYWORDS = frozenset("""
+alignas alignof and and_eq asm auto bitand bitor bool break case catch char char8_t char16_t
+char32_t class co_await co_return co_yield compl concept const const_cast consteval constexpr
+constinit continue decltype default delete do double dynamic_cast else enum explicit export
+extern false float for friend goto if inline int long mutable namespace new noexcept not not_eq
+nullptr operator or or_eq private protected public register reinterpret_cast requires restrict
+return short signed sizeof static static_assert static_cast struct switch template this
+thread_local throw true try typedef typeid typename typeof typeof_unqual union unsigned using
+virtual void volatile wchar_t while xor xor_eq _Alignas _Alignof _Atomic _BitInt _Bool _Complex
+_Decimal128 _Decimal32 _Decimal64 _Generic _Imaginary _Noreturn _Static_assert _Thread_local
+""".split())
+
+# The blob format's operator codes (format.h, enum tlm_opcode) and what each operator expects of
+# its operands, for the messages of a rejected blob.
+_OPCODES = {1: "FULLY_CONNECTED", 3: "CONV_2D", 4: "DEPTHWISE_CONV_2D", 5: "MAX_POOL_2D",
+            6: "AVERAGE_POOL_2D", 7: "MEAN", 8: "ADD", 9: "CONCATENATION", 10: "SOFTMAX",
+            11: "RELU", 12: "RESHAPE", 13: "QUANTIZE", 14: "DEQUANTIZE"}
+_EXPECTS = {
+    "FULLY_CONNECTED": "an int8 input of batches * k elements (any shape: TFLite flattens it to "
+                       "[batches, k]), int8 constant weights [out, k], an optional int32 constant "
+                       "bias [out], an int8 output [..., out] of batches rows, disjoint from the "
+                       "input",
+    "CONV_2D": "an int8 input [n, h, w, c], an int8 constant filter [out_c, kh, kw, c], an "
+               "optional int32 bias [out_c], int32 multipliers and shifts [out_c], an int8 output "
+               "[n, out_h, out_w, out_c] whose windows all start inside the input",
+    "DEPTHWISE_CONV_2D": "an int8 input [n, h, w, c], an int8 constant filter [1, kh, kw, c * "
+                         "depth_multiplier], an optional int32 bias, int32 multipliers and shifts "
+                         "per output channel, an int8 output [n, out_h, out_w, c * "
+                         "depth_multiplier]",
+    "MAX_POOL_2D": "an int8 input [n, h, w, c] and an int8 output [n, out_h, out_w, c] with the "
+                   "input's scale and zero point, every window overlapping the input",
+    "AVERAGE_POOL_2D": "an int8 input [n, h, w, c] and an int8 output [n, out_h, out_w, c] with "
+                       "the input's scale and zero point, every window overlapping the input",
+    "MEAN": "an int8 input [n, h, w, c] and an int8 output [n, 1, 1, c] or [n, c], disjoint",
+    "ADD": "two int8 inputs with the output's shape (no broadcasting)",
+    "CONCATENATION": "1 to 6 int8 inputs with the output's rank, scale and zero point, equal to it "
+                     "except along the axis, whose sizes add up to the output's",
+    "SOFTMAX": "an int8 input and output of the same shape, the output's zero point -128, at "
+               "most 4095 elements in the last dimension",
+    "RELU": "an int8 input and output of the same shape",
+    "RESHAPE": "an arena input and output of the same type, byte count and quantization",
+    "QUANTIZE": "a float32 or int8 input and an int8 output of the same shape",
+    "DEQUANTIZE": "an int8 input and a float32 output of the same shape, disjoint",
+}
+_TYPES = {1: "int8", 2: "int32", 3: "float32"}
+
+
+def _rejection_detail(blob: bytes, status: int, bad_op: int, bad_tensor: int, graph=None) -> str:
+    """Where the core rejected `blob`: the operator (index, type, operands as stored, what it
+    expects) or the tensor. `graph`: the QGraph it was lowered from, whose operator index is
+    named (a CONCATENATION of more than 6 inputs lowers to several operators)."""
+    import struct
+
+    if bad_op == _NO_INDEX and bad_tensor == _NO_INDEX:
+        return ""
+    # The core checked the header's counts and that the records lie inside the blob.
+    n_tensors, n_ops = struct.unpack_from("<HH", blob, 20)
+
+    def tensor(k: int) -> str:
+        if k >= n_tensors:
+            return f"tensor {k} (out of range)"
+        ttype, rank, storage = struct.unpack_from("<BBB", blob, 32 + 32 * k)
+        dims = struct.unpack_from("<4i", blob, 32 + 32 * k + 4)[:min(max(rank, 1), 4)]
+        where = {1: "arena", 2: "constant"}.get(storage, f"storage {storage}")
+        return f"{_TYPES.get(ttype, f'type {ttype}')} {tuple(dims)} {where}"
+
+    if bad_op != _NO_INDEX and bad_op < n_ops:
+        at = 32 + 32 * (n_tensors + bad_op)
+        code, n_in, n_out = struct.unpack_from("<HBB", blob, at)
+        ins = struct.unpack_from("<6H", blob, at + 4)[:min(n_in, 6)]
+        outs = struct.unpack_from("<2H", blob, at + 16)[:min(n_out, 2)]
+        name = _OPCODES.get(code, f"opcode {code}")
+        index = bad_op if graph is None else _graph_op_index(graph, bad_op)
+
+        def described(ks) -> str:
+            return ", ".join("none" if k == _NO_INDEX else tensor(k) for k in ks)
+
+        text = (f"; operator {index} ({name}) with inputs [{described(ins)}] and outputs "
+                f"[{described(outs)}]")
+        if name in _EXPECTS:
+            text += f"; {name} expects {_EXPECTS[name]} (format.h)"
+        return text
+    if bad_tensor != _NO_INDEX and bad_tensor < n_tensors:
+        why = "no operator uses it" if status == 15 else "its record is invalid"
+        return f"; tensor {bad_tensor} ({tensor(bad_tensor)}): {why}"
+    return ""
+
+
+def _graph_op_index(graph, blob_op: int) -> int:
+    """The QGraph operator that blob operator `blob_op` was lowered from (lower.cpp: one operator
+    each, but a CONCATENATION of n > 6 inputs becomes 1 + ceil((n - 6) / 5) of them)."""
+    first = 0
+    for k, op in enumerate(graph.ops):
+        n = len(op.inputs)
+        count = 1 + -(-(n - 6) // 5) if op.op == "CONCATENATION" and n > 6 else 1
+        if blob_op < first + count:
+            return k
+        first += count
+    return blob_op

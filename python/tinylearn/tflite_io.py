@@ -27,6 +27,7 @@ import numpy as np
 import tflite
 
 from ._io import write_atomic
+from .errors import UnsupportedModelError
 from .qgraph import OPS, QGraph, QOp, QTensor
 
 __all__ = ["read_tflite", "write_tflite", "SCHEMA_VERSION"]
@@ -73,10 +74,6 @@ def builtin_code(oc) -> int:
     return max(int(raw), int(oc.DeprecatedBuiltinCode()))
 
 
-class _Rejected(ValueError):
-    """A well-formed file that tinylearn does not support (passes through the corruption guard)."""
-
-
 # =============================================================================================
 # Reading
 
@@ -93,7 +90,7 @@ def read_tflite(src: Union[str, os.PathLike, bytes, bytearray, memoryview]) -> Q
                          f"4-8, got {buf[4:8]!r} ({len(buf)} bytes)")
     try:
         graph = _Reader(buf).graph()
-    except _Rejected:
+    except UnsupportedModelError:
         raise
     except Exception as e:   # any accessor failure on a truncated or corrupted flatbuffer
         raise ValueError(f"truncated or corrupted TFLite model ({len(buf)} bytes): "
@@ -118,9 +115,9 @@ class _Reader:
     def graph(self) -> QGraph:
         m = self.model
         if m.Version() != SCHEMA_VERSION:
-            raise _Rejected(f"TFLite schema version {m.Version()}, expected {SCHEMA_VERSION}")
+            raise UnsupportedModelError(f"TFLite schema version {m.Version()}, expected {SCHEMA_VERSION}")
         if self.n(m.SubgraphsLength(), "subgraphs") < 1:
-            raise _Rejected("the TFLite model has no subgraph")
+            raise UnsupportedModelError("the TFLite model has no subgraph")
         sg = m.Subgraphs(0)
         n_codes = self.n(m.OperatorCodesLength(), "operator codes")
         n_ops = self.n(sg.OperatorsLength(), "operators")
@@ -169,12 +166,12 @@ class _Reader:
         if name == "CUSTOM":
             custom = oc.CustomCode()
             custom = custom.decode("utf-8", "replace") if custom is not None else "?"
-            raise _Rejected(f"operator {i}: custom op {custom!r} is not supported; tinylearn "
+            raise UnsupportedModelError(f"operator {i}: custom op {custom!r} is not supported; tinylearn "
                             f"reads the builtin ops {', '.join(OPS)}")
         if name is None:
-            raise _Rejected(f"operator {i}: unknown builtin operator code {code}")
+            raise UnsupportedModelError(f"operator {i}: unknown builtin operator code {code}")
         if name not in OPS:
-            raise _Rejected(f"operator {i}: {name} is not supported; tinylearn reads the builtin "
+            raise UnsupportedModelError(f"operator {i}: {name} is not supported; tinylearn reads the builtin "
                             f"ops {', '.join(OPS)}")
         return name
 
@@ -183,21 +180,21 @@ class _Reader:
         name = raw_name.decode("utf-8", "replace") if raw_name is not None else f"tensor_{j}"
         ttype = t.Type()
         if ttype not in _DTYPE_OF:
-            raise _Rejected(f"tensor {j} ({name!r}) has type {_TYPE_NAME.get(ttype, ttype)}; "
+            raise UnsupportedModelError(f"tensor {j} ({name!r}) has type {_TYPE_NAME.get(ttype, ttype)}; "
                             "tinylearn reads int8 models (int8, int32 and float32 tensors only)")
         dtype = _DTYPE_OF[ttype]
         shape = t.ShapeAsNumpy()
         shape = () if isinstance(shape, int) else tuple(int(d) for d in shape[:self.n(len(shape), "shape")])
         if t.Sparsity() is not None:
-            raise _Rejected(f"tensor {j} ({name!r}) is sparse; sparse tensors are not supported")
+            raise UnsupportedModelError(f"tensor {j} ({name!r}) is sparse; sparse tensors are not supported")
         if t.IsVariable():
-            raise _Rejected(f"tensor {j} ({name!r}) is a variable; variables are not supported")
+            raise UnsupportedModelError(f"tensor {j} ({name!r}) is a variable; variables are not supported")
 
         scale, zero_point, qdim = np.zeros(0, np.float32), np.zeros(0, np.int64), 0
         q = t.Quantization()
         if q is not None:
             if q.DetailsType() != 0:
-                raise _Rejected(f"tensor {j} ({name!r}) has custom quantization details")
+                raise UnsupportedModelError(f"tensor {j} ({name!r}) has custom quantization details")
             s, z = q.ScaleAsNumpy(), q.ZeroPointAsNumpy()
             if not isinstance(s, int):
                 scale = np.array(s[:self.n(len(s), "scales")], np.float32)
@@ -251,7 +248,7 @@ class _Reader:
         def activation() -> str:
             a = get("FusedActivationFunction", _AF.NONE)
             if a not in _READ_ACTS:
-                raise _Rejected(f"{where}: fused activation {_ACT_NAME.get(a, a)} is not "
+                raise UnsupportedModelError(f"{where}: fused activation {_ACT_NAME.get(a, a)} is not "
                                 "supported (NONE, RELU or RELU6)")
             return _ACT_NAME[a]
 
@@ -264,7 +261,7 @@ class _Reader:
         def no_dilation() -> None:
             dw, dh = get("DilationWFactor", 1), get("DilationHFactor", 1)
             if (dw, dh) != (1, 1):
-                raise _Rejected(f"{where}: dilation {dh}x{dw} is not supported (only 1x1)")
+                raise UnsupportedModelError(f"{where}: dilation {dh}x{dw} is not supported (only 1x1)")
 
         def rank(k: int) -> int:
             return len(tensors[k].shape)
@@ -272,7 +269,7 @@ class _Reader:
         o: dict = {}
         if name == "FULLY_CONNECTED":
             if get("WeightsFormat", 0) != tflite.FullyConnectedOptionsWeightsFormat.DEFAULT:
-                raise _Rejected(f"{where}: shuffled weights (SHUFFLED4x16INT8) are not supported")
+                raise UnsupportedModelError(f"{where}: shuffled weights (SHUFFLED4x16INT8) are not supported")
             o = {"fused_activation": activation(), "keep_num_dims": bool(get("KeepNumDims", False))}
         elif name in ("CONV_2D", "DEPTHWISE_CONV_2D"):
             no_dilation()
@@ -286,7 +283,7 @@ class _Reader:
                  "filter_h": int(get("FilterHeight", 0)), "filter_w": int(get("FilterWidth", 0))}
         elif name == "MEAN":
             if len(ins) != 2 or ins[1] == -1 or tensors[ins[1]].data is None:
-                raise _Rejected(f"{where}: the axes must be a constant second input")
+                raise UnsupportedModelError(f"{where}: the axes must be a constant second input")
             r = rank(ins[0])
             axes = [int(v) for v in np.ravel(tensors[ins[1]].data)]
             if any(not -r <= a < r for a in axes):
@@ -320,7 +317,7 @@ class _Reader:
                 boundary = []
             for k in op.inputs + op.outputs:
                 if k != -1 and tensors[k].dtype == "float32" and k not in boundary:
-                    raise _Rejected(
+                    raise UnsupportedModelError(
                         f"operator {i} ({op.op}) computes in float32 (tensor {k}, "
                         f"{tensors[k].name!r}): this is a float or hybrid model; tinylearn reads "
                         "fully int8-quantized models (float only at QUANTIZE/DEQUANTIZE on the "

@@ -290,8 +290,9 @@ TEST_CASE("CONV_2D and DEPTHWISE_CONV_2D: tlm_model_init rejects bad records, sh
     const Bytes& b = c.blob;
     REQUIRE(init_status(b) == TLM_OK);
     const std::size_t op = op_at(b, 0);
-    // Without a bias (TLM_NO_TENSOR) it is valid too.
-    CHECK(init_status(with(b, operand(0, 2, TLM_NO_TENSOR))) == TLM_OK);
+    // Without a bias (TLM_NO_TENSOR) the operator is valid too: only the bias tensor, then used by
+    // nothing, is refused (after every operator has been checked).
+    CHECK(init_status(with(b, operand(0, 2, TLM_NO_TENSOR))) == TLM_ERR_UNUSED_TENSOR);
     // Record: operand counts, params size.
     CHECK(init_status(with(b, [&](Bytes& m) { m[op + 2] = 4; })) == TLM_ERR_BAD_OP);
     CHECK(init_status(with(b, [&](Bytes& m) { m[op + 3] = 2; })) == TLM_ERR_BAD_OP);
@@ -436,14 +437,25 @@ TEST_CASE("ADD: invoke equals the kernel, disjoint or in place over either input
     REQUIRE(l.invoke() == TLM_OK);
     CHECK(l.get(out, 24) == want);
   }
-  {  // Both inputs the same tensor, the output over it: a + a in place.
-    Loaded l(with(b, [&](Bytes& m) { operand(0, 1, a)(m); move_to(out, at_a)(m); }));
+  {  // Both inputs the same tensor, the output over it: a + a in place (a blob of its own: with
+     // b's second input redirected, its tensor would be used by nothing).
+    tinylearn::BlobBuilder ba;
+    const std::uint16_t x = ba.add_arena_tensor(TLM_TYPE_INT8, {2, 3, 4}, {0.1f, 3});
+    const std::uint16_t y = ba.add_arena_tensor(TLM_TYPE_INT8, {2, 3, 4}, {0.12f, -2});
+    ba.share_arena(x, y);
+    ba.add_op(TLM_OP_ADD, {x, x}, {y}, &p, sizeof p);
+    const Bytes aa = ba.finish(x, y);
+    REQUIRE(tensor_offset(aa, x) == tensor_offset(aa, y));
+    Loaded l(aa);
     REQUIRE(l.status == TLM_OK);
-    l.set(a, xa);
+    l.set(x, xa);
     REQUIRE(l.invoke() == TLM_OK);
     I8 twice(24);
     tlm_add_s8(&p, 24, xa.data(), xa.data(), twice.data());
-    CHECK(l.get(out, 24) == twice);
+    CHECK(l.get(y, 24) == twice);
+    // The same through the two-input blob: the second input's tensor is then unused.
+    CHECK(init_status(with(b, [&](Bytes& m) { operand(0, 1, a)(m); move_to(out, at_a)(m); })) ==
+          TLM_ERR_UNUSED_TENSOR);
   }
   CHECK(init_status(with(b, move_to(out, at_a + 4))) == TLM_ERR_BAD_OP);
   CHECK(init_status(with(b, [&](Bytes& m) { dim(b2, 1, 4)(m); dim(b2, 2, 3)(m); })) == TLM_ERR_SHAPE);  // same count
@@ -554,21 +566,21 @@ TEST_CASE("CONCATENATION: any axis, up to 6 inputs per operator, more by chainin
     CHECK(init_status(with(b, [&](Bytes& m) { m[op_at(m, 0) + 2] = 0; })) == TLM_ERR_BAD_OP);
     CHECK(init_status(with(b, [&](Bytes& m) { m[op_at(m, 0) + 2] = 7; })) == TLM_ERR_BAD_OP);
     CHECK(init_status(with(b, move_to(out, tensor_offset(b, i1)))) == TLM_ERR_BAD_OP);
-    // The same input twice is fine: x1 ++ x1 along the channels.
-    Loaded twice(with(b, [&](Bytes& m) {
-      m[op_at(m, 0) + 2] = 2;
-      operand(0, 0, i1)(m);
-      operand(0, 2, TLM_NO_TENSOR)(m);
-      dim(out, 3, 8)(m);
-    }));
+    // The same input twice is fine: x1 ++ x1 along the channels (a blob of its own, in which
+    // every tensor is used).
+    tinylearn::BlobBuilder b2;
+    const std::uint16_t j1 = b2.add_arena_tensor(TLM_TYPE_INT8, {1, 2, 3, 4}, q);
+    const std::uint16_t j_out = b2.add_arena_tensor(TLM_TYPE_INT8, {1, 2, 3, 8}, q);
+    b2.add_op(TLM_OP_CONCATENATION, {j1, j1}, {j_out}, &axis3, sizeof axis3);
+    Loaded twice(b2.finish(j1, j_out));
     REQUIRE(twice.status == TLM_OK);
-    twice.set(i1, x1);
+    twice.set(j1, x1);
     REQUIRE(twice.invoke() == TLM_OK);
     I8 want2;
     for (int p = 0; p < 6; ++p)
       for (int k = 0; k < 2; ++k)
         for (int c = 0; c < 4; ++c) want2.push_back(x1[std::size_t(p * 4 + c)]);
-    CHECK(twice.get(out, 48) == want2);
+    CHECK(twice.get(j_out, 48) == want2);
     CHECK(fuzz(b, 91, 1000) > 10);
   }
   SUBCASE("8 inputs along axis 1: two chained operators") {
@@ -695,14 +707,15 @@ TEST_CASE("float32 model: QUANTIZE -> RELU -> DEQUANTIZE; tlm_input_data / tlm_o
   CHECK(init_status(with(b, move_to(y, tensor_offset(b, yq)))) == TLM_ERR_BAD_OP);
   CHECK(fuzz(b, 111, 1500) > 50);
 
-  // A float32 tensor stored in the blob is refused.
+  // A float32 tensor stored in the blob is refused (its record, before anything else: the
+  // constant is used by no operator, which the core refuses next).
   tinylearn::BlobBuilder cb;
   const std::uint16_t ci = cb.add_arena_tensor(TLM_TYPE_INT8, {4}, q_in);
   const std::uint16_t cc = cb.add_const_tensor(TLM_TYPE_INT32, {4}, I32{1, 2, 3, 4}.data(), {0.0f, 0});
   const std::uint16_t co = cb.add_arena_tensor(TLM_TYPE_INT8, {4}, q_in);
   cb.add_op(TLM_OP_RELU, {ci}, {co}, &rp, sizeof rp);
   const Bytes cblob = cb.finish(ci, co);
-  CHECK(init_status(cblob) == TLM_OK);
+  CHECK(init_status(cblob) == TLM_ERR_UNUSED_TENSOR);
   CHECK(init_status(retype_float(cblob, {cc})) == TLM_ERR_BAD_TENSOR);
 }
 

@@ -537,13 +537,13 @@ TEST_CASE("The C API: arena too small, misaligned blob or arena, null pointers")
 
   // Every status has a distinct, non-empty name.
   std::set<std::string> names;
-  for (int s = TLM_OK; s <= TLM_ERR_BAD_HEADER; ++s) {
+  for (int s = TLM_OK; s <= TLM_ERR_UNUSED_TENSOR; ++s) {
     const char* n = tlm_status_str(tlm_status(s));
     REQUIRE(n != nullptr);
     CHECK(std::strlen(n) > 0);
     names.insert(n);
   }
-  CHECK(names.size() == std::size_t(TLM_ERR_BAD_HEADER) + 1);
+  CHECK(names.size() == std::size_t(TLM_ERR_UNUSED_TENSOR) + 1);
   // Int8Model reports a rejected blob as invalid_argument.
   Bytes bad = b;
   bad[40] ^= 1;
@@ -754,6 +754,49 @@ TEST_CASE("tlm_model_init: hostile values in every header, tensor and operator f
     CHECK(s != TLM_OK);
     if (header_only_after_16) CHECK(s == TLM_ERR_CHECKSUM);
   }
+}
+
+TEST_CASE("tlm_model_init says which operator or tensor it rejects, and refuses unused tensors") {
+  const Bytes& b = shared_model().blob;
+  const Parsed p = parse(b);
+  REQUIRE(p.op_count >= 2);
+  auto init = [](const Bytes& m, tlm_model* model) {
+    HeapBlock blob(m.size());
+    std::memcpy(blob.p, m.data(), m.size());
+    return tlm_model_init(model, blob.p, m.size());
+  };
+  tlm_model model;
+  REQUIRE(init(b, &model) == TLM_OK);
+  CHECK(model.error_op == TLM_NO_INDEX);
+  CHECK(model.error_tensor == TLM_NO_INDEX);
+
+  // Operator 1 reading operator 0's weights (of another shape): operator 1 is named.
+  Bytes m = b;
+  wr<std::uint16_t>(m, op_field(p, 1, 6), p.ops[0].inputs[1]);
+  fix_crc(m);
+  CHECK(init(m, &model) == TLM_ERR_SHAPE);
+  CHECK(model.error_op == 1);
+  CHECK(model.error_tensor == TLM_NO_INDEX);
+
+  // An invalid tensor record: the tensor is named.
+  const std::uint16_t w1 = p.ops[1].inputs[1];
+  m = b;
+  m[tensor_field(w1, 1)] = 5;  // rank 5
+  fix_crc(m);
+  CHECK(init(m, &model) == TLM_ERR_BAD_TENSOR);
+  CHECK(model.error_op == TLM_NO_INDEX);
+  CHECK(model.error_tensor == w1);
+
+  // Operator 1 without its (optional) bias: a valid operator, but the bias tensor is then used
+  // by nothing.
+  const std::uint16_t b1 = p.ops[1].inputs[2];
+  REQUIRE(b1 != TLM_NO_TENSOR);
+  m = b;
+  wr<std::uint16_t>(m, op_field(p, 1, 8), TLM_NO_TENSOR);
+  fix_crc(m);
+  CHECK(init(m, &model) == TLM_ERR_UNUSED_TENSOR);
+  CHECK(model.error_op == TLM_NO_INDEX);
+  CHECK(model.error_tensor == b1);
 }
 
 TEST_CASE("tlm_model_init rejects a fully connected op whose batches * out wraps 32 bits") {

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "tinylearn/micro/format.h"
 #include "tinylearn/micro/micro.h"
 #include "tinylearn/train/model.h"
 
@@ -114,17 +115,26 @@ class Int8Model {
   const tlm_model& model() const { return model_; }
   tlm_tensor_info input_info() const;
   tlm_tensor_info output_info() const;
+  // Bytes of one sample's input and output tensors (int8: one per element; float32: four).
   std::uint32_t input_size() const { return input_info().bytes; }
   std::uint32_t output_size() const { return output_info().bytes; }
-  // n samples: in (n, input_size) int8 -> out (n, output_size) int8. Thread-safe: concurrent
-  // calls on one model run one after another (they share its arena).
+  // Elements of one sample's input and output.
+  std::uint32_t input_elements() const { return elements(input_info()); }
+  std::uint32_t output_elements() const { return elements(output_info()); }
+  // n samples: in (n, input_size) bytes -> out (n, output_size) bytes, each tensor in its own
+  // type (int8, or float32 for a model starting with QUANTIZE or ending with DEQUANTIZE).
+  // Thread-safe: concurrent calls on one model run one after another (they share its arena).
   void invoke(const std::int8_t* in, std::int8_t* out, std::size_t n);
-  // Float in, float out: quantize the input, invoke, dequantize the output.
+  // Float in, float out: quantize an int8 input, invoke, dequantize an int8 output (a float32
+  // input or output is passed as it is).
   void predict(const float* in, float* out, std::size_t n);
   std::vector<std::uint8_t> blob() const;
   std::size_t blob_bytes() const { return bytes_; }
 
  private:
+  static std::uint32_t elements(const tlm_tensor_info& t) {
+    return t.type == TLM_TYPE_FLOAT32 ? t.bytes / 4 : t.bytes;
+  }
   std::vector<std::uint32_t> storage_;  // 4-byte aligned copy of the blob
   std::size_t bytes_;
   tlm_model model_;

@@ -124,7 +124,8 @@ enum tlm_opcode {
 //     double(filter_scale) / double(output_scale), emulated exactly in integers (requantize_fp64.h).
 //     The scale is mantissa * 2^-exponent, mantissa < 2^53 (the converter's frexp of the double).
 //     tinylearn's converter writes this variant.
-//   inputs:  [0] input  int8 arena  [batches, in] (any rank; the last dim is `in`, rest flatten)
+//   inputs:  [0] input  int8 arena  [batches, in]: any shape of batches * in elements (TFLite
+//                                     flattens a FULLY_CONNECTED input to [-1, in])
 //            [1] weights int8 blob  [out, in], symmetric (zero point 0)
 //            [2] bias   int32 blob  [out], or TLM_NO_TENSOR
 //            [3] (36-byte params only, optional) scales int32 blob [out, 3]: per output channel

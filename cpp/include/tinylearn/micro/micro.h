@@ -47,6 +47,8 @@ typedef enum tlm_status {
   TLM_ERR_ARENA_TOO_SMALL = 12,   // the arena given to tlm_invoke is smaller than the model needs
   TLM_ERR_BAD_PARAMS = 13,        // operator parameters out of their valid range
   TLM_ERR_BAD_HEADER = 14,        // header fields out of range (counts, header size, io tensors)
+  TLM_ERR_UNUSED_TENSOR = 15,     // a tensor that no operator reads or writes (and that is not
+                                  // the model's input or output; ops_config.h)
 } tlm_status;
 
 // A validated model: a few fields pointing into the caller's blob. Plain data, caller-owned.
@@ -58,7 +60,15 @@ typedef struct tlm_model {
   uint16_t op_count;
   uint16_t input_tensor;
   uint16_t output_tensor;
+  // Where tlm_model_init found the blob invalid: the index of the operator whose record, operands
+  // or parameters it rejected, and of the tensor whose record it rejected (or that no operator
+  // uses); TLM_NO_INDEX for neither. Both TLM_NO_INDEX after TLM_OK. (Written by cores built with
+  // TLM_WITH_HOST_VALIDATION, cpp/micro/ops_config.h: the host's; firmware leaves them out.)
+  uint16_t error_op;
+  uint16_t error_tensor;
 } tlm_model;
+
+#define TLM_NO_INDEX 0xFFFFu
 
 // A tensor's description, as read from the blob.
 typedef struct tlm_tensor_info {
@@ -71,7 +81,8 @@ typedef struct tlm_tensor_info {
 } tlm_tensor_info;
 
 // Validates `blob` (bytes long, 4-byte aligned) and fills `model`. Nothing else reads the blob's
-// header, so after TLM_OK every other call may trust it.
+// header, so after TLM_OK every other call may trust it. On failure `model` is unusable, and its
+// error_op / error_tensor say which operator or tensor was rejected.
 tlm_status tlm_model_init(tlm_model* model, const void* blob, size_t bytes);
 
 // Arena bytes the model needs, exact (computed by the memory planner at conversion).
