@@ -2,11 +2,13 @@
 
 Checks that the extension needs only glibc, libstdc++ and what the wheel grafts (OpenBLAS, libgomp),
 that no system OpenBLAS, libgomp or zlib is mapped into the process, then trains the sine model,
-converts it to int8 and compares float against a NumPy forward pass and int8 against float.
+converts it to int8, compares float against a NumPy forward pass and int8 against float, and runs the
+int8 model in the firmware on QEMU (CMake and Ninja from the `[deploy]` extra).
 """
 
 import re
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -77,9 +79,20 @@ print(f"test MSE float {mse_float:.4f}, int8 {float(np.mean((y_int8 - y_test) **
 assert err.max() < 8 * q.output_scale, "int8 outputs stray from the float model's"
 np.testing.assert_array_equal(q.dequantize_output(q.invoke(q.quantize_input(x_test))), y_int8)
 
+# The firmware from the installed package's sources, built with CMake and Ninja of the [deploy] extra,
+# on the emulated board: the same int8 outputs as the host.
+with tempfile.TemporaryDirectory() as d:
+    fw = tl.deploy.build_firmware(q, out_dir=d)
+    y_dev, _ = fw.run(q.quantize_input(x_test[:20]))
+np.testing.assert_array_equal(y_dev, q.invoke(q.quantize_input(x_test[:20])))
+print(f"firmware: {fw.flash_bytes} bytes of flash, outputs equal to the host's")
+
 # Nothing of the system's OpenBLAS, libgomp or zlib in the process (Python's own zlib module may map
 # the system's libz; tinylearn must not need it, checked above through DT_NEEDED).
 system_lib = re.compile(r"^/(usr/)?lib(64)?/(x86_64-linux-gnu/)?(openblas[^/]*/)?lib(openblas|blas|gomp|xtensor)[^/]*$")
-bad = sorted(p for p in mapped_libraries() if system_lib.match(p))
+maps = mapped_libraries()
+bad = sorted(p for p in maps if system_lib.match(p))
 assert not bad, f"system libraries mapped: {bad}"
+ours = sorted(p for p in maps if Path(p).parent == grafted_dir.resolve())
+assert len(ours) == len(grafted), f"grafted libraries not all mapped: {ours}"
 print(f"wheel smoke test passed on Python {sys.version.split()[0]}")
