@@ -11,7 +11,9 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 WORK=$ROOT/build/wheel
 DIST=$ROOT/dist
-PLAT=manylinux_2_35_x86_64   # Ubuntu 22.04 (Colab) and newer
+# Ubuntu 22.04 (Colab) and newer: the extension needs GCC 12's libstdc++ (GLIBCXX_3.4.30) and glibc 2.34.
+# (-static-libstdc++ would not lower it: this libstdc++ then pulls in glibc 2.36's arc4random.)
+PLAT=manylinux_2_35_x86_64
 TORCH_PYTHON=3.11            # the Python the local PyTorch 2.13.0 CPU file is built for
 mkdir -p "$WORK" "$DIST"
 
