@@ -15,12 +15,12 @@ APT_PACKAGES := libxtensor-dev zlib1g-dev libopenblas-dev doctest-dev gcc-arm-no
 PIP_TOOLS := pip scikit-build-core pybind11 cmake ninja
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test bench setup apt venv build cpp-test cpp-asan py-test clean
+.PHONY: demo test bench setup apt venv build cpp-test cpp-asan py-test wheel wheel-test clean
 
 demo: build
 	$(PY) -m tinylearn.demo
 
-test: build cpp-test cpp-asan py-test
+test: build cpp-test cpp-asan py-test wheel-test
 
 setup: apt venv
 
@@ -59,6 +59,18 @@ cpp-asan: apt venv
 py-test: build
 	$(PY) -m pytest
 
+# Self-contained wheels (dist/*.whl, manylinux_2_35: Ubuntu 22.04 and Colab on) for each CPython in
+# WHEEL_PYTHONS, with PyPI's OpenBLAS and the OpenMP runtime grafted in (packaging/wheels.sh).
+WHEEL_PYTHONS ?= 3.10 3.11 3.12
+
+wheel: apt
+	packaging/wheels.sh build $(WHEEL_PYTHONS)
+
+# Each wheel installed into a fresh venv of its Python and smoke-tested there (packaging/smoke.py);
+# on 3.11 also beside PyTorch (packaging/with_torch.py).
+wheel-test: wheel
+	packaging/wheels.sh test $(WHEEL_PYTHONS)
+
 # Side-by-side benchmarks. Keras (tensorflow-cpu) and PyTorch (CPU) install only here: torch is
 # pinned to the CPU build this machine kind keeps on disk (a bare 'torch' pulls a CUDA build).
 $(VENV)/.bench: pyproject.toml $(VENV)/.deps
@@ -70,4 +82,4 @@ bench: build $(VENV)/.bench
 	$(PY) benchmarks/int8_bench.py
 
 clean:
-	rm -rf build $(VENV) .pytest_cache
+	rm -rf build dist $(VENV) .pytest_cache

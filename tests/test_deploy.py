@@ -17,7 +17,8 @@ EVERYTHING = ["arm-none-eabi-gcc", "newlib", "libstdc++_nano", "cmake", "qemu-sy
 
 @pytest.fixture
 def only(tmp_path, monkeypatch):
-    """only(*tools): PATH holds just these tools (links to the real ones), and no venv folder."""
+    """only(*tools): PATH holds just these tools (links to the real ones), and no venv folder nor
+    PyPI's cmake package."""
     real = {t: shutil.which(t) for t in TOOLS}
 
     def set_path(*tools):
@@ -27,6 +28,7 @@ def only(tmp_path, monkeypatch):
             (folder / t).symlink_to(real[t])
         monkeypatch.setenv("PATH", str(folder))
         monkeypatch.setattr(sys, "executable", str(tmp_path / "no-venv" / "bin" / "python"))
+        monkeypatch.setattr(tl.deploy, "_pypi_bin", lambda name: [])
         return folder
 
     return set_path

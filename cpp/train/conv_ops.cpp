@@ -2,7 +2,7 @@
 
 #include "parallel.h"
 
-#include <cblas.h>
+#include "blas.h"
 
 #include <algorithm>
 #include <cctype>

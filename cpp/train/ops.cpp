@@ -1,6 +1,6 @@
 #include "tinylearn/train/ops.h"
 
-#include <cblas.h>
+#include "blas.h"
 
 #include <cmath>
 #include <mutex>

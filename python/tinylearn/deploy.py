@@ -45,10 +45,24 @@ def _firmware_source() -> tuple[Path, Path]:
     return repo / "firmware", repo / "cpp"
 
 
+def _pypi_bin(name: str) -> list[str]:
+    """The folder of PyPI's cmake or ninja (the `[deploy]` extra), wherever pip put its scripts."""
+    try:
+        if name == "cmake":
+            import cmake
+            return [cmake.CMAKE_BIN_DIR]
+        if name == "ninja":
+            import ninja
+            return [ninja.BIN_DIR]
+    except ImportError:
+        pass
+    return []
+
+
 def _which(name: str) -> str | None:
-    # The venv's own bin folder first (cmake and ninja come from pip there), then PATH.
+    # cmake and ninja from PyPI first, then the venv's own bin folder, then PATH.
     venv_bin = str(Path(sys.executable).parent)
-    return shutil.which(name, path=os.pathsep.join([venv_bin, os.environ.get("PATH", "")]))
+    return shutil.which(name, path=os.pathsep.join(_pypi_bin(name) + [venv_bin, os.environ.get("PATH", "")]))
 
 
 def _missing(names) -> dict[str, str]:
