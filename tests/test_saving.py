@@ -81,3 +81,14 @@ def test_bad_files(rng, tmp_path):
         tl.load_model(newer)
     with pytest.raises(RuntimeError, match="no weights yet"):
         tl.Sequential([L.Dense(2, input_shape=(4,))]).save(tmp_path / "x.tlmodel")
+
+
+@pytest.mark.parametrize("name", ["m.keras", "m.h5", "M.HDF5"])
+def test_keras_suffixes_are_refused_naming_tinylearns(tmp_path, name):
+    """tinylearn's file is not a Keras file: writing it under Keras's suffix would make
+    tl.from_keras (and Keras) fail later, so save refuses and names the suffix to use."""
+    m = tl.Sequential([L.Dense(2, input_shape=(4,))])
+    m.build(seed=0)
+    with pytest.raises(ValueError, match=r"names a Keras file .*save to '.*[mM]\.tlmodel' \(\.tlmodel\)"):
+        m.save(tmp_path / name)
+    assert list(tmp_path.iterdir()) == []
