@@ -58,13 +58,8 @@ def test_positional_arguments_follow_keras(rng):
     count = BatchCounter()
     m.fit(x, y, None, 1, 0, [count])
     assert count.per_epoch == {0: 7}
-
-
-def test_seed_is_keyword_only(rng):
-    x, y = data(rng)
-    m = dense_model()
-    m.compile(optimizer="sgd", loss="mse")
-    with pytest.raises(TypeError):
+    # Keras's 16 positional parameters; tinylearn's seed is keyword-only.
+    with pytest.raises(TypeError, match="takes from 1 to 17 positional arguments but 18 were given"):
         m.fit(x, y, 4, 1, 0, None, 0.0, None, True, None, None, 0, None, None, None, 1, 7)
 
 
@@ -300,6 +295,12 @@ def test_learning_rate_scheduler_one_and_two_argument_schedules(rng):
 
     with pytest.raises(TypeError, match="broken schedule"):
         m.fit(x, y, verbose=0, callbacks=[CB.LearningRateScheduler(broken)])
+    # An optimizer with a learning-rate schedule sets the rate itself each step: as in Keras,
+    # setting it is refused rather than silently undone.
+    decay = tl.optimizers.schedules.ExponentialDecay(0.1, decay_steps=10, decay_rate=0.5)
+    m.compile(optimizer=tl.optimizers.SGD(learning_rate=decay), loss="mse")
+    with pytest.raises(TypeError, match="compiled with a learning-rate schedule"):
+        m.fit(x, y, verbose=0, callbacks=[CB.LearningRateScheduler(lambda epoch: 0.1)])
 
 
 def test_learning_rate_scheduler_keras_docstring_example():
@@ -375,6 +376,16 @@ def test_early_stopping_patience_and_missing_monitor(rng):
                                          "not available. Available metrics are: loss"):
         h = m.fit(x, y, epochs=3, verbose=0, callbacks=[CB.EarlyStopping()])
     assert h.epoch == [0, 1, 2]
+
+
+def test_model_checkpoint_on_a_missing_monitor_warns_and_skips(rng, tmp_path):
+    x, y = data(rng)
+    m = dense_model()
+    m.compile(optimizer="sgd", loss="mse")
+    ckpt = CB.ModelCheckpoint(tmp_path / "best.tlmodel", save_best_only=True)  # val_loss, no validation
+    with pytest.warns(UserWarning, match="Can save best model only with val_loss available, skipping"):
+        m.fit(x, y, epochs=2, verbose=0, callbacks=[ckpt])
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_terminate_on_nan_stops_at_the_first_bad_batch(rng, capsys):

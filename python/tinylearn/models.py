@@ -236,7 +236,7 @@ class Model:
                                "model.compile(optimizer=..., loss=...) before fit()")
         _unsupported("fit", steps_per_epoch=steps_per_epoch, validation_steps=validation_steps)
         verbose = _verbose(verbose, "fit")
-        batch_size = 32 if batch_size is None else _positive_int(batch_size, "fit: batch_size", _MAX_SIZE)
+        batch_size = 32 if batch_size is None else _positive_int(batch_size, "fit: batch_size")
         epochs = _positive_int(epochs, "fit: epochs", _MAX_EPOCHS, allow_zero=True)
         initial_epoch = _positive_int(initial_epoch, "fit: initial_epoch", _MAX_EPOCHS, allow_zero=True)
         validation_freq = _positive_int(validation_freq, "fit: validation_freq", _MAX_EPOCHS)
@@ -275,13 +275,13 @@ class Model:
         if class_weight is not None and sw is not None:
             raise ValueError("fit: give class_weight or sample_weight, not both (as Keras)")
         weights = self._class_weights(class_weight, y)
+        params = {"verbose": verbose, "epochs": epochs, "steps": -(-len(x) // batch_size)}  # Keras's
         cbs = _callbacks._CallbackList(
             [c if isinstance(c, _callbacks.Callback) else _FunctionCallback(c) for c in callbacks or []],
-            self, {"verbose": verbose, "epochs": epochs, "steps": -(-len(x) // batch_size)})
+            self, params)
 
         history = History()
-        history.params = {"verbose": verbose, "epochs": epochs, "steps": -(-len(x) // batch_size),
-                          "batch_size": batch_size, "samples": len(x)}
+        history.params = {**params, "batch_size": batch_size, "samples": len(x)}
         self.history = history
         bar = _progress_bar(verbose, max(epochs - initial_epoch, 0))
         last_logs = {}
@@ -302,10 +302,11 @@ class Model:
                 cbs("on_epoch_begin", epoch + 1, {})
             return not self.stop_training
 
+        # The core returns to Python between batches, and around validation, only for the hooks
+        # some callback defines (see tinylearn.callbacks).
         hooks = {}
         if cbs.defines("on_train_batch_begin", "on_batch_begin"):
             hooks["on_batch_begin"] = lambda batch: cbs("on_train_batch_begin", batch, logs={})
-
         if cbs.defines("on_train_batch_end", "on_batch_end"):
             def on_batch_end(batch, logs):
                 cbs("on_train_batch_end", batch, logs=dict(logs))
@@ -367,8 +368,9 @@ class Model:
 
     def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None) -> np.ndarray:
         """The outputs for x, in C++ with the GIL released. `batch_size` only sets how many
-        samples go through at once (memory, speed), not the results; None: 1024.
-        `callbacks` get on_predict_begin/end; `steps` needs a data generator and is refused."""
+        samples go through at once (memory, speed), not the results; None: 1024. `verbose`
+        takes Keras's values; nothing is printed. `callbacks` get on_predict_begin/end; `steps`
+        needs a data generator and is refused."""
         _unsupported("predict", steps=steps)
         _verbose(verbose, "predict")
         batch_size = _inference_batch(batch_size, "predict: batch_size")
@@ -385,7 +387,7 @@ class Model:
         """The loss, or [loss, *metrics] when the model was compiled with metrics, or with
         return_dict=True {"loss": ..., metric: ...}. `sample_weight` (N,) weights the loss as in
         fit (sum(w * l) / N); metrics stay unweighted. `batch_size` (None: 1024) does not change
-        the results. `callbacks` get on_test_begin/end; `steps` is refused, as in predict."""
+        the results. `callbacks` get on_test_begin/end; `verbose` and `steps` as in predict."""
         _unsupported("evaluate", steps=steps)
         _verbose(verbose, "evaluate")
         batch_size = _inference_batch(batch_size, "evaluate: batch_size")
@@ -614,12 +616,8 @@ def _sample_weights(weights, n: int, name: str):
     """Keras's sample_weight: None, or one finite weight >= 0 per sample, shape (N,) or (N, 1)."""
     if weights is None:
         return None
-    try:
-        arr = np.asarray(weights)
-    except ValueError:
-        raise ValueError(f"{name}: expected an array of shape ({n},), got a ragged sequence") from None
-    if arr.dtype == object or arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.number) \
-            or np.issubdtype(arr.dtype, np.complexfloating):
+    arr = as_array(weights, name)
+    if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
         raise TypeError(f"{name}: expected real numbers, got dtype {arr.dtype}")
     if arr.ndim == 2 and arr.shape[1] == 1:
         arr = arr[:, 0]
