@@ -177,3 +177,60 @@ def test_thousands_of_mutated_blobs_never_crash(sine_int8):
         q.invoke(np.arange(-128, 128, dtype=np.int8).reshape(-1, 1))
         ran += 1
     assert rejected > 100 and ran > 100  # both paths were exercised
+
+
+def test_sizes_beyond_the_core_name_the_argument(compiled, trained_sine):
+    model, _ = trained_sine
+    with pytest.raises(ValueError, match="fit: batch_size must be at most 9,223,372,036,854,775,807, "
+                                         "got 18446744073709551616"):
+        compiled.fit(X, Y, batch_size=2**64, verbose=0)
+    with pytest.raises(ValueError, match="fit: epochs must be at most 2,147,483,647"):
+        compiled.fit(X, Y, epochs=2**40, verbose=0)
+    with pytest.raises(ValueError, match="predict: batch_size must be at most"):
+        model.predict(X, batch_size=2**64)
+    # Large but representable: one batch of all samples, as Keras.
+    compiled.fit(X, Y, batch_size=2**62, epochs=1, verbose=0)
+    np.testing.assert_array_equal(model.predict(X, batch_size=2**62), model.predict(X))
+
+
+def test_ragged_lists_name_the_argument(compiled, trained_sine):
+    model, _ = trained_sine
+    ragged = [[1.0], [2.0, 3.0]]
+    with pytest.raises(ValueError, match="fit: x: expected a rectangular array, got a ragged sequence"):
+        compiled.fit(ragged, [[0.0], [1.0]], verbose=0)
+    with pytest.raises(ValueError, match="fit: y: expected a rectangular array, got a ragged sequence"):
+        compiled.fit([[1.0], [2.0]], ragged, verbose=0)
+    with pytest.raises(ValueError, match="predict: x: expected a rectangular array"):
+        model.predict(ragged)
+
+
+def test_predict_and_evaluate_refuse_batch_size_zero(trained_sine):
+    model, _ = trained_sine
+    with pytest.raises(ValueError, match="predict: batch_size must be a positive integer, got 0"):
+        model.predict(X, batch_size=0)
+    with pytest.raises(ValueError, match="evaluate: batch_size must be a positive integer, got 0"):
+        model.evaluate(X, Y, batch_size=0)
+
+
+def test_class_weight_values_and_coverage(rng):
+    m = tl.Sequential([tl.layers.Dense(3, input_shape=(4,))])
+    m.compile(optimizer="sgd", loss=tl.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x = rng.normal(size=(6, 4)).astype(np.float32)
+    y = np.array([0, 1, 2, 0, 1, 2])
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match=r"class_weight\[1\] must be a finite number >= 0"):
+            m.fit(x, y, class_weight={0: 1.0, 1: bad, 2: 1.0}, verbose=0)
+    with pytest.raises(TypeError, match=r"class_weight\[2\] must be a number"):
+        m.fit(x, y, class_weight={0: 1.0, 1: 1.0, 2: "heavy"}, verbose=0)
+    with pytest.raises(ValueError, match="no weight for class 2, which y contains"):
+        m.fit(x, y, class_weight={0: 1.0, 1: 2.0}, verbose=0)
+    # A class the model has but y lacks needs no weight.
+    m.fit(x[:4], y[:4] % 2, class_weight={0: 1.0, 1: 2.0}, verbose=0)
+    b = tl.Sequential([tl.layers.Dense(1, activation="sigmoid", input_shape=(4,))])
+    b.compile(optimizer="sgd", loss="binary_crossentropy")
+    with pytest.raises(ValueError, match="no weight for class 1"):
+        b.fit(x, (y > 0).astype(np.float32).reshape(-1, 1), class_weight={0: 1.0}, verbose=0)
+    r = tl.Sequential([tl.layers.Dense(1, input_shape=(4,))])
+    r.compile(optimizer="sgd", loss="mse")
+    with pytest.raises(ValueError, match="class_weight needs a classification loss, not mse"):
+        r.fit(x, np.zeros((6, 1)), class_weight={0: 1.0}, verbose=0)

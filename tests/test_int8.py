@@ -184,3 +184,27 @@ def test_forked_child_runs_and_frees_a_model_whose_pool_the_parent_started():
             pytest.fail("the forked child hung running or freeing the model")
         time.sleep(0.05)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, f"child status {status:#x}"
+
+
+def test_convert_takes_a_tflite_style_representative_dataset(trained_sine, sine_split):
+    """As TFLiteConverter.representative_dataset: a generator function yielding [x] batches, a
+    generator object, tuples; the same int8 model as the concatenated array."""
+    model, _ = trained_sine
+    x = sine_split["train"][0][:100]
+    expected = tl.convert(model, x).to_bytes()
+
+    def representative_dataset():
+        for i in range(len(x)):
+            yield [x[i:i + 1]]
+
+    assert tl.convert(model, representative_dataset).to_bytes() == expected
+    assert tl.convert(model, (x[i:i + 25] for i in range(0, 100, 25))).to_bytes() == expected
+    assert tl.convert(model, lambda: iter([(x[:60], None), (x[60:], None)])).to_bytes() == expected
+    # A different calibration set gives a different model (the generator's data is used).
+    assert tl.convert(model, lambda: iter([x[:10]])).to_bytes() != expected
+    with pytest.raises(ValueError, match="the generator yielded no batches"):
+        tl.convert(model, lambda: iter([]))
+    with pytest.raises(TypeError, match="must return an iterable of batches"):
+        tl.convert(model, lambda: 3)
+    with pytest.raises(ValueError, match=r"representative_data \(batch 1\): expected shape \(N, 1\)"):
+        tl.convert(model, iter([x[:5], np.zeros((5, 2))]))

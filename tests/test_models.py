@@ -198,7 +198,7 @@ def test_callbacks(rng):
     stop = tl.callbacks.EarlyStopping(monitor="loss", patience=1, restore_best_weights=True)
     h = m2.fit(x, y, epochs=20, verbose=0,
                callbacks=[lambda e, logs: snapshots.append(m2.get_weights()), stop])
-    assert stop.stopped_epoch is not None and len(h.epoch) == stop.stopped_epoch + 1 < 20
+    assert stop.stopped_epoch > 0 and len(h.epoch) == stop.stopped_epoch + 1 < 20
     best = int(np.argmin(h.history["loss"]))
     for got, want in zip(m2.get_weights(), snapshots[best]):
         np.testing.assert_array_equal(got, want)

@@ -330,3 +330,14 @@ def test_a_killed_save_leaves_the_target_and_the_next_save_removes_its_temporary
     sine_int8.save(tmp_path / "q.tlm")
     sine_int8.export_c(tmp_path, "fw")
     assert not any((tmp_path / name).exists() for name in stale)
+
+
+@pytest.mark.parametrize("name", ["m.keras", "m.h5", "M.HDF5"])
+def test_keras_suffixes_are_refused_naming_tinylearns(tmp_path, name):
+    """tinylearn's file is not a Keras file: writing it under Keras's suffix would make
+    tl.from_keras (and Keras) fail later, so save refuses and names the suffix to use."""
+    m = tl.Sequential([L.Dense(2, input_shape=(4,))])
+    m.build(seed=0)
+    with pytest.raises(ValueError, match=r"names a Keras file .*save to '.*[mM]\.tlmodel' \(\.tlmodel\)"):
+        m.save(tmp_path / name)
+    assert list(tmp_path.iterdir()) == []

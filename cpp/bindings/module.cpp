@@ -33,6 +33,13 @@ Tensor to_tensor(const FloatArray& a, const char* name) {
   return t;
 }
 
+// Per-sample weights: none, or a 1-D array (checked by the core).
+std::vector<float> to_weights(const std::optional<FloatArray>& a) {
+  if (!a) return {};
+  if (a->ndim() != 1) throw std::invalid_argument("sample weights: expected a 1-D array");
+  return std::vector<float>(a->data(), a->data() + a->size());
+}
+
 template <class T>
 py::array_t<float> to_array(const T& t) {
   std::vector<py::ssize_t> shape(t.shape().begin(), t.shape().end());
@@ -249,28 +256,62 @@ PYBIND11_MODULE(_core, m) {
           [](PyModel& p, const FloatArray& x, const FloatArray& y, int epochs,
              std::size_t batch_size, bool shuffle, std::uint64_t seed,
              std::optional<FloatArray> x_val, std::optional<FloatArray> y_val,
-             py::object on_epoch, std::size_t check_every, std::vector<float> class_weight) {
+             py::object on_epoch, std::size_t check_every, std::vector<float> class_weight,
+             std::optional<FloatArray> sample_weight,
+             std::optional<FloatArray> validation_sample_weight,
+             int initial_epoch, int validation_freq, std::size_t validation_batch_size,
+             py::object on_batch_begin, py::object on_batch_end, py::object on_test_begin,
+             py::object on_test_end) {
             const Tensor xm = to_tensor(x, "x"), ym = to_tensor(y, "y");
             Tensor xv, yv;
             if (x_val) xv = to_tensor(*x_val, "validation x");
             if (y_val) yv = to_tensor(*y_val, "validation y");
             FitOptions opt;
             opt.epochs = epochs;
+            opt.initial_epoch = initial_epoch;
             opt.batch_size = batch_size;
             opt.shuffle = shuffle;
             opt.seed = seed;
             opt.check_every = check_every;
             opt.class_weight = std::move(class_weight);
+            opt.sample_weight = to_weights(sample_weight);
+            opt.validation_sample_weight = to_weights(validation_sample_weight);
+            opt.validation_freq = validation_freq;
+            opt.validation_batch_size = validation_batch_size;
             // Runs with the GIL released; takes it back once per epoch (and every check_every
             // batches) to report progress and to see Ctrl-C. A Python exception (KeyboardInterrupt
             // included) stops training after a completed step and propagates to the caller.
-            opt.callback = [&on_epoch](int epoch, const std::map<std::string, float>& logs) {
+            opt.callback = [&on_epoch](int epoch, const Logs& logs) {
               py::gil_scoped_acquire gil;
               if (PyErr_CheckSignals() != 0) throw py::error_already_set();
               if (epoch < 0 || on_epoch.is_none()) return true;
               py::object r = on_epoch(epoch, logs);
               return r.is_none() || r.cast<bool>();
             };
+            // The optional hooks take the GIL only when given: fit without them never returns to
+            // Python between batches (except every check_every batches, for Ctrl-C).
+            if (!on_batch_begin.is_none())
+              opt.batch_begin = [&on_batch_begin](int batch) {
+                py::gil_scoped_acquire gil;
+                on_batch_begin(batch);
+              };
+            if (!on_batch_end.is_none())
+              opt.batch_end = [&on_batch_end](int batch, const Logs& logs) {
+                py::gil_scoped_acquire gil;
+                if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+                py::object r = on_batch_end(batch, logs);
+                return r.is_none() || r.cast<bool>();
+              };
+            if (!on_test_begin.is_none())
+              opt.test_begin = [&on_test_begin]() {
+                py::gil_scoped_acquire gil;
+                on_test_begin();
+              };
+            if (!on_test_end.is_none())
+              opt.test_end = [&on_test_end](const Logs& logs) {
+                py::gil_scoped_acquire gil;
+                on_test_end(logs);
+              };
             History h;
             {
               py::gil_scoped_release release;
@@ -281,7 +322,12 @@ PYBIND11_MODULE(_core, m) {
           py::arg("x"), py::arg("y"), py::arg("epochs"), py::arg("batch_size"),
           py::arg("shuffle"), py::arg("seed"), py::arg("x_val") = py::none(),
           py::arg("y_val") = py::none(), py::arg("on_epoch") = py::none(),
-          py::arg("check_every") = 256, py::arg("class_weight") = std::vector<float>{})
+          py::arg("check_every") = 256, py::arg("class_weight") = std::vector<float>{},
+          py::arg("sample_weight") = py::none(), py::arg("validation_sample_weight") = py::none(),
+          py::arg("initial_epoch") = 0,
+          py::arg("validation_freq") = 1, py::arg("validation_batch_size") = 1024,
+          py::arg("on_batch_begin") = py::none(), py::arg("on_batch_end") = py::none(),
+          py::arg("on_test_begin") = py::none(), py::arg("on_test_end") = py::none())
       .def("predict",
            [](PyModel& p, const FloatArray& x, std::size_t batch_size) {
              const Tensor xm = to_tensor(x, "x");
@@ -294,12 +340,15 @@ PYBIND11_MODULE(_core, m) {
            },
            py::arg("x"), py::arg("batch_size") = 1024)
       .def("evaluate",
-           [](PyModel& p, const FloatArray& x, const FloatArray& y, std::size_t batch_size) {
+           [](PyModel& p, const FloatArray& x, const FloatArray& y, std::size_t batch_size,
+              const std::optional<FloatArray>& sample_weight) {
              const Tensor xm = to_tensor(x, "x"), ym = to_tensor(y, "y");
+             const std::vector<float> w = to_weights(sample_weight);
              py::gil_scoped_release release;
-             return p.model.evaluate(xm, ym, batch_size);
+             return p.model.evaluate(xm, ym, batch_size, w);
            },
-           py::arg("x"), py::arg("y"), py::arg("batch_size") = 1024)
+           py::arg("x"), py::arg("y"), py::arg("batch_size") = 1024,
+           py::arg("sample_weight") = py::none())
       .def("get_optimizer_state",
            [](PyModel& p) {
              Optimizer* opt = p.model.optimizer();

@@ -34,6 +34,18 @@ void slice(const Tensor& src, std::size_t begin, std::size_t end, Tensor& dst) {
   std::memcpy(dst.data(), src.data() + begin * sample, (end - begin) * sample * sizeof(float));
 }
 
+// Per-sample loss weights: none (empty) or one finite weight >= 0 per sample.
+void check_weights(const std::vector<float>& w, std::size_t n, const std::string& what) {
+  if (w.empty()) return;
+  if (w.size() != n)
+    throw std::invalid_argument(what + ": expected one weight per sample (" + std::to_string(n) +
+                                "), got " + std::to_string(w.size()));
+  for (std::size_t i = 0; i < n; ++i)
+    if (!(std::isfinite(w[i]) && w[i] >= 0.0f))
+      throw std::invalid_argument(what + ": weight " + std::to_string(w[i]) + " of sample " +
+                                  std::to_string(i) + " is not a finite number >= 0");
+}
+
 }  // namespace
 
 std::string loss_name(Loss loss) {
@@ -335,13 +347,16 @@ Tensor Model::predict(const Tensor& x, std::size_t batch_size) {
   return result;
 }
 
-std::vector<float> Model::evaluate(const Tensor& x, const Tensor& y, std::size_t batch_size) {
+std::vector<float> Model::evaluate(const Tensor& x, const Tensor& y, std::size_t batch_size,
+                                  const std::vector<float>& sample_weight) {
   if (!compiled()) throw std::logic_error("evaluate: call compile() first");
   check_data(x, &y, "evaluate");
+  check_weights(sample_weight, x.shape()[0], "evaluate: sample_weight");
   const Targets t = targets(y, "evaluate");
   const std::int32_t* labels = t.labels.empty() ? nullptr : t.labels.data();
   const Tensor pred = predict(x, batch_size);
-  std::vector<float> out{loss_value(pred, y.data(), labels, nullptr) + regularization(false)};
+  const float* w = sample_weight.empty() ? nullptr : sample_weight.data();
+  std::vector<float> out{loss_value(pred, y.data(), labels, w) + regularization(false)};
   for (Metric m : metrics_) out.push_back(metric_value(m, pred, y.data(), labels));
   return out;
 }
@@ -355,13 +370,24 @@ History Model::fit(const Tensor& x, const Tensor& y, const FitOptions& opt, cons
     throw std::invalid_argument("fit: validation data needs both x and y");
   if (x_val) check_data(*x_val, y_val, "fit (validation_data)");
   if (opt.epochs < 0) throw std::invalid_argument("fit: epochs must be >= 0");
+  if (opt.initial_epoch < 0) throw std::invalid_argument("fit: initial_epoch must be >= 0");
   if (opt.batch_size == 0) throw std::invalid_argument("fit: batch_size must be positive");
   if (opt.check_every == 0) throw std::invalid_argument("fit: check_every must be positive");
+  if (opt.validation_freq <= 0) throw std::invalid_argument("fit: validation_freq must be positive");
+  if (opt.validation_batch_size == 0)
+    throw std::invalid_argument("fit: validation_batch_size must be positive");
   if (output_ == input_) throw std::invalid_argument("fit: the model has no layers to train");
+  const std::size_t n = x.shape()[0];
+  check_weights(opt.sample_weight, n, "fit: sample_weight");
+  if (x_val) check_weights(opt.validation_sample_weight, x_val->shape()[0], "fit: validation sample_weight");
+  else if (!opt.validation_sample_weight.empty())
+    throw std::invalid_argument("fit: validation sample weights need validation data");
   const Targets targets_all = targets(y, "fit");
   if (x_val) targets(*y_val, "fit (validation_data)");
   const std::size_t classes = output_shape().back();
   if (!opt.class_weight.empty()) {
+    if (!opt.sample_weight.empty())
+      throw std::invalid_argument("fit: class_weight and sample_weight cannot both be given");
     if (loss_ == Loss::MSE || loss_ == Loss::MAE)
       throw std::invalid_argument("fit: class_weight needs a classification loss, not " + loss_name(loss_));
     const std::size_t need = loss_ == Loss::BinaryCrossentropy ? 2 : classes;
@@ -369,9 +395,25 @@ History Model::fit(const Tensor& x, const Tensor& y, const FitOptions& opt, cons
         (loss_ == Loss::BinaryCrossentropy && classes != 1))
       throw std::invalid_argument("fit: class_weight needs one weight per class (" + std::to_string(need) +
                                   ") for a model with outputs " + shape_str(output_shape(), true));
+    for (float c : opt.class_weight)
+      if (!(std::isfinite(c) && c >= 0.0f))
+        throw std::invalid_argument("fit: class_weight " + std::to_string(c) + " is not a finite number >= 0");
+  }
+  // The loss weight of every sample: given, or its class's weight (Keras turns class_weight into
+  // sample weights the same way); empty when unweighted.
+  std::vector<float> weight_all = opt.sample_weight;
+  if (!opt.class_weight.empty()) {
+    weight_all.resize(n);
+    for (std::size_t r = 0; r < n; ++r) {
+      const float* yr = y.data() + r * classes;
+      std::size_t c;
+      if (!targets_all.labels.empty()) c = std::size_t(targets_all.labels[r]);
+      else if (loss_ == Loss::BinaryCrossentropy) c = y.data()[r] > 0.5f ? 1 : 0;
+      else c = std::size_t(std::max_element(yr, yr + classes) - yr);
+      weight_all[r] = opt.class_weight[c];
+    }
   }
 
-  const std::size_t n = x.shape()[0];
   std::vector<std::size_t> order(n);
   for (std::size_t i = 0; i < n; ++i) order[i] = i;
   Random rng(opt.seed ^ 0x9E3779B97F4A7C15ull);
@@ -395,12 +437,21 @@ History Model::fit(const Tensor& x, const Tensor& y, const FitOptions& opt, cons
   History hist;
   std::size_t batches_seen = 0;
 
-  for (int epoch = 0; epoch < opt.epochs; ++epoch) {
+  for (int epoch = opt.initial_epoch; epoch < opt.epochs; ++epoch) {
     if (opt.shuffle) rng.shuffle(order);
     double loss_sum = 0.0;
     std::vector<double> metric_sum(metrics_.size(), 0.0);
-    for (std::size_t begin = 0; begin < n; begin += opt.batch_size) {
-      const std::size_t end = std::min(n, begin + opt.batch_size), bs = end - begin;
+    std::size_t seen = 0;  // samples of this epoch trained on
+    // The epoch's logs so far: means over its samples (each batch's value weighted by its size).
+    auto running_logs = [&] {
+      Logs logs{{"loss", float(loss_sum / double(seen))}};
+      for (std::size_t k = 0; k < metrics_.size(); ++k) logs[names[k]] = float(metric_sum[k] / double(seen));
+      return logs;
+    };
+    bool stop = false;
+    for (std::size_t begin = 0, batch = 0; begin < n && !stop; begin += opt.batch_size, ++batch) {
+      if (opt.batch_begin) opt.batch_begin(int(batch));
+      const std::size_t end = begin + std::min(opt.batch_size, n - begin), bs = end - begin;
       gather(x, order, begin, end, xb);
       gather(y, order, begin, end, yb);
       const std::int32_t* labels = nullptr;
@@ -410,16 +461,9 @@ History Model::fit(const Tensor& x, const Tensor& y, const FitOptions& opt, cons
         labels = lb.data();
       }
       const float* weights = nullptr;
-      if (!opt.class_weight.empty()) {
+      if (!weight_all.empty()) {
         wb.resize(bs);
-        for (std::size_t r = 0; r < bs; ++r) {
-          std::size_t c;
-          if (labels) c = std::size_t(labels[r]);
-          else if (loss_ == Loss::BinaryCrossentropy) c = yb.data()[r] > 0.5f ? 1 : 0;
-          else c = std::size_t(std::max_element(yb.data() + r * classes, yb.data() + (r + 1) * classes) -
-                               (yb.data() + r * classes));
-          wb[r] = opt.class_weight[c];
-        }
+        for (std::size_t r = begin; r < end; ++r) wb[r - begin] = weight_all[order[r]];
         weights = wb.data();
       }
       run_forward(xb, acts, true);
@@ -452,22 +496,27 @@ History Model::fit(const Tensor& x, const Tensor& y, const FitOptions& opt, cons
         nd.layer->backward(in, acts[*it], grads[*it], din);
       }
       optimizer_->step(params);
+      seen += bs;
 
+      if (opt.batch_end && !opt.batch_end(int(batch), running_logs())) stop = true;
       if (opt.callback && ++batches_seen % opt.check_every == 0 && !opt.callback(-1, {})) {
         hist.stopped = true;
         return hist;
       }
     }
-    std::map<std::string, float> logs{{"loss", float(loss_sum / double(n))}};
-    for (std::size_t k = 0; k < metrics_.size(); ++k) logs[names[k]] = float(metric_sum[k] / double(n));
-    if (x_val) {
-      const std::vector<float> v = evaluate(*x_val, *y_val);
-      logs["val_loss"] = v[0];
-      for (std::size_t k = 0; k < metrics_.size(); ++k) logs["val_" + names[k]] = v[k + 1];
+    Logs logs = running_logs();
+    if (x_val && (epoch + 1) % opt.validation_freq == 0) {
+      if (opt.test_begin) opt.test_begin();
+      const std::vector<float> v = evaluate(*x_val, *y_val, opt.validation_batch_size,
+                                            opt.validation_sample_weight);
+      Logs val{{"loss", v[0]}};
+      for (std::size_t k = 0; k < metrics_.size(); ++k) val[names[k]] = v[k + 1];
+      if (opt.test_end) opt.test_end(val);
+      for (const auto& [key, value] : val) logs["val_" + key] = value;
     }
     for (const auto& [key, value] : logs) hist.history[key].push_back(value);
-    hist.epochs_run = epoch + 1;
-    if (opt.callback && !opt.callback(epoch, logs)) {
+    hist.epochs_run = epoch + 1 - opt.initial_epoch;
+    if ((opt.callback && !opt.callback(epoch, logs)) || stop) {
       hist.stopped = true;
       break;
     }

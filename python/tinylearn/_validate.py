@@ -9,13 +9,22 @@ def _shape_str(shape) -> str:
     return "(N, " + ", ".join(str(d) for d in shape) + ")" if shape else "(N, ...)"
 
 
+def as_array(a, name: str) -> np.ndarray:
+    """np.asarray(a), with a ragged nested sequence refused by a message naming `name`."""
+    try:
+        return np.asarray(a)
+    except ValueError:
+        raise ValueError(f"{name}: expected a rectangular array, got a ragged sequence (its rows "
+                         "differ in length)") from None
+
+
 def as_float_array(a, name: str, shape: tuple | None = None) -> np.ndarray:
     """`a` as a C-contiguous float32 array of samples of `shape` (any when None).
 
     A 1-D array is taken as N samples of one value when `shape` is (1,)."""
     if a is None:
         raise TypeError(f"{name}: expected an array, got None")
-    arr = np.asarray(a)
+    arr = as_array(a, name)
     if arr.dtype == object or not (
         np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.bool_)
     ):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 import warnings
 import weakref
@@ -13,7 +14,7 @@ from . import _core
 from . import callbacks as _callbacks
 from . import losses as _losses
 from . import optimizers as _optimizers
-from ._validate import as_float_array
+from ._validate import as_array, as_float_array
 from .layers import Input, Layer, SymbolicTensor, auto_name, to_snake_case
 
 __all__ = ["History", "Model", "Sequential"]
@@ -336,6 +337,9 @@ class Model:
     def learning_rate(self, value: float) -> None:
         if self._core is None:
             raise RuntimeError("learning_rate: the model has no weights yet")
+        if self._compiled[0].schedule is not None:
+            raise TypeError("learning_rate: the optimizer was compiled with a learning-rate schedule, "
+                            "which sets the rate at every step; it cannot be set (as in Keras)")
         self._core.learning_rate = float(value)
 
     def _targets(self, y, name: str) -> np.ndarray:
@@ -362,7 +366,9 @@ class Model:
                                  f"sparse_categorical_crossentropy)")
             return arr
         if loss == "sparse_categorical_crossentropy":
-            arr = np.asarray(y)
+            if y is None:
+                raise TypeError(f"{name}: expected integer class labels, got None")
+            arr = as_array(y, name)
             if arr.dtype == object or not np.issubdtype(arr.dtype, np.number):
                 raise TypeError(f"{name}: expected integer class labels, got dtype {arr.dtype}")
             if arr.ndim == 2 and arr.shape[1] == 1:
@@ -381,36 +387,58 @@ class Model:
         if self._core is None:
             self.build(seed=seed)
 
-    def fit(self, x, y, epochs: int = 1, batch_size: int = 32, verbose="auto", callbacks=None,
-            validation_split: float = 0.0, validation_data=None, shuffle: bool = True,
-            class_weight=None, seed: int | None = None) -> History:
-        """Trains in C++ with the GIL released; Ctrl-C stops after the current step and raises
-        KeyboardInterrupt, leaving the model usable and `model.history` holding the epochs run.
+    def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
+            validation_split=0.0, validation_data=None, shuffle=True, class_weight=None,
+            sample_weight=None, initial_epoch=0, steps_per_epoch=None, validation_steps=None,
+            validation_batch_size=None, validation_freq=1, *, seed=None) -> History:
+        """Trains in C++ with the GIL released, with Keras's arguments in Keras's order
+        (batch_size None: 32); Ctrl-C stops after the current step and raises KeyboardInterrupt,
+        leaving the model usable and `model.history` holding the epochs run.
 
-        `seed` drives the shuffling and, when the model has no weights yet, their initialization
-        (a model that already has weights, from build() or an earlier fit, keeps them).
-        `validation_split` holds out the last fraction of x and y (before shuffling), as Keras.
-        `callbacks`: tl.callbacks.Callback objects or callables f(epoch, logs) (False stops).
+        `sample_weight` (N,) weights each sample's loss: a batch's loss is sum(w * l) / batch
+        size (Keras's "sum_over_batch_size"); metrics stay unweighted (Keras's `metrics`).
+        `class_weight` {class: weight} must name every class in y (not with sample_weight).
+        `validation_split` holds out the last fraction of x, y (and sample_weight), before
+        shuffling, as Keras; `validation_data` is (x_val, y_val) or (x_val, y_val, weights).
+        Epochs run from `initial_epoch` to `epochs` - 1 and keep those indices in History and
+        callbacks. `callbacks`: tl.callbacks.Callback objects (batch hooks: see
+        tinylearn.callbacks) or callables f(epoch, logs) (returning False stops).
+        `seed` (keyword-only) drives the shuffling and, when the model has no weights yet, their
+        initialization (a model that already has weights keeps them).
+        steps_per_epoch and validation_steps need a data generator: tinylearn takes arrays and
+        refuses them.
         """
         if self._compiled is None:
             raise RuntimeError("fit: the model is not compiled; call "
                                "model.compile(optimizer=..., loss=...) before fit()")
-        epochs = _positive_int(epochs, "epochs", allow_zero=True)
-        batch_size = _positive_int(batch_size, "batch_size")
+        _unsupported("fit", steps_per_epoch=steps_per_epoch, validation_steps=validation_steps)
+        verbose = _verbose(verbose, "fit")
+        batch_size = 32 if batch_size is None else _positive_int(batch_size, "fit: batch_size")
+        epochs = _positive_int(epochs, "fit: epochs", _MAX_EPOCHS, allow_zero=True)
+        initial_epoch = _positive_int(initial_epoch, "fit: initial_epoch", _MAX_EPOCHS, allow_zero=True)
+        validation_freq = _positive_int(validation_freq, "fit: validation_freq", _MAX_EPOCHS)
+        val_batch = _inference_batch(validation_batch_size, "fit: validation_batch_size")
+        if isinstance(shuffle, str):
+            raise ValueError(f"fit: shuffle must be True or False, got {shuffle!r} (Keras's 'batch' "
+                             "is for HDF5 data)")
         seed = _seed(0 if seed is None else seed)
         x = as_float_array(x, "fit: x", self.input_shape)
         self._prepare_fit(x, seed)
         y = self._targets(y, "fit: y")
         if len(y) != len(x):
             raise ValueError(f"fit: x has {len(x)} samples but y has {len(y)}")
-        xv = yv = None
+        sw = _sample_weights(sample_weight, len(x), "fit: sample_weight")
+        xv = yv = swv = None
         if validation_data is not None:
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                raise ValueError("fit: validation_data must be a tuple (x_val, y_val)")
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+                raise ValueError("fit: validation_data must be a tuple (x_val, y_val) or "
+                                 "(x_val, y_val, val_sample_weight)")
             xv = as_float_array(validation_data[0], "fit: validation x", self.input_shape)
             yv = self._targets(validation_data[1], "fit: validation y")
             if len(xv) != len(yv):
                 raise ValueError(f"fit: validation x has {len(xv)} samples but y has {len(yv)}")
+            if len(validation_data) == 3:
+                swv = _sample_weights(validation_data[2], len(xv), "fit: validation sample_weight")
         elif validation_split:
             if not 0.0 < float(validation_split) < 1.0:
                 raise ValueError(f"fit: validation_split must be in (0, 1), got {validation_split!r}")
@@ -419,69 +447,130 @@ class Model:
                 raise ValueError(f"fit: validation_split={validation_split} leaves no training or "
                                  f"no validation samples out of {len(x)}")
             x, xv, y, yv = x[:cut], x[cut:], y[:cut], y[cut:]
-        weights = self._class_weights(class_weight)
-        cbs = [c if isinstance(c, _callbacks.Callback) else _FunctionCallback(c) for c in callbacks or []]
-        for c in cbs:
-            c.set_model(self)
+            if sw is not None:
+                sw, swv = sw[:cut], sw[cut:]
+        if class_weight is not None and sw is not None:
+            raise ValueError("fit: give class_weight or sample_weight, not both (as Keras)")
+        weights = self._class_weights(class_weight, y)
+        params = {"verbose": verbose, "epochs": epochs, "steps": -(-len(x) // batch_size)}  # Keras's
+        cbs = _callbacks._CallbackList(
+            [c if isinstance(c, _callbacks.Callback) else _FunctionCallback(c) for c in callbacks or []],
+            self, params)
 
         history = History()
-        history.params = {"epochs": epochs, "batch_size": batch_size, "samples": len(x)}
+        history.params = {**params, "batch_size": batch_size, "samples": len(x)}
         self.history = history
-        bar = _progress_bar(verbose, epochs)
+        bar = _progress_bar(verbose, max(epochs - initial_epoch, 0))
+        last_logs = {}
 
-        def on_epoch(epoch, logs):
-            logs = {**logs, **self._python_metrics(x, y)}
+        def on_epoch(epoch, core_logs):
+            logs = {**core_logs, **self._python_metrics(x, y)}
             if xv is not None:
                 logs.update({f"val_{k}": v for k, v in self._python_metrics(xv, yv).items()})
+            cbs("on_epoch_end", epoch, logs)  # callbacks may add to the logs (learning_rate)
             history._append(epoch, logs)
+            last_logs.clear()
+            last_logs.update(logs)
             if bar is not None:
                 bar.set_postfix({k: f"{v:.4g}" for k, v in sorted(logs.items())}, refresh=False)
                 bar.update(1)
             elif verbose == 2:
                 items = " - ".join(f"{k}: {v:.4g}" for k, v in sorted(logs.items()))
                 print(f"Epoch {epoch + 1}/{epochs} - {items}", flush=True)
-            for c in cbs:
-                c.on_epoch_end(epoch, dict(logs))
             if not self.stop_training and epoch + 1 < epochs:
-                for c in cbs:
-                    c.on_epoch_begin(epoch + 1)
+                cbs("on_epoch_begin", epoch + 1, {})
             return not self.stop_training
 
         self._warn_if_trainable_changed("fit")
+        # The core returns to Python between batches, and around validation, only for the hooks
+        # some callback defines (see tinylearn.callbacks).
+        hooks = {}
+        if cbs.defines("on_train_batch_begin", "on_batch_begin"):
+            hooks["on_batch_begin"] = lambda batch: cbs("on_train_batch_begin", batch, logs={})
+        if cbs.defines("on_train_batch_end", "on_batch_end"):
+            def on_batch_end(batch, logs):
+                cbs("on_train_batch_end", batch, logs=dict(logs))
+                return not self.stop_training
+
+            hooks["on_batch_end"] = on_batch_end
+        if xv is not None and cbs.defines("on_test_begin"):
+            hooks["on_test_begin"] = lambda: cbs("on_test_begin", {})
+        if xv is not None and cbs.defines("on_test_end"):
+            hooks["on_test_end"] = lambda logs: cbs("on_test_end", dict(logs))
+
         self.stop_training = False
-        for c in cbs:
-            c.on_train_begin()
-        if epochs:
-            for c in cbs:
-                c.on_epoch_begin(0)
+        self._fit_validates = xv is not None
+        cbs("on_train_begin", {})
+        if initial_epoch < epochs:
+            cbs("on_epoch_begin", initial_epoch, {})
         try:
-            self._core.fit(x, y, epochs, batch_size, bool(shuffle), seed, xv, yv, on_epoch,
-                           class_weight=weights)
+            self._core.fit(x, y, epochs, min(batch_size, len(x)), bool(shuffle), seed, xv, yv, on_epoch,
+                           class_weight=weights, sample_weight=sw, validation_sample_weight=swv,
+                           initial_epoch=initial_epoch, validation_freq=validation_freq,
+                           validation_batch_size=min(val_batch, len(xv)) if xv is not None else 1,
+                           **hooks)
         finally:
             if bar is not None:
                 bar.close()
-        for c in cbs:
-            c.on_train_end()
+        cbs("on_train_end", dict(last_logs))
         return history
 
-    def _class_weights(self, class_weight) -> list[float]:
+    def _class_weights(self, class_weight, y) -> list[float]:
+        """Keras's class_weight as one weight per class; every class in y must have one."""
         if class_weight is None:
             return []
         if not isinstance(class_weight, dict):
             raise TypeError(f"fit: class_weight must be a dict {{class: weight}}, got {type(class_weight).__name__}")
-        classes = 2 if self._compiled[1].name == "binary_crossentropy" else int(self.output_shape[-1])
-        bad = [k for k in class_weight if not isinstance(k, (int, np.integer)) or not 0 <= k < classes]
+        loss = self._compiled[1].name
+        if loss not in _CLASSIFICATION_LOSSES:
+            raise ValueError(f"fit: class_weight needs a classification loss, not {loss}")
+        classes = 2 if loss == "binary_crossentropy" else int(self.output_shape[-1])
+        bad = [k for k in class_weight
+               if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= k < classes]
         if bad:
             raise ValueError(f"fit: class_weight has class {bad[0]!r}; the model has classes 0..{classes - 1}")
+        for k, w in class_weight.items():
+            if isinstance(w, bool) or not isinstance(w, (int, float, np.integer, np.floating)):
+                raise TypeError(f"fit: class_weight[{k}] must be a number, got {w!r}")
+            if not (math.isfinite(w) and w >= 0):
+                raise ValueError(f"fit: class_weight[{k}] must be a finite number >= 0, got {w!r}")
+        if loss == "sparse_categorical_crossentropy":
+            present = np.unique(y.astype(np.int64))
+        elif loss == "binary_crossentropy":
+            present = np.unique((y > 0.5).astype(np.int64))
+        else:
+            present = np.unique(np.argmax(y.reshape(len(y), -1), axis=1))
+        missing = [int(c) for c in present if int(c) not in class_weight]
+        if missing:
+            raise ValueError(f"fit: class_weight has no weight for class {missing[0]}, which y contains "
+                             f"(classes in y without a weight: {missing}); give every class in y a weight")
         return [float(class_weight.get(k, 1.0)) for k in range(classes)]
 
-    def predict(self, x, batch_size: int | None = None, verbose=0) -> np.ndarray:
+    def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None) -> np.ndarray:
+        """The outputs for x, in C++ with the GIL released. `batch_size` only sets how many
+        samples go through at once (memory, speed), not the results; None: 1024. `verbose`
+        takes Keras's values; nothing is printed. `callbacks` get on_predict_begin/end; `steps`
+        needs a data generator and is refused."""
+        _unsupported("predict", steps=steps)
+        _verbose(verbose, "predict")
+        batch_size = _inference_batch(batch_size, "predict: batch_size")
         self._require_weights("predict")
         x = as_float_array(x, "predict: x", self.input_shape)
-        return self._core.predict(x, _positive_int(batch_size or 1024, "batch_size"))
+        cbs = self._inference_callbacks(callbacks)
+        cbs("on_predict_begin", {})
+        out = self._core.predict(x, min(batch_size, len(x)))
+        cbs("on_predict_end", {})
+        return out
 
-    def evaluate(self, x, y, batch_size: int | None = None, verbose=0):
-        """The loss, or [loss, *metrics] when the model was compiled with metrics."""
+    def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None,
+                 steps=None, callbacks=None, return_dict=False):
+        """The loss, or [loss, *metrics] when the model was compiled with metrics, or with
+        return_dict=True {"loss": ..., metric: ...}. `sample_weight` (N,) weights the loss as in
+        fit (sum(w * l) / N); metrics stay unweighted. `batch_size` (None: 1024) does not change
+        the results. `callbacks` get on_test_begin/end; `verbose` and `steps` as in predict."""
+        _unsupported("evaluate", steps=steps)
+        _verbose(verbose, "evaluate")
+        batch_size = _inference_batch(batch_size, "evaluate: batch_size")
         self._require_weights("evaluate")
         if self._compiled is None:
             raise RuntimeError("evaluate: the model is not compiled; call model.compile() first")
@@ -489,12 +578,26 @@ class Model:
         y = self._targets(y, "evaluate: y")
         if len(y) != len(x):
             raise ValueError(f"evaluate: x has {len(x)} samples but y has {len(y)}")
-        batch_size = _positive_int(batch_size or 1024, "batch_size")
-        core_values = iter(self._core.evaluate(x, y, batch_size))
+        sw = _sample_weights(sample_weight, len(x), "evaluate: sample_weight")
+        cbs = self._inference_callbacks(callbacks)
+        cbs("on_test_begin", {})
+        batch_size = min(batch_size, len(x))
+        core_values = iter(self._core.evaluate(x, y, batch_size, sample_weight=sw))
         extra = self._python_metrics(x, y, batch_size)
         values = [next(core_values)] + [next(core_values) if kind is not None else extra[name]
                                         for name, kind, _ in self._metric_plan]
+        logs = dict(zip(["loss", *(name for name, _, _ in self._metric_plan)], values))
+        cbs("on_test_end", dict(logs))
+        if return_dict:
+            return logs
         return values[0] if len(values) == 1 else values
+
+    def _inference_callbacks(self, callbacks):
+        cbs = list(callbacks or [])
+        for c in cbs:
+            if not isinstance(c, _callbacks.Callback):
+                raise TypeError(f"callbacks must be tl.callbacks.Callback objects, got {c!r}")
+        return _callbacks._CallbackList(cbs, self, {})
 
     # -- weights ---------------------------------------------------------------------------
     def get_layer(self, name: str) -> Layer:
@@ -717,15 +820,58 @@ def _seed(seed) -> int:
     return int(seed) & 0xFFFFFFFFFFFFFFFF
 
 
-def _positive_int(v, name: str, allow_zero: bool = False) -> int:
+_MAX_SIZE = 2**63 - 1  # batch sizes (int64, as Keras's tensors count them)
+_MAX_EPOCHS = 2**31 - 1  # epoch indices (int32 in the core)
+_CLASSIFICATION_LOSSES = ("binary_crossentropy", "categorical_crossentropy", "sparse_categorical_crossentropy")
+
+
+def _positive_int(v, name: str, maximum: int = _MAX_SIZE, allow_zero: bool = False) -> int:
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < (0 if allow_zero else 1):
         raise ValueError(f"{name} must be a {'non-negative' if allow_zero else 'positive'} integer, got {v!r}")
+    if v > maximum:
+        raise ValueError(f"{name} must be at most {maximum:,}, got {v!r}")
     return int(v)
 
 
-def _progress_bar(verbose, epochs: int):
-    if verbose == "auto":
-        verbose = 1
+def _inference_batch(batch_size, name: str) -> int:
+    """predict's and evaluate's batch size: None for 1024 (it sets memory and speed only)."""
+    return 1024 if batch_size is None else _positive_int(batch_size, name)
+
+
+def _verbose(verbose, who: str):
+    if isinstance(verbose, str) and verbose == "auto":
+        return 1
+    if isinstance(verbose, (bool, int, np.integer)) and int(verbose) in (0, 1, 2):
+        return int(verbose)
+    raise ValueError(f"{who}: verbose must be 'auto', 0, 1 or 2, got {verbose!r}")
+
+
+def _unsupported(who: str, **args) -> None:
+    """Keras's arguments for data generators: tinylearn takes arrays, so they must stay None."""
+    for name, value in args.items():
+        if value is not None:
+            raise ValueError(f"{who}: {name}={value!r} is not supported: tinylearn takes arrays and "
+                             f"runs over all of them (ceil(N / batch_size) batches); leave {name}=None")
+
+
+def _sample_weights(weights, n: int, name: str):
+    """Keras's sample_weight: None, or one finite weight >= 0 per sample, shape (N,) or (N, 1)."""
+    if weights is None:
+        return None
+    arr = as_array(weights, name)
+    if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
+        raise TypeError(f"{name}: expected real numbers, got dtype {arr.dtype}")
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.shape != (n,):
+        raise ValueError(f"{name}: expected shape ({n},), one weight per sample, got shape {arr.shape}")
+    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    if not (np.isfinite(arr).all() and (arr >= 0).all()):
+        raise ValueError(f"{name}: weights must be finite numbers >= 0")
+    return arr
+
+
+def _progress_bar(verbose: int, epochs: int):
     if verbose != 1:
         return None
     try:  # tqdm.auto draws a widget in Jupyter, but only where ipywidgets is installed

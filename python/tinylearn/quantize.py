@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -292,8 +293,11 @@ const unsigned int {name}_len = {len(blob)}u;
 def convert(model, representative_data) -> Int8Model:
     """Post-training int8 quantization (TFLite int8 spec) of a trained model.
 
-    Activation ranges are calibrated on `representative_data`; kernels become per-tensor
-    symmetric int8, biases int32, requantization fixed point.
+    Activation ranges are calibrated on `representative_data`: an array of samples, or, as
+    TFLiteConverter.representative_dataset, a generator function (any callable returning an
+    iterable) or a generator/iterator, yielding batches: each an array, or a list/tuple whose
+    first element is the input (TFLite's `yield [x]`); the batches are concatenated. Kernels
+    become per-tensor symmetric int8, biases int32, requantization fixed point.
     """
     from .models import Model
 
@@ -301,9 +305,30 @@ def convert(model, representative_data) -> Int8Model:
         raise TypeError(f"convert: expected a tinylearn model, got {type(model).__name__}")
     if not model.built:
         raise RuntimeError("convert: the model has no weights yet; train it (fit) first")
-    x = as_float_array(representative_data, "convert: representative_data", model.input_shape)
+    x = _representative(representative_data, model.input_shape)
     d = _core.quantize(model._core, x)
     return Int8Model(_core.lower(d), graph=_graph_from_core(d))
+
+
+def _representative(data, input_shape) -> np.ndarray:
+    """convert's representative data as one float32 array of samples (see convert)."""
+    name = "convert: representative_data"
+    if isinstance(data, (np.ndarray, list, tuple)) or not (callable(data) or isinstance(data, Iterator)):
+        return as_float_array(data, name, input_shape)
+    items = data() if callable(data) else data
+    if not isinstance(items, Iterable):
+        raise TypeError(f"{name}: the callable must return an iterable of batches (a generator), "
+                        f"got {type(items).__name__}")
+    batches = []
+    for i, item in enumerate(items):
+        if isinstance(item, (list, tuple)):
+            if not item:
+                raise ValueError(f"{name}: batch {i} is an empty {type(item).__name__}; expected [x]")
+            item = item[0]
+        batches.append(as_float_array(item, f"{name} (batch {i})", input_shape))
+    if not batches:
+        raise ValueError(f"{name}: the generator yielded no batches; expected at least one sample")
+    return np.concatenate(batches)
 
 
 def from_tflite(src, *, max_arena_bytes: int | None = MAX_ARENA_BYTES) -> Int8Model:

@@ -14,12 +14,13 @@ Format (version 1). A model file is a NumPy .npz archive (a zip of .npy arrays) 
                               (trainable, then non-trainable such as moving statistics)
   "optimizer/iterations"      int64 scalar; "optimizer/<i>": float32 slots (Adam: every m, then
                               every v; SGD with momentum: the velocities)
-Readers refuse a version newer than theirs. Files are written atomically.
-
 Loading reads each array's .npy header before its data and checks the declared sizes of the
 architecture (units, filters, kernel sizes, input shape) against the stored weights before it
 builds anything, so a small file cannot demand a large allocation; whatever is wrong with a
 file raises ModelFormatError (a ValueError).
+Readers refuse a version newer than theirs. Files are written atomically. The suffix is free,
+".tlmodel" by convention, except Keras's own (".keras", ".h5", ".hdf5"): save_model refuses
+them, since Keras and tl.from_keras could not read the file.
 """
 
 from __future__ import annotations
@@ -41,15 +42,23 @@ from . import optimizers as _optimizers
 from ._io import write_atomic
 from .quantize import ModelFormatError
 
-__all__ = ["FORMAT", "MODEL_FORMAT_VERSION", "load_model", "save_model"]
+__all__ = ["FORMAT", "MODEL_FORMAT_VERSION", "SUFFIX", "load_model", "save_model"]
 
 FORMAT = "tinylearn.model"
 MODEL_FORMAT_VERSION = 1
+SUFFIX = ".tlmodel"
+_KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 
 
 def save_model(model, path) -> Path:
     from .models import Sequential
 
+    path = Path(path)
+    if path.suffix.lower() in _KERAS_SUFFIXES:
+        raise ValueError(f"save: {str(path)!r} names a Keras file ({path.suffix}), but tinylearn writes "
+                         f"its own format, which Keras cannot read; save to "
+                         f"{str(path.with_suffix(SUFFIX))!r} ({SUFFIX}) and read it back with "
+                         f"tl.load_model")
     if not model.built:
         raise RuntimeError("save: the model has no weights yet; call fit() or build() first")
     ids = {}

@@ -248,3 +248,83 @@ TEST_CASE("a frozen middle layer: no update, no weight gradient, gradient still 
   for (float g : middle.kernel_grad) CHECK(g == 0.0f);  // no weight-gradient work was done
   for (float g : middle.bias_grad) CHECK(g == 0.0f);
 }
+
+TEST_CASE("Per-sample weights, initial_epoch and the batch hooks") {
+  Matrix x, y;
+  sine_data(7, 40, 0.05f, x, y);  // 4 batches of 10 per epoch
+  auto sgd_model = [](float lr) {
+    auto m = std::make_unique<Sequential>();
+    m->add(std::make_unique<Dense>(8, Activation::ReLU));
+    m->add(std::make_unique<Dense>(1));
+    m->build(1, 4);
+    m->compile(std::make_unique<SGD>(lr), Loss::MSE);
+    return m;
+  };
+  FitOptions opt;
+  opt.epochs = 2;
+  opt.batch_size = 10;
+  opt.seed = 5;
+
+  SUBCASE("weight 2 on every sample is SGD with twice the learning rate, exactly") {
+    auto a = sgd_model(0.01f), b = sgd_model(0.02f);
+    FitOptions wopt = opt;
+    wopt.sample_weight.assign(40, 2.0f);
+    const History ha = a->fit(x, y, wopt), hb = b->fit(x, y, opt);
+    CHECK(bit_identical(all_weights(*a), all_weights(*b)));
+    // The logged loss is the weighted one: 2x the unweighted loss of the same first epoch.
+    auto c = sgd_model(0.02f);
+    FitOptions one = opt;
+    one.epochs = 1;
+    const History hc = c->fit(x, y, one);
+    CHECK(ha.history.at("loss")[0] == doctest::Approx(2.0 * hc.history.at("loss")[0]).epsilon(1e-6));
+    CHECK(a->evaluate(x, y, 1024, std::vector<float>(40, 3.0f))[0] ==
+          doctest::Approx(3.0 * a->evaluate(x, y)[0]).epsilon(1e-6));
+  }
+
+  SUBCASE("initial_epoch numbers the epochs; a batch hook's false ends the epoch, then training") {
+    auto m = sgd_model(0.01f);
+    std::vector<int> epochs, batches;
+    FitOptions o = opt;
+    o.epochs = 5;
+    o.initial_epoch = 3;
+    o.callback = [&](int epoch, const Logs&) {
+      if (epoch >= 0) epochs.push_back(epoch);
+      return true;
+    };
+    o.batch_begin = [&](int batch) { batches.push_back(batch); };
+    History h = m->fit(x, y, o);
+    CHECK(epochs == std::vector<int>{3, 4});
+    CHECK(h.epochs_run == 2);
+    CHECK(batches == std::vector<int>{0, 1, 2, 3, 0, 1, 2, 3});
+
+    float last = 0.0f;
+    o.batch_end = [&](int batch, const Logs& logs) {
+      last = logs.at("loss");
+      return batch < 1;
+    };
+    epochs.clear();
+    h = m->fit(x, y, o);
+    CHECK(h.stopped);
+    CHECK(epochs == std::vector<int>{3});
+    CHECK(h.history.at("loss") == std::vector<float>{last});  // the epoch's 2 batches
+  }
+
+  SUBCASE("bad weights and options are refused") {
+    auto m = sgd_model(0.01f);
+    FitOptions bad = opt;
+    bad.sample_weight.assign(39, 1.0f);
+    CHECK_THROWS_AS(m->fit(x, y, bad), std::invalid_argument);
+    bad.sample_weight.assign(40, 1.0f);
+    bad.sample_weight[7] = -1.0f;
+    CHECK_THROWS_AS(m->fit(x, y, bad), std::invalid_argument);
+    bad.sample_weight[7] = NAN;
+    CHECK_THROWS_AS(m->fit(x, y, bad), std::invalid_argument);
+    CHECK_THROWS_AS(m->evaluate(x, y, 1024, bad.sample_weight), std::invalid_argument);
+    bad = opt;
+    bad.validation_freq = 0;
+    CHECK_THROWS_AS(m->fit(x, y, bad), std::invalid_argument);
+    bad = opt;
+    bad.initial_epoch = -1;
+    CHECK_THROWS_AS(m->fit(x, y, bad), std::invalid_argument);
+  }
+}

@@ -121,19 +121,42 @@ class RMSprop final : public Optimizer {
   std::vector<std::vector<float>> velocity_, momentum_, average_;
 };
 
+using Logs = std::map<std::string, float>;
+
 struct FitOptions {
   int epochs = 1;
+  // Epochs run from initial_epoch to epochs - 1 and are numbered so (Keras's initial_epoch).
+  int initial_epoch = 0;
   std::size_t batch_size = 32;
   bool shuffle = true;
   std::uint64_t seed = 0;
   // Called after every epoch with the epoch index and its logs; also every `check_every`
   // batches with epoch = -1 and empty logs. Return false to stop training (at that point the
   // weights hold the last completed step, so the model stays usable).
-  std::function<bool(int epoch, const std::map<std::string, float>& logs)> callback;
+  std::function<bool(int epoch, const Logs& logs)> callback;
   std::size_t check_every = 256;
+  // Optional batch hooks (Keras's on_train_batch_begin/end), each batch, with the batch's index
+  // in its epoch. batch_end's logs are the epoch's running means so far ("loss", metrics);
+  // returning false ends the epoch there (its logs average the batches run; validation and
+  // `callback` follow) and then training.
+  std::function<void(int batch)> batch_begin;
+  std::function<bool(int batch, const Logs& logs)> batch_end;
+  // Optional hooks around each validation pass (Keras's on_test_begin/end); test_end gets the
+  // validation logs without the "val_" prefix.
+  std::function<void()> test_begin;
+  std::function<void(const Logs& logs)> test_end;
   // Per-class weights of the loss (Keras's class_weight): empty for none; for the sparse loss
   // indexed by label, for the categorical one by argmax(y), for the binary one by y (0 or 1).
   std::vector<float> class_weight;
+  // Per-sample weights of the loss (Keras's sample_weight): empty for none, else one finite
+  // weight >= 0 per sample of x. A batch's loss is sum_i w_i l_i / batch_size, as Keras's
+  // "sum_over_batch_size" reduction. Not together with class_weight (Keras refuses both).
+  std::vector<float> sample_weight;
+  // Validation: per-sample weights of its loss (empty for none), run after every
+  // validation_freq-th epoch (epoch + 1 divisible by it), in batches of validation_batch_size.
+  std::vector<float> validation_sample_weight;
+  int validation_freq = 1;
+  std::size_t validation_batch_size = 1024;
 };
 
 struct History {
@@ -180,8 +203,11 @@ class Model {
   History fit(const Tensor& x, const Tensor& y, const FitOptions& options,
               const Tensor* x_val = nullptr, const Tensor* y_val = nullptr);
   Tensor predict(const Tensor& x, std::size_t batch_size = 1024);
-  // Loss followed by the metrics, in compile order.
-  std::vector<float> evaluate(const Tensor& x, const Tensor& y, std::size_t batch_size = 1024);
+  // Loss followed by the metrics, in compile order. With sample_weight (one weight >= 0 per
+  // sample) the loss is sum_i w_i l_i / N, as Keras's; the metrics are not weighted (Keras's
+  // `metrics`, as opposed to `weighted_metrics`).
+  std::vector<float> evaluate(const Tensor& x, const Tensor& y, std::size_t batch_size = 1024,
+                              const std::vector<float>& sample_weight = {});
   // Outputs of every node on the path (in graph order) for x; used to calibrate int8 ranges.
   std::vector<Tensor> forward_all(const Tensor& x);
 
