@@ -8,15 +8,18 @@
 // spinning waits), which on a busy machine made training many times slower than one thread: a
 // part on the busy core held every batch back, and the spinning threads took CPU time from the
 // threads that had work. Fashion-MNIST MLP (784-128-10, batch 32), 1 epoch of 12,000 samples on
-// the 2-core build VM with a busy loop pinned to the second core (`taskset -c 1`), other
-// processes loading the machine too (load average 10-13), each configuration in turn:
-//   OpenMP, 2 threads: 22.7-28.2 s        1 thread: 1.09-1.31 s
-//   this pool, 2 threads: 0.38-1.35 s     1 thread: 0.93-1.50 s
-// (the CNN of benchmarks/train_bench.py, 4,000 samples: OpenMP 17.8-19.9 s against 2.5-3.3 s on
-// one thread; this pool 2.3-2.5 s against 2.5-2.6 s). Two parts per thread (kPartsPerThread)
-// against one, same conditions, 6 runs each: median 0.65 s against 0.73 s; a helper that spun for
-// a while before sleeping gained nothing measurable there. benchmarks/train_bench.py's
-// busy-machine section reports the ratios.
+// the 2-core build VM, other processes loading it too (load average 7-13), the configurations in
+// turns, ranges of 3-6 runs:
+//   busy loop pinned to the second core (`taskset -c 1`):
+//     OpenMP, 2 threads: 22.7-28.2 s             1 thread: 1.09-1.31 s
+//     this pool, 2 threads: 0.38-1.53 s          1 thread: 0.93-1.56 s
+//   no busy loop: OpenMP, 2 threads 21.4-24.2 s; this pool, 2 threads 0.70-1.15 s, 1 thread
+//   0.94-1.00 s (the machine had no idle spell in which to time the idle speedup).
+// The CNN of benchmarks/train_bench.py, 4,000 samples, busy loop: OpenMP 14.8-19.9 s against
+// 1.0-3.3 s on one thread; this pool 1.0-2.7 s (median 2.26) against 2.7-2.9 s (median 2.75).
+// Two parts per thread (kPartsPerThread) against one, MLP, busy loop, 6 runs each: median 0.65 s
+// against 0.73 s; a helper that spun for a while before sleeping gained nothing measurable.
+// benchmarks/train_bench.py's busy-machine section reports the ratios.
 #include "parallel.h"
 
 #include <pthread.h>

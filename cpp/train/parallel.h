@@ -23,24 +23,23 @@ std::size_t max_threads();
 // free first (parallel.cpp has the measurements).
 constexpr std::size_t kPartsPerThread = 2;
 
-// Threads worth using for `n` items that cost `work` in all (about one unit per multiply-add or
-// element touched): one thread less per `min_work` missing, so that small problems do not pay
-// for waking a thread (tens of microseconds on a busy machine).
-inline std::size_t threads_for(std::size_t n, double work, double min_work = 65536.0) {
-  std::size_t p = max_threads();
-  if (p > n) p = n;
+// At most `most` parts of `n` items that cost `work` in all (about one unit per multiply-add or
+// element touched), each at least `min_work`, so that small problems do not pay for waking a
+// thread (tens of microseconds on a busy machine).
+inline std::size_t split_count(std::size_t most, std::size_t n, double work, double min_work) {
+  std::size_t p = most < n ? most : n;
   while (p > 1 && work < min_work * double(p)) --p;
   return p < 1 ? 1 : p;
 }
 
-// Parts to split `n` items into: kPartsPerThread per thread, each at least `min_work`, and one
-// part (no split) with one thread.
-inline std::size_t parts_for(std::size_t n, double work, double min_work = 65536.0) {
-  if (max_threads() <= 1) return 1;
-  std::size_t p = max_threads() * kPartsPerThread;
-  if (p > n) p = n;
-  while (p > 1 && work < min_work * double(p)) --p;
-  return p < 1 ? 1 : p;
+// Threads worth using: one part per thread.
+inline std::size_t threads_for(std::size_t n, double work, double min_work) {
+  return split_count(max_threads(), n, work, min_work);
+}
+
+// Parts to split into: kPartsPerThread per thread, and one part (no split) with one thread.
+inline std::size_t parts_for(std::size_t n, double work, double min_work = 32768.0) {
+  return max_threads() <= 1 ? 1 : split_count(max_threads() * kPartsPerThread, n, work, min_work);
 }
 
 // Item range [begin, end) of part `k` of `parts` over n items.
