@@ -15,8 +15,8 @@
 //     this pool, 2 threads: 0.38-1.53 s          1 thread: 0.93-1.56 s
 //   no busy loop: OpenMP, 2 threads 21.4-24.2 s; this pool, 2 threads 0.70-1.15 s, 1 thread
 //   0.94-1.00 s (the machine had no idle spell in which to time the idle speedup).
-// The CNN of benchmarks/train_bench.py, 4,000 samples, busy loop: OpenMP 14.8-19.9 s against
-// 1.0-3.3 s on one thread; this pool 1.0-2.7 s (median 2.26) against 2.7-2.9 s (median 2.75).
+// The CNN of benchmarks/train_bench.py, 4,000 samples, busy loop: OpenMP 17.8-19.9 s against
+// 2.5-3.3 s on one thread; this pool 1.0-2.7 s (median 2.26) against 2.7-2.9 s (median 2.75).
 // Two parts per thread (kPartsPerThread) against one, MLP, busy loop, 6 runs each: median 0.65 s
 // against 0.73 s; a helper that spun for a while before sleeping gained nothing measurable.
 // benchmarks/train_bench.py's busy-machine section reports the ratios.
