@@ -16,6 +16,9 @@ default thread count (one), and for reference LiteRT with 2 threads), and batch 
 in 5 blocks of 2 runs after one to warm up: tinylearn's q.invoke on the batch, both cores;
 LiteRT with the input resized to the batch and 2 threads). Also each runtime's time per call
 on a Dense 4 -> 4 model, what a single-sample call from Python costs before any arithmetic.
+Then a busy machine (on 2 cores or more): DS-CNN's single-sample latency and batch throughput
+with OMP_NUM_THREADS=1 and 2, each in its own process, under a busy loop (another process) pinned
+to the last core, `--busy-repeats` times in turns; reported as 2 threads' throughput over 1's.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -158,24 +162,62 @@ def call_overhead(repeats: int) -> dict:
     return {"ours_us": 1e6 * ours, "litert_us": 1e6 * theirs}
 
 
+def busy_child() -> dict:
+    """DS-CNN's median single-sample and batch times in this process (its OMP_NUM_THREADS)."""
+    q = random_model("ds_cnn")
+    rng = np.random.default_rng(SEED + 1)
+    x1 = rng.integers(-128, 128, (1,) + q.input_shape[1:], dtype=np.int8)
+    xb = rng.integers(-128, 128, (256,) + q.input_shape[1:], dtype=np.int8)
+    return {"single_s": median_seconds(lambda: q.invoke(x1), 1000),
+            "batch_s_per_sample": median_seconds(lambda: q.invoke(xb), BATCH_REPEATS) / len(xb)}
+
+
+def busy_machine(repeats: int) -> dict | None:
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2 or repeats < 1:
+        return None
+    loop = f"import os\nos.sched_setaffinity(0, {{{cores[-1]}}})\nwhile True: pass"
+    runs = {"1": [], "2": []}
+    spinner = subprocess.Popen([sys.executable, "-c", loop])
+    try:
+        for _ in range(repeats):
+            for threads, out in runs.items():
+                print(f"int8 ds_cnn under a busy loop, {threads} thread(s) ...", file=sys.stderr, flush=True)
+                p = subprocess.run([sys.executable, __file__, "--busy-child"], capture_output=True, text=True,
+                                   check=True, env={**os.environ, "OMP_NUM_THREADS": threads})
+                out.append(json.loads(p.stdout.strip().splitlines()[-1]))
+    finally:
+        spinner.kill()
+        spinner.wait()
+    med = {t: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for t, rs in runs.items()}
+    return {"busy_core": cores[-1], "runs": runs, "median": med}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default=",".join(SHAPES))
     ap.add_argument("--repeats", type=int, default=400)
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--out", type=Path, default=Path("build/bench/int8.json"))
+    ap.add_argument("--busy-repeats", type=int, default=2,
+                    help="runs of each busy-machine configuration (0: no busy-machine line)")
+    ap.add_argument("--busy-child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.busy_child:
+        print(json.dumps(busy_child()))
+        return 0
     results = []
     for name in args.models.split(","):
         print(f"int8 {name} ...", file=sys.stderr, flush=True)
         results.append(bench(name, args.repeats, args.batch))
     overhead = call_overhead(args.repeats)
+    busy = busy_machine(args.busy_repeats)
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.machine())
     machine = f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"machine": machine, "results": results,
-                                    "call_overhead": overhead}, indent=2))
+                                    "call_overhead": overhead, "busy_machine": busy}, indent=2))
     print(f"\nint8 inference benchmark on {machine}")
     print("\n| model | MACs | arena (B) | TFLM arena (B) | arena / TFLM | model (B) | latency (ms) | LiteRT (ms) "
           "| LiteRT / ours | LiteRT 2 threads (ms) | batch (samples/s) | LiteRT batch | ours / LiteRT |")
@@ -190,6 +232,15 @@ def main(argv=None) -> int:
               f"| {r['litert_batch_per_s']:,.0f} | {r['batch_per_s'] / r['litert_batch_per_s']:.2f}x |")
     print(f"\nPer call from Python on a Dense 4 -> 4 model (the cost before any arithmetic): "
           f"tinylearn {overhead['ours_us']:.2f} us, LiteRT {overhead['litert_us']:.2f} us.")
+    if busy:
+        one, two = busy["median"]["1"], busy["median"]["2"]
+        print(f"\nBusy machine (a busy loop pinned to core {busy['busy_core']}), DS-CNN, medians of "
+              f"{args.busy_repeats} runs: single sample {1e3 * two['single_s']:.3f} ms with 2 threads, "
+              f"{1e3 * one['single_s']:.3f} ms with 1 (throughput 2 / 1: "
+              f"{one['single_s'] / two['single_s']:.2f}x); batch of 256 "
+              f"{1e6 * two['batch_s_per_sample']:.1f} us per sample with 2 threads, "
+              f"{1e6 * one['batch_s_per_sample']:.1f} with 1 "
+              f"({one['batch_s_per_sample'] / two['batch_s_per_sample']:.2f}x).")
     print("\nLiteRT's default kernels (XNNPACK) may differ from its reference kernels by one in rare "
           "elements; 'litert_default_equals_ours' in the JSON says whether they agreed on this input.")
     return 0

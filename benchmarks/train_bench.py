@@ -2,11 +2,17 @@
 data, batch size and epochs, in one run on this machine. `make bench` runs it.
 
     python benchmarks/train_bench.py [--workloads sine,fmnist_mlp,fmnist_cnn]
-                                     [--frameworks tinylearn,keras,torch] [--out FILE]
+                                     [--frameworks tinylearn,keras,torch] [--busy-repeats 3]
+                                     [--out FILE]
 
 Each (workload, framework) pair trains in its own process, so that peak memory (the process's
 maximum resident set, imports included) and thread pools do not mix; every framework may use
 all cores. Times are wall-clock seconds of training only (no imports, no data loading).
+
+Then a busy machine (on 2 cores or more): tinylearn trains the Fashion-MNIST MLP and a shortened
+CNN run with OMP_NUM_THREADS=1 and 2, with and without a busy loop (another process, pinned to
+the last core), the four in turns, `--busy-repeats` times each; reported as ratios of medians:
+the throughput of 2 threads over 1 under the busy loop, and the idle 2-thread speedup.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import json
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -30,6 +37,8 @@ WORKLOADS = {
 }
 FRAMEWORKS = ("tinylearn", "keras", "torch")
 SETUP = {"sine": (500, 64), "fmnist_mlp": (10, 32), "fmnist_cnn": (5, 64)}
+# The busy-machine runs: (epochs, training samples) per workload, shorter than SETUP's.
+BUSY_SETUP = {"fmnist_mlp": (2, 60000), "fmnist_cnn": (1, 12000)}
 SEED = 1
 
 
@@ -125,9 +134,12 @@ def run_torch(workload, x, y, xt, yt, epochs, batch):
     return seconds, pred
 
 
-def child(workload: str, framework: str) -> dict:
+def child(workload: str, framework: str, busy: bool = False) -> dict:
     x, y, xt, yt = load(workload)
     epochs, batch = SETUP[workload]
+    if busy:
+        epochs, samples = BUSY_SETUP[workload]
+        x, y = x[:samples], y[:samples]
     seconds, pred = {"tinylearn": run_tinylearn, "keras": run_keras, "torch": run_torch}[framework](
         workload, x, y, xt, yt, epochs, batch)
     if workload == "sine":
@@ -154,10 +166,13 @@ def main(argv=None) -> int:
     ap.add_argument("--workloads", default=",".join(WORKLOADS))
     ap.add_argument("--frameworks", default=",".join(FRAMEWORKS))
     ap.add_argument("--out", type=Path, default=Path("build/bench/train.json"))
+    ap.add_argument("--busy-repeats", type=int, default=3,
+                    help="runs of each busy-machine configuration (0: no busy-machine section)")
     ap.add_argument("--child", nargs=2, metavar=("WORKLOAD", "FRAMEWORK"), help=argparse.SUPPRESS)
+    ap.add_argument("--busy-child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
-        print(json.dumps(child(*args.child)))
+        print(json.dumps(child(*args.child, busy=args.busy_child)))
         return 0
     workloads = args.workloads.split(",")
     frameworks = args.frameworks.split(",")
@@ -179,8 +194,11 @@ def main(argv=None) -> int:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.machine())
     machine = f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}, Python {platform.python_version()}"
+    busy = busy_machine([w for w in workloads if w in BUSY_SETUP], args.busy_repeats) \
+        if "tinylearn" in frameworks else []
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"machine": machine, "versions": ver, "results": results}, indent=2))
+    args.out.write_text(json.dumps({"machine": machine, "versions": ver, "results": results,
+                                    "busy_machine": busy}, indent=2))
     print(f"\nTraining benchmark on {machine}")
     print("versions: " + ", ".join(f"{k} {v}" for k, v in ver.items() if v))
     print(f"\n| workload | framework | time (s) | peak memory (MiB) | test score | time vs tinylearn |")
@@ -193,7 +211,55 @@ def main(argv=None) -> int:
             score = f"MSE {r['score']:.4f}" if w == "sine" else f"acc {100 * r['score']:.2f}%"
             print(f"| {w} | {r['framework']} | {r['seconds']:.2f} | {r['peak_mib']:.0f} | {score} | {ratio} |")
     print("\n" + "\n".join(f"- {w}: {d}" for w, d in WORKLOADS.items() if w in workloads))
+    if busy:
+        print(f"\nBusy machine: tinylearn with a busy loop pinned to core {busy[0]['busy_core']} "
+              f"(medians of {args.busy_repeats} runs, ranges in brackets)")
+        print("\n| workload | idle 1 thread (s) | idle 2 threads (s) | idle speedup | busy 1 thread (s) "
+              "| busy 2 threads (s) | busy: 2 threads / 1 thread throughput |")
+        print("|---|---|---|---|---|---|---|")
+        for b in busy:
+            t = {k: statistics.median(v) for k, v in b["seconds"].items()}
+            span = {k: f"{min(v):.2f}-{max(v):.2f}" for k, v in b["seconds"].items()}
+            print(f"| {b['workload']} ({b['epochs']} epoch(s), {b['samples']} samples) "
+                  f"| {t['idle_1']:.2f} [{span['idle_1']}] | {t['idle_2']:.2f} [{span['idle_2']}] "
+                  f"| {t['idle_1'] / t['idle_2']:.2f}x | {t['busy_1']:.2f} [{span['busy_1']}] "
+                  f"| {t['busy_2']:.2f} [{span['busy_2']}] | {t['busy_1'] / t['busy_2']:.2f}x |")
     return 0
+
+
+def busy_machine(workloads, repeats: int) -> list:
+    """tinylearn's training time with 1 and 2 threads, on an idle machine and with a busy loop
+    pinned to the last core, the four configurations in turns (so that they share the spells of
+    a noisy machine)."""
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2 or repeats < 1 or not workloads:
+        return []
+    busy_core = cores[-1]
+    loop = f"import os\nos.sched_setaffinity(0, {{{busy_core}}})\nwhile True: pass"
+    out = []
+    for w in workloads:
+        seconds = {"idle_1": [], "idle_2": [], "busy_1": [], "busy_2": []}
+        for _ in range(repeats):
+            for key in seconds:
+                print(f"training {w} with tinylearn, {key.replace('_', ', ')} thread(s) ...", file=sys.stderr,
+                      flush=True)
+                spinner = subprocess.Popen([sys.executable, "-c", loop]) if key.startswith("busy") else None
+                try:
+                    p = subprocess.run([sys.executable, __file__, "--child", w, "tinylearn", "--busy-child"],
+                                       capture_output=True, text=True,
+                                       env={**os.environ, "OMP_NUM_THREADS": key[-1]})
+                finally:
+                    if spinner:
+                        spinner.kill()
+                        spinner.wait()
+                if p.returncode != 0:
+                    print(p.stderr[-3000:], file=sys.stderr)
+                    raise SystemExit(f"{w} with tinylearn ({key}) failed")
+                seconds[key].append(json.loads(p.stdout.strip().splitlines()[-1])["seconds"])
+        epochs, samples = BUSY_SETUP[w]
+        out.append({"workload": w, "epochs": epochs, "samples": samples, "busy_core": busy_core,
+                    "seconds": seconds})
+    return out
 
 
 if __name__ == "__main__":

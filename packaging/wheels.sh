@@ -4,8 +4,8 @@
 #   packaging/wheels.sh test  3.10 3.11 3.12   -> each wheel in a fresh venv: packaging/smoke.py,
 #                                                 and beside PyTorch (packaging/with_torch.py) on 3.11
 # The C++ builds once per Python (build/wheel/<tag>, incremental) against PyPI's scipy-openblas32,
-# with zlib linked statically; auditwheel then grafts OpenBLAS and libgomp into the
-# wheel. xtensor (headers) is needed only to build.
+# with zlib linked statically; auditwheel then grafts OpenBLAS into the wheel
+# (training runs on tinylearn's own thread pool: no OpenMP runtime). xtensor (headers) is needed only to build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -51,7 +51,7 @@ build() {
     -C cmake.define.TINYLEARN_BLAS=scipy-openblas32 \
     "$ROOT"
   rm -f "$DIST"/tinylearn-*-"$tag"-"$tag"-*.whl
-  # auditwheel finds libscipy_openblas.so through the library path, libgomp in the system's.
+  # auditwheel finds libscipy_openblas.so through the library path.
   LD_LIBRARY_PATH=$("$env/bin/python" -c "import scipy_openblas32; print(scipy_openblas32.get_lib_dir())") \
     PATH=$env/bin:$PATH "$env/bin/auditwheel" repair --plat "$PLAT" -w "$DIST" "$raw"/tinylearn-*.whl
   echo "== CPython $v: $(cd "$DIST" && ls -s --block-size=K tinylearn-*-"$tag"-"$tag"-*.whl) in $((SECONDS - t0)) s"

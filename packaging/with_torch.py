@@ -1,5 +1,5 @@
-"""tinylearn's wheel beside PyTorch (CPU) in one process: two OpenMP runtimes (the libgomp each wheel
-grafts) and two BLAS libraries. Imports both in the order given, then trains each in turn, twice,
+"""tinylearn's wheel beside PyTorch (CPU) in one process: PyTorch's OpenMP runtime beside
+tinylearn's own thread pool, and two BLAS libraries. Imports both in the order given, then trains each in turn, twice,
 each with two threads, and checks every result against NumPy.
 
     python with_torch.py torch-first|tinylearn-first

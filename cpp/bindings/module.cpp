@@ -6,6 +6,7 @@
 
 #include <cstring>
 #include <map>
+#include <mutex>
 #include <stdexcept>
 
 #include "qgraph_dict.h"
@@ -95,6 +96,10 @@ std::shared_ptr<Layer> make_layer(const std::string& kind, const py::dict& confi
 struct PyModel {
   Model model;
   std::map<std::int64_t, std::shared_ptr<Layer>> layers;
+  // Calls from several Python threads take turns: the layers keep scratch buffers between calls
+  // (and fit changes the weights that predict reads). Recursive: fit's callbacks may call the
+  // model (predict on validation data, set_weights to restore the best ones).
+  mutable std::recursive_mutex mutex;
 
   Layer& layer(std::int64_t key) {
     auto it = layers.find(key);
@@ -102,6 +107,17 @@ struct PyModel {
     return *it->second;
   }
 };
+
+// Holds the model's lock. Waits for it with the GIL released, since the thread that holds it may
+// need the GIL to finish (fit's callbacks); returns with the GIL held.
+std::unique_lock<std::recursive_mutex> lock(const PyModel& p) {
+  std::unique_lock<std::recursive_mutex> held(p.mutex, std::try_to_lock);
+  if (!held.owns_lock()) {
+    py::gil_scoped_release release;
+    held.lock();
+  }
+  return held;
+}
 
 std::unique_ptr<Optimizer> make_optimizer(const std::string& name, float lr, float momentum,
                                           bool nesterov, float beta_1, float beta_2, float eps,
@@ -189,10 +205,14 @@ PYBIND11_MODULE(_core, m) {
   py::class_<PyModel>(m, "Model")
       .def(py::init<>())
       .def("add_input",
-           [](PyModel& p, const std::vector<std::size_t>& shape) { return p.model.add_input(shape); })
+           [](PyModel& p, const std::vector<std::size_t>& shape) {
+             const auto held = lock(p);
+             return p.model.add_input(shape);
+           })
       .def("add_layer",
            [](PyModel& p, std::int64_t key, const std::string& kind, const std::string& name,
               const py::dict& config, const std::vector<int>& inputs, PyModel* share_from) {
+             const auto held = lock(p);
              auto it = p.layers.find(key);
              std::shared_ptr<Layer> layer;
              if (it != p.layers.end()) {
@@ -216,16 +236,34 @@ PYBIND11_MODULE(_core, m) {
            },
            py::arg("key"), py::arg("kind"), py::arg("name"), py::arg("config"), py::arg("inputs"),
            py::arg("share_from") = nullptr)
-      .def("set_output", [](PyModel& p, int node) { p.model.set_output(node); })
-      .def("build", [](PyModel& p, std::uint64_t seed) { p.model.build(seed); }, py::arg("seed"))
-      .def_property_readonly("built", [](const PyModel& p) { return p.model.built(); })
-      .def("node_shape", [](const PyModel& p, int node) { return p.model.node(std::size_t(node)).shape; })
+      .def("set_output",
+           [](PyModel& p, int node) {
+             const auto held = lock(p);
+             p.model.set_output(node);
+           })
+      .def("build",
+           [](PyModel& p, std::uint64_t seed) {
+             const auto held = lock(p);
+             p.model.build(seed);
+           },
+           py::arg("seed"))
+      .def_property_readonly("built",
+                             [](const PyModel& p) {
+                               const auto held = lock(p);
+                               return p.model.built();
+                             })
+      .def("node_shape",
+           [](const PyModel& p, int node) {
+             const auto held = lock(p);
+             return p.model.node(std::size_t(node)).shape;
+           })
       .def("compile",
            [](PyModel& p, const std::string& optimizer, float lr, float momentum, bool nesterov,
               float beta_1, float beta_2, float eps, float weight_decay, float rho, bool centered,
               const py::object& schedule, const std::string& loss, bool from_logits,
               const std::vector<std::string>& metrics, const std::vector<std::string>& metric_names,
               const std::vector<std::int64_t>& frozen, float huber_delta) {
+             const auto held = lock(p);
              std::vector<Metric> ms;
              for (const auto& name : metrics) ms.push_back(metric_from_name(name));
              std::vector<const Layer*> fl;
@@ -243,10 +281,12 @@ PYBIND11_MODULE(_core, m) {
            py::arg("frozen") = std::vector<std::int64_t>{}, py::arg("huber_delta") = 1.0f)
       .def_property("learning_rate",
                     [](PyModel& p) {
+                      const auto held = lock(p);
                       if (!p.model.optimizer()) throw std::logic_error("the model is not compiled");
                       return p.model.optimizer()->learning_rate;
                     },
                     [](PyModel& p, float lr) {
+                      const auto held = lock(p);
                       if (!p.model.optimizer()) throw std::logic_error("the model is not compiled");
                       if (!(lr > 0.0f)) throw std::invalid_argument("learning_rate must be positive");
                       p.model.optimizer()->learning_rate = lr;
@@ -262,6 +302,7 @@ PYBIND11_MODULE(_core, m) {
              int initial_epoch, int validation_freq, std::size_t validation_batch_size,
              py::object on_batch_begin, py::object on_batch_end, py::object on_test_begin,
              py::object on_test_end) {
+            const auto held = lock(p);
             const Tensor xm = to_tensor(x, "x"), ym = to_tensor(y, "y");
             Tensor xv, yv;
             if (x_val) xv = to_tensor(*x_val, "validation x");
@@ -330,6 +371,7 @@ PYBIND11_MODULE(_core, m) {
           py::arg("on_test_begin") = py::none(), py::arg("on_test_end") = py::none())
       .def("predict",
            [](PyModel& p, const FloatArray& x, std::size_t batch_size) {
+             const auto held = lock(p);
              const Tensor xm = to_tensor(x, "x");
              Tensor out;
              {
@@ -342,6 +384,7 @@ PYBIND11_MODULE(_core, m) {
       .def("evaluate",
            [](PyModel& p, const FloatArray& x, const FloatArray& y, std::size_t batch_size,
               const std::optional<FloatArray>& sample_weight) {
+             const auto held = lock(p);
              const Tensor xm = to_tensor(x, "x"), ym = to_tensor(y, "y");
              const std::vector<float> w = to_weights(sample_weight);
              py::gil_scoped_release release;
@@ -351,6 +394,7 @@ PYBIND11_MODULE(_core, m) {
            py::arg("sample_weight") = py::none())
       .def("get_optimizer_state",
            [](PyModel& p) {
+             const auto held = lock(p);
              Optimizer* opt = p.model.optimizer();
              if (!opt) throw std::logic_error("the model is not compiled");
              py::list arrays;
@@ -363,6 +407,7 @@ PYBIND11_MODULE(_core, m) {
            })
       .def("set_optimizer_state",
            [](PyModel& p, std::int64_t iterations, const std::vector<FloatArray>& arrays) {
+             const auto held = lock(p);
              Optimizer* opt = p.model.optimizer();
              if (!opt) throw std::logic_error("the model is not compiled");
              if (!p.model.built()) throw std::logic_error("the model is not built");
@@ -383,6 +428,7 @@ PYBIND11_MODULE(_core, m) {
            })
       .def("get_weights",
            [](PyModel& p, std::int64_t key) {
+             const auto held = lock(p);
              py::list out;
              std::vector<Param> all = p.layer(key).params();
              for (const Param& st : p.layer(key).state()) all.push_back(st);
@@ -396,6 +442,7 @@ PYBIND11_MODULE(_core, m) {
              return out;
            })
       .def("set_weights", [](PyModel& p, std::int64_t key, const std::vector<FloatArray>& arrays) {
+        const auto held = lock(p);
         Layer& l = p.layer(key);
         std::vector<Param> params = l.params();
         for (const Param& st : l.state()) params.push_back(st);
@@ -414,6 +461,7 @@ PYBIND11_MODULE(_core, m) {
   m.def(
       "convert",
       [](PyModel& p, const FloatArray& representative) {
+        const auto held = lock(p);
         const Tensor r = to_tensor(representative, "representative_data");
         std::vector<std::uint8_t> blob;
         {
@@ -427,6 +475,7 @@ PYBIND11_MODULE(_core, m) {
   m.def(
       "quantize",
       [](PyModel& p, const FloatArray& representative) {
+        const auto held = lock(p);
         const Tensor r = to_tensor(representative, "representative_data");
         QGraph g;
         {

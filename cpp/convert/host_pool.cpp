@@ -16,6 +16,11 @@ namespace {
 // How long a helper spins for the next operator before it sleeps. Operators of one inference
 // follow each other within microseconds; successive inferences from a Python loop within tens.
 constexpr auto kSpin = std::chrono::microseconds(200);
+// 256 pauses take a few microseconds: a longer gap between two looks at the clock means that the
+// OS ran another thread on this core meanwhile.
+constexpr auto kPreempted = std::chrono::microseconds(100);
+// How long the caller spins for the parts that helpers run before it sleeps.
+constexpr auto kCallerSpin = std::chrono::microseconds(50);
 }  // namespace
 
 HostPool::HostPool(int helpers) {
@@ -52,8 +57,19 @@ void HostPool::run(std::int32_t parts, tlm_task_fn task, void* arg) {
     wake_.notify_all();
   }
   work(gen, 0);
-  // Parts a helper claimed may still run: wait for them (their stores are released by done_).
-  while (done_.load(std::memory_order_acquire) != parts) TINYLEARN_PAUSE();
+  // Parts a helper claimed may still run: wait for them (their stores are released by done_),
+  // spinning for kCallerSpin at most, then asleep: a helper that the OS has preempted on this
+  // core gets it back.
+  auto since = std::chrono::steady_clock::time_point{};
+  for (int spins = 0; done_.load(std::memory_order_acquire) != parts;) {
+    if (spins == 0) since = std::chrono::steady_clock::now();
+    TINYLEARN_PAUSE();
+    if (++spins % 64 || std::chrono::steady_clock::now() - since < kCallerSpin) continue;
+    std::unique_lock<std::mutex> lock(mutex_);
+    caller_waits_.store(true);  // seq_cst: before done_'s load, as done_'s add is before its load
+    finished_.wait(lock, [&] { return done_.load(std::memory_order_acquire) == parts; });
+    caller_waits_.store(false, std::memory_order_relaxed);
+  }
 }
 
 void HostPool::work(std::uint32_t gen, int home) {
@@ -74,7 +90,11 @@ void HostPool::work(std::uint32_t gen, int home) {
       continue;  // v reloaded
     // Claimed: this run cannot end (nor task_ and arg_ change) before done_ counts it.
     task_(arg_, k);
-    done_.fetch_add(1, std::memory_order_release);
+    done_.fetch_add(1);  // seq_cst: see run()
+    if (home != 0 && caller_waits_.load()) {
+      std::lock_guard<std::mutex> lock(mutex_);  // the caller checks done_ under it
+      finished_.notify_one();
+    }
     v = claims_.load(std::memory_order_acquire);
   }
 }
@@ -82,18 +102,23 @@ void HostPool::work(std::uint32_t gen, int home) {
 void HostPool::helper(int home) {
   std::uint64_t seen = 0;
   for (;;) {
-    auto since = std::chrono::steady_clock::now();
+    auto since = std::chrono::steady_clock::now(), last = since;
     int spins = 0;
     while (generation_.load(std::memory_order_acquire) == seen) {
       TINYLEARN_PAUSE();
       if (++spins < 256) continue;
       spins = 0;
-      if (std::chrono::steady_clock::now() - since < kSpin) continue;
+      // Spins for kSpin at most, and not at all once the OS has preempted it: then another
+      // thread wants this core (the caller, or another process), and spinning would take its time.
+      const auto now = std::chrono::steady_clock::now();
+      const bool preempted = now - last > kPreempted;
+      last = now;
+      if (!preempted && now - since < kSpin) continue;
       std::unique_lock<std::mutex> lock(mutex_);
       sleepers_.fetch_add(1);
       wake_.wait(lock, [&] { return generation_.load() != seen; });
       sleepers_.fetch_sub(1);
-      since = std::chrono::steady_clock::now();
+      since = last = std::chrono::steady_clock::now();
     }
     seen = generation_.load(std::memory_order_acquire);
     if (stop_.load()) return;

@@ -4,7 +4,10 @@
 // dozens of them per inference: waking threads through the OS (or an OpenMP parallel region,
 // about 0.7 us each on the 2-core machine measured) would be a sizable share of the time. The
 // helper threads therefore spin on a generation counter between operators, and sleep on a
-// condition variable only after kSpinMicroseconds without work, so an idle model costs no CPU.
+// condition variable after 200 us without work (so an idle model costs no CPU), or as soon as
+// the OS preempts them while they spin: another thread wants the core (another process's, or the
+// caller's), and the spin would take its time. The caller likewise spins for its helpers' parts
+// for 50 us at most, then sleeps until the last part ends.
 //
 // Parts are claimed, not assigned: the caller and each helper take their own part first (part 0
 // for the caller, part i for helper i, so successive operators find their rows in the same
@@ -59,7 +62,8 @@ class HostPool {
   tlm_task_fn task_ = nullptr;
   void* arg_ = nullptr;
   std::mutex mutex_;
-  std::condition_variable wake_;
+  std::condition_variable wake_, finished_;  // helpers wait for work; the caller for their parts
+  std::atomic<bool> caller_waits_{false};
   std::atomic<bool> stop_{false};
 };
 

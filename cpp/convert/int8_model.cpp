@@ -94,7 +94,7 @@ void Int8Model::invoke(const std::int8_t* in, std::int8_t* out, std::size_t n) {
   // outside the arena). A batch too small to split runs its samples one after another, each
   // operator split over the cores instead (tlm_host.parallel), where it is large enough to pay
   // and where the chooser finds that it does (host_pool.h: it times single samples both ways).
-  const std::size_t parts = par::parts_for(n, double(n) * double(bytes_ + words * 4), 262144.0);
+  const std::size_t parts = par::threads_for(n, double(n) * double(bytes_ + words * 4), 262144.0);
   const bool may_split = parts == 1 && par::max_threads() > 1;
   const bool split_ops = may_split && chooser_->split();
   const std::size_t workers = parts > 1 ? parts : split_ops ? par::max_threads() : 1;
@@ -109,7 +109,7 @@ void Int8Model::invoke(const std::int8_t* in, std::int8_t* out, std::size_t n) {
     pool_ = std::make_unique<HostPool>(int(workers) - 1);
     pool_fork_ = fork_generation();
   }
-  tlm_status status = TLM_OK;
+  std::atomic<int> status{TLM_OK};
   const bool timed = may_split && n == 1;
   const auto start = timed ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
   // Each part claims chunks of samples as it goes, so a core that another process slows down
@@ -139,8 +139,7 @@ void Int8Model::invoke(const std::int8_t* in, std::int8_t* out, std::size_t n) {
       const tlm_status s =
           tlm_invoke_host_samples(&model_, arenas, words * 4, std::int32_t(c), &host);
       if (s != TLM_OK) {
-#pragma omp critical
-        status = s;
+        status.store(s, std::memory_order_relaxed);
         next.store(n, std::memory_order_relaxed);  // the other parts stop at their next claim
         return;
       }
@@ -148,7 +147,8 @@ void Int8Model::invoke(const std::int8_t* in, std::int8_t* out, std::size_t n) {
         std::memcpy(out + (i + j) * out_size, tlm_output(&model_, arenas + j * words), out_size);
     }
   });
-  if (status != TLM_OK) throw std::runtime_error(std::string("invoke failed: ") + tlm_status_str(status));
+  if (status.load() != TLM_OK)
+    throw std::runtime_error(std::string("invoke failed: ") + tlm_status_str(tlm_status(status.load())));
   if (timed)
     chooser_->record(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
 }

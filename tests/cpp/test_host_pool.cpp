@@ -91,6 +91,24 @@ TEST_CASE("host pool helpers take the parts the caller has not claimed") {
   MESSAGE(helped << " of 500 calls had part 1 run by the helper");
 }
 
+// Part 1 lasts 1 ms, far longer than the caller spins for a helper's part: the caller then sleeps
+// until the helper's part ends, and is woken by it.
+void slow_part_1(void* arg, std::int32_t k) {
+  wait_for_part_1(arg, k);
+  if (k == 1) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+}
+
+TEST_CASE("host pool caller sleeps through a helper's long part") {
+  tinylearn::HostPool pool(1);
+  for (int c = 0; c < 200; ++c) {
+    Job job;
+    for (auto& r : job.runs) r.store(0);
+    pool.run(2, slow_part_1, &job);
+    REQUIRE(job.runs[0].load() == 1);
+    REQUIRE(job.runs[1].load() == 1);
+  }
+}
+
 TEST_CASE("host pool without helpers runs the parts on the caller") {
   tinylearn::HostPool pool(0);
   Job job;
