@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import re
-import weakref
 from collections import Counter
 from numbers import Integral
 
