@@ -9,7 +9,7 @@
     fw = tl.deploy.build_firmware(q, board="netduinoplus2", out_dir="fw")
 """
 
-from . import applications, callbacks, datasets, deploy, layers, losses, optimizers, regularizers
+from . import applications, callbacks, datasets, deploy, layers, losses, optimize, optimizers, regularizers
 from ._core import FORMAT_VERSION
 from .layers import Input, clear_session
 from .models import History, Model, Sequential
@@ -42,6 +42,7 @@ __all__ = [
     "load_int8",
     "load_model",
     "losses",
+    "optimize",
     "optimizers",
     "regularizers",
 ]

@@ -1,0 +1,6 @@
+"""Model compression, with the names tfmot and Keras users know: quantization-aware training
+(quantize_model) and knowledge distillation (Distiller)."""
+
+from __future__ import annotations
+
+__all__: list[str] = []
