@@ -14,6 +14,7 @@
 #include "tinylearn/convert/qgraph.h"
 #include "tinylearn/micro/format.h"
 #include "tinylearn/train/cnn_layers.h"
+#include "tinylearn/train/fake_quant.h"
 #include "tinylearn/train/model.h"
 
 namespace py = pybind11;
@@ -88,6 +89,15 @@ std::shared_ptr<Layer> make_layer(const std::string& kind, const py::dict& confi
   if (kind == "Reshape") return std::make_shared<Reshape>(config["target_shape"].cast<std::vector<long>>());
   if (kind == "Add") return std::make_shared<Add>();
   if (kind == "Concatenate") return std::make_shared<Concatenate>();
+  if (kind == "FakeQuant") {
+    const auto mode = config["mode"].cast<std::string>();
+    if (mode == "moving_average")
+      return std::make_shared<FakeQuant>(config["ema_decay"].cast<float>(),
+                                         config["quant_delay"].cast<std::int64_t>());
+    if (mode == "fixed")
+      return FakeQuant::fixed({config["scale"].cast<float>(), config["zero_point"].cast<std::int32_t>()});
+    throw std::invalid_argument("FakeQuant: unknown mode '" + mode + "'");
+  }
   throw std::invalid_argument("unknown layer kind '" + kind + "'");
 }
 
@@ -224,8 +234,22 @@ PYBIND11_MODULE(_core, m) {
                layer = other->second;
                p.layers[key] = layer;
              } else {
-               layer = make_layer(kind, config);
+               if (kind == "FakeQuant" && config["mode"].cast<std::string>() == "same_as") {
+                 // The quantization of another FakeQuant of this model, by its name.
+                 const auto source = config["source"].cast<std::string>();
+                 std::shared_ptr<const FakeQuant> src;
+                 for (const auto& kv : p.layers)
+                   if (kv.second->name == source)
+                     src = std::dynamic_pointer_cast<const FakeQuant>(kv.second);
+                 if (!src)
+                   throw std::invalid_argument("layer '" + name + "' (FakeQuant): its source '" +
+                                               source + "' is not a FakeQuant before it in the model");
+                 layer = FakeQuant::same_as(src);
+               } else {
+                 layer = make_layer(kind, config);
+               }
                layer->name = name;
+               if (config.contains("weight_bits")) layer->weight_bits = config["weight_bits"].cast<int>();
                if (config.contains("kernel_initializer"))
                  layer->kernel_initializer =
                      initializer_from_name(config["kernel_initializer"].cast<std::string>());

@@ -12,6 +12,7 @@
 #include "tinylearn/convert/convert.h"
 #include "tinylearn/convert/qgraph.h"
 #include "tinylearn/train/cnn_layers.h"
+#include "tinylearn/train/fake_quant.h"
 
 namespace tinylearn {
 
@@ -35,11 +36,16 @@ class Quantizer {
   Quantizer(Model& model, const Tensor& rep) : model_(model) {
     if (!model.built())
       throw std::logic_error("convert: the model has no weights yet (train or build it first)");
-    if (rep.dimension() == 0 || rep.shape()[0] == 0)
-      throw std::invalid_argument("convert: representative data is empty (0 samples)");
     for (int i : model.path())
       for (int j : model.node(std::size_t(i)).inputs) ++consumers_[j];
-    calibrate(rep);
+    for (int i : model.path())
+      if (as<FakeQuant>(i)) qat_ = true;
+    if (!qat_ && (rep.dimension() == 0 || rep.shape()[0] == 0))
+      throw std::invalid_argument("convert: representative data is empty (0 samples)");
+    if (qat_)
+      learned_ranges();
+    else
+      calibrate(rep);
   }
 
   QGraph run() {
@@ -92,6 +98,22 @@ class Quantizer {
       }
     }
   }
+  // A quantization-aware model: each tensor's parameters are those its FakeQuant learned in
+  // training (the node it follows gets them; the FakeQuant itself is the identity here).
+  void learned_ranges() {
+    for (int i : model_.path()) {
+      const auto* fq = as<FakeQuant>(i);
+      if (!fq || fq->mode() != FakeQuant::Mode::MovingAverage) continue;
+      if (fq->steps() == 0)
+        throw std::invalid_argument("convert: layer '" + fq->name +
+                                    "' (FakeQuant) has no activation range yet; fit the "
+                                    "quantization-aware model before converting it");
+      const QuantParams q = fq->params();
+      params_[i] = q;
+      params_[nd(i).inputs[0]] = q;
+    }
+  }
+
   void extend(int key, float lo, float hi) {
     auto [it, fresh] = ranges_.try_emplace(key, lo, hi);
     if (!fresh) it->second = {std::min(it->second.first, lo), std::max(it->second.second, hi)};
@@ -99,6 +121,16 @@ class Quantizer {
   static constexpr int kLogits = -1;  // ranges_ key of node i's logits: kLogits - i
 
   QuantParams range(int node) const {
+    if (qat_) {
+      const auto p = params_.find(node);
+      if (p == params_.end())
+        throw std::invalid_argument("convert: the quantization-aware model has no FakeQuant after " +
+                                    (node < 0 ? layer_name(kLogits - node) + "'s logits"
+                                              : node == model_.input_node() ? std::string("the input")
+                                                                            : layer_name(node)) +
+                                    "; make it with tl.optimize.quantize_model");
+      return p->second;
+    }
     const auto& r = ranges_.at(node);
     return choose_activation_params(r.first, r.second);
   }
@@ -185,13 +217,13 @@ class Quantizer {
     t.shape = shape;
     t.constant = true;
     t.quantized_dimension = qdim;
-    for (float m : mx) {
-      t.scale.push_back(m > 0.0f ? m / 127.0f : 1.0f);
+    for (float m : mx) {  // the scales and values that QAT's fake_quant_weights simulates
+      t.scale.push_back(weight_scale(m, 8));
       t.zero_point.push_back(0);
     }
     std::vector<std::int8_t> q(w.size());  // std::round: halves away from zero, as TFLite
     for (std::size_t i = 0; i < w.size(); ++i)
-      q[i] = std::int8_t(std::clamp(std::round(w[i] / t.scale[channel(i)]), -127.0f, 127.0f));
+      q[i] = std::int8_t(quantize_weight(w[i], t.scale[channel(i)], 8));
     t.data = bytes_of(q);
     return add_tensor(std::move(t));
   }
@@ -280,7 +312,7 @@ class Quantizer {
       op.inputs = {input_of(i), add_tensor(std::move(shape))};
       return emit(op, i, add_activation(name, nd(i).shape, params_of(op.inputs[0])));
     }
-    if (dynamic_cast<const Dropout*>(l)) {  // identity at inference
+    if (dynamic_cast<const Dropout*>(l) || dynamic_cast<const FakeQuant*>(l)) {  // identities here
       value_[i] = input_of(i);
       return;
     }
@@ -311,7 +343,8 @@ class Quantizer {
         const int producer = producer_of(t);
         static const std::set<std::string> free_scale{"FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D",
                                                       "MEAN", "ADD", "RELU", "RELU6"};
-        if (producer >= 0 && free_scale.count(g_.ops[std::size_t(producer)].op) &&
+        // (Not in a quantization-aware model, whose producer was trained with its own scale.)
+        if (!qat_ && producer >= 0 && free_scale.count(g_.ops[std::size_t(producer)].op) &&
             consumers_.at(nd(i).inputs[k]) == 1 && t != g_.inputs[0]) {
           g_.tensors[std::size_t(t)].scale = {q.scale};
           g_.tensors[std::size_t(t)].zero_point = {q.zero_point};
@@ -461,6 +494,8 @@ class Quantizer {
 
   Model& model_;
   std::map<int, std::pair<float, float>> ranges_;  // calibrated (min, max) per node
+  bool qat_ = false;                  // a quantization-aware model: parameters from its FakeQuants
+  std::map<int, QuantParams> params_;  // learned parameters per node (qat_)
   std::map<int, int> consumers_, value_;
   std::set<int> absorbed_;
   QGraph g_;

@@ -124,7 +124,8 @@ void Conv2D::forward(const std::vector<const Tensor*>& in, Tensor& out, bool) {
   const ops::Conv2DGeometry g = geometry(N, input_shapes()[0]);
   const std::size_t ws = ops::conv2d_workspace_floats(g);
   if (workspace_.size() < ws) workspace_.resize(ws);
-  ops::conv2d_forward(out.data(), x.data(), kernel.data(), use_bias_ ? bias.data() : nullptr, g,
+  const float* w = forward_kernel(kernel.data(), kernel.size(), filters_, kernel_q_);
+  ops::conv2d_forward(out.data(), x.data(), w, use_bias_ ? bias.data() : nullptr, g,
                       workspace_.data(), workspace_.size());
   activation_forward(activation_, out.data(), out.data(), out.size(), filters_);
 }
@@ -146,7 +147,8 @@ void Conv2D::backward(const std::vector<const Tensor*>& in, const Tensor& out, c
   }
   ops::conv2d_backward(din_ptr(din), param_grads ? kernel_grad.data() : nullptr,
                        param_grads && use_bias_ ? bias_grad.data() : nullptr, dz, x.data(),
-                       kernel.data(), g, workspace_.data(), workspace_.size());
+                       weight_bits ? kernel_q_.data() : kernel.data(), g, workspace_.data(),
+                       workspace_.size());
 }
 
 std::vector<Param> Conv2D::params() {
@@ -199,8 +201,8 @@ void DepthwiseConv2D::forward(const std::vector<const Tensor*>& in, Tensor& out,
   out.resize(batch_shape(N, output_shape()));
   if (N == 0) return;
   const ops::Conv2DGeometry g = geometry(N, input_shapes()[0]);
-  ops::depthwise_conv2d_forward(out.data(), x.data(), kernel.data(),
-                                use_bias_ ? bias.data() : nullptr, g);
+  const float* w = forward_kernel(kernel.data(), kernel.size(), g.OC, kernel_q_);
+  ops::depthwise_conv2d_forward(out.data(), x.data(), w, use_bias_ ? bias.data() : nullptr, g);
   activation_forward(activation_, out.data(), out.data(), out.size(), g.OC);
 }
 
@@ -219,7 +221,7 @@ void DepthwiseConv2D::backward(const std::vector<const Tensor*>& in, const Tenso
   }
   ops::depthwise_conv2d_backward(din_ptr(din), param_grads ? kernel_grad.data() : nullptr,
                                  param_grads && use_bias_ ? bias_grad.data() : nullptr, dz,
-                                 x.data(), kernel.data(), g);
+                                 x.data(), weight_bits ? kernel_q_.data() : kernel.data(), g);
 }
 
 std::vector<Param> DepthwiseConv2D::params() {

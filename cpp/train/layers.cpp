@@ -4,6 +4,7 @@
 #include <cmath>
 #include <stdexcept>
 
+#include "tinylearn/train/fake_quant.h"
 #include "tinylearn/train/nn_ops.h"
 #include "tinylearn/train/ops.h"
 
@@ -97,6 +98,14 @@ void Layer::fail(const std::string& what) const {
   throw std::invalid_argument("layer '" + (name.empty() ? kind() : name) + "' (" + kind() + "): " + what);
 }
 
+const float* Layer::forward_kernel(const float* kernel, std::size_t n, std::size_t channels,
+                                   std::vector<float>& scratch) {
+  if (weight_bits == 0) return kernel;
+  scratch.resize(n + channels);  // the fake-quantized kernel, then its scales
+  fake_quant_weights(scratch.data(), kernel, n, channels, weight_bits, scratch.data() + n);
+  return scratch.data();
+}
+
 std::size_t Layer::param_count() {
   std::size_t n = 0;
   for (const Param& p : params()) n += p.size;
@@ -133,8 +142,8 @@ void Dense::forward(const std::vector<const Tensor*>& in, Tensor& out, bool) {
   std::vector<std::size_t> shape(x.shape().begin(), x.shape().end());
   shape.back() = units_;
   out.resize(shape);
-  ops::dense_forward(out.data(), x.data(), kernel.data(), use_bias_ ? bias.data() : nullptr, rows,
-                     C, units_);
+  const float* w = forward_kernel(kernel.data(), kernel.size(), 1, kernel_q_);
+  ops::dense_forward(out.data(), x.data(), w, use_bias_ ? bias.data() : nullptr, rows, C, units_);
   activation_forward(activation_, out.data(), out.data(), out.size(), units_);
 }
 
@@ -151,7 +160,7 @@ void Dense::backward(const std::vector<const Tensor*>& in, const Tensor& out, co
   float* dx = din.empty() || !din[0] ? nullptr : din[0]->data();
   ops::dense_backward(dx, param_grads ? kernel_grad.data() : nullptr,
                       param_grads && use_bias_ ? bias_grad.data() : nullptr, dz, x.data(),
-                      kernel.data(), rows, C, units_);
+                      weight_bits ? kernel_q_.data() : kernel.data(), rows, C, units_);
 }
 
 std::vector<Param> Dense::params() {

@@ -10,7 +10,7 @@ from numbers import Integral
 import numpy as np
 
 __all__ = ["Activation", "Add", "AveragePooling2D", "BatchNormalization", "Concatenate", "Conv2D",
-           "Dense", "DepthwiseConv2D", "Dropout", "Flatten", "GlobalAveragePooling2D", "Input",
+           "Dense", "DepthwiseConv2D", "Dropout", "FakeQuant", "Flatten", "GlobalAveragePooling2D", "Input",
            "Layer", "MaxPooling2D", "ReLU", "Reshape", "Softmax", "SymbolicTensor", "clear_session"]
 
 _ACTIVATIONS = {None: "linear", "linear": "linear", "relu": "relu", "relu6": "relu6",
@@ -90,8 +90,11 @@ def _kernel_options(layer, kernel_initializer, kernel_regularizer) -> None:
 
 
 def _kernel_config(layer) -> dict:
-    return {"kernel_initializer": layer.kernel_initializer,
-            "kernel_l2": layer.kernel_regularizer.l2 if layer.kernel_regularizer else 0.0}
+    config = {"kernel_initializer": layer.kernel_initializer,
+              "kernel_l2": layer.kernel_regularizer.l2 if layer.kernel_regularizer else 0.0}
+    if getattr(layer, "weight_bits", 0):  # a quantization-aware layer (tl.optimize.quantize_model)
+        config["weight_bits"] = layer.weight_bits
+    return config
 
 
 class Layer:
@@ -443,9 +446,58 @@ class Dropout(Layer):
         return {"rate": self.rate, "seed": self.seed}
 
 
+class FakeQuant(Layer):
+    """Fake quantization of an activation tensor for quantization-aware training: the forward
+    pass rounds values to the int8 grid the converted model will use, the backward pass lets the
+    gradient through inside the range (straight-through estimator). tl.optimize.quantize_model
+    places them; tl.convert takes a quantization-aware model's int8 parameters from them.
+
+    mode="moving_average": the range follows each training batch's min and max with an exponential
+    moving average (``ema_decay``, tfmot's 0.999; the first batch sets it); quantization starts after
+    ``quant_delay`` training steps. mode="fixed": ``scale`` and ``zero_point`` (softmax's 1/256,
+    -128). mode="same_as": the quantization of the FakeQuant named ``source`` (an average pool's
+    output keeps its input's). Weights (non-trainable): min, max, steps."""
+
+    kind = "FakeQuant"
+    _state_arrays = 3  # min, max, steps
+
+    def __init__(self, mode: str = "moving_average", ema_decay: float = 0.999, quant_delay: int = 0,
+                 scale: float | None = None, zero_point: int | None = None, source: str | None = None,
+                 name: str | None = None, input_shape=None):
+        super().__init__(input_shape, name)
+        if mode not in ("moving_average", "fixed", "same_as"):
+            raise ValueError(f"FakeQuant: mode must be 'moving_average', 'fixed' or 'same_as', got {mode!r}")
+        if not 0.0 <= float(ema_decay) < 1.0:
+            raise ValueError(f"FakeQuant: ema_decay must be in [0, 1), got {ema_decay!r}")
+        if isinstance(quant_delay, bool) or not isinstance(quant_delay, Integral) or quant_delay < 0:
+            raise ValueError(f"FakeQuant: quant_delay must be a non-negative integer, got {quant_delay!r}")
+        if mode == "fixed" and not (scale is not None and float(scale) > 0 and zero_point is not None
+                                    and -128 <= int(zero_point) <= 127):
+            raise ValueError("FakeQuant: mode='fixed' needs scale > 0 and zero_point in [-128, 127], "
+                             f"got scale={scale!r}, zero_point={zero_point!r}")
+        if mode == "same_as" and not isinstance(source, str):
+            raise ValueError(f"FakeQuant: mode='same_as' needs the source FakeQuant's name, got {source!r}")
+        self.mode, self.ema_decay, self.quant_delay = mode, float(ema_decay), int(quant_delay)
+        self.scale = None if scale is None else float(scale)
+        self.zero_point = None if zero_point is None else int(zero_point)
+        self.source = source
+
+    def get_config(self) -> dict:
+        if self.mode == "fixed":
+            return {"mode": "fixed", "scale": self.scale, "zero_point": self.zero_point}
+        if self.mode == "same_as":
+            return {"mode": "same_as", "source": self.source}
+        return {"mode": "moving_average", "ema_decay": self.ema_decay, "quant_delay": self.quant_delay}
+
+    def int8_bytes(self, weights) -> int:
+        return 0  # becomes the int8 tensors' scale and zero point
+
+
 _KINDS = {cls.kind: cls for cls in (Dense, Activation, Flatten, Reshape, Add, Concatenate, Conv2D,
                                     DepthwiseConv2D, MaxPooling2D, AveragePooling2D,
-                                    GlobalAveragePooling2D, BatchNormalization, Dropout)}
+                                    GlobalAveragePooling2D, BatchNormalization, Dropout, FakeQuant)}
+
+_WEIGHT_BITS = (0, 8)  # float, int8 (quantization-aware training)
 
 
 def from_config(kind: str, config: dict, name: str | None = None) -> Layer:
@@ -458,4 +510,11 @@ def from_config(kind: str, config: dict, name: str | None = None) -> Layer:
 
         l2 = config.pop("kernel_l2")
         config["kernel_regularizer"] = L2(l2) if l2 else None
-    return _KINDS[kind](**config, name=name)
+    bits = config.pop("weight_bits", 0)
+    if bits not in _WEIGHT_BITS or (bits and kind not in ("Dense", "Conv2D", "DepthwiseConv2D")):
+        raise ValueError(f"layer {name!r} ({kind}): weight_bits must be one of {_WEIGHT_BITS} on "
+                         f"Dense, Conv2D and DepthwiseConv2D, got {bits!r}")
+    layer = _KINDS[kind](**config, name=name)
+    if bits:
+        layer.weight_bits = bits
+    return layer

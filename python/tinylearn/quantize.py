@@ -290,22 +290,34 @@ const unsigned int {name}_len = {len(blob)}u;
                 f"size_bytes={self.size_bytes}, arena_bytes={self.arena_bytes})")
 
 
-def convert(model, representative_data) -> Int8Model:
-    """Post-training int8 quantization (TFLite int8 spec) of a trained model.
+def convert(model, representative_data=None) -> Int8Model:
+    """Int8 quantization (TFLite int8 spec) of a trained model.
 
-    Activation ranges are calibrated on `representative_data`: an array of samples, or, as
-    TFLiteConverter.representative_dataset, a generator function (any callable returning an
-    iterable) or a generator/iterator, yielding batches: each an array, or a list/tuple whose
-    first element is the input (TFLite's `yield [x]`); the batches are concatenated. Kernels
-    become per-tensor symmetric int8, biases int32, requantization fixed point.
+    Post-training quantization: activation ranges are calibrated on `representative_data`: an
+    array of samples, or, as TFLiteConverter.representative_dataset, a generator function (any
+    callable returning an iterable) or a generator/iterator, yielding batches: each an array, or
+    a list/tuple whose first element is the input (TFLite's `yield [x]`); the batches are
+    concatenated. Convolution kernels become per-channel symmetric int8, dense kernels
+    per-tensor, biases int32, requantization fixed point.
+
+    A quantization-aware model (tl.optimize.quantize_model, trained) needs no representative
+    data: its int8 parameters are the ranges its FakeQuant layers learned (data given is ignored).
     """
     from .models import Model
+    from .optimize._qat import is_quantization_aware
 
     if not isinstance(model, Model):
         raise TypeError(f"convert: expected a tinylearn model, got {type(model).__name__}")
     if not model.built:
         raise RuntimeError("convert: the model has no weights yet; train it (fit) first")
-    x = _representative(representative_data, model.input_shape)
+    if is_quantization_aware(model):
+        x = np.zeros((0, *model.input_shape), np.float32)
+    elif representative_data is None:
+        raise TypeError("convert: representative_data is required (samples to calibrate the "
+                        "activation ranges), unless the model is quantization-aware "
+                        "(tl.optimize.quantize_model)")
+    else:
+        x = _representative(representative_data, model.input_shape)
     d = _core.quantize(model._core, x)
     return Int8Model(_core.lower(d), graph=_graph_from_core(d))
 

@@ -376,4 +376,5 @@ _SHAPE_RULES = {
     "Dropout": lambda layer, ins: (_one(layer, ins), []),
     "Flatten": lambda layer, ins: ((math.prod(_one(layer, ins)),), []),
     "Reshape": _reshape, "Add": _add, "Concatenate": _concatenate,
+    "FakeQuant": lambda layer, ins: (_one(layer, ins), [(w, (1,), ("size",)) for w in ("min", "max", "steps")]),
 }

@@ -3,4 +3,6 @@
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from ._qat import quantize_model
+
+__all__ = ["quantize_model"]

@@ -17,17 +17,12 @@
 
 #include "tinylearn/micro/format.h"
 #include "tinylearn/micro/micro.h"
+#include "tinylearn/train/fake_quant.h"
 #include "tinylearn/train/model.h"
 
 namespace tinylearn {
 
-struct QuantParams {
-  float scale;
-  std::int32_t zero_point;
-};
-
-// Asymmetric int8 parameters for a real range, widened to contain 0 (as TFLite's converter).
-QuantParams choose_activation_params(float min, float max);
+// QuantParams and choose_activation_params: tinylearn/train/fake_quant.h (training simulates them).
 
 // TFLite's QuantizeMultiplier: real = multiplier * 2^(shift - 31), multiplier in [2^30, 2^31).
 struct QuantizedMultiplier {

@@ -117,6 +117,7 @@ class Conv2D final : public Layer {
   bool use_bias_;
   std::vector<float> workspace_;  // im2col scratch, grown to conv2d_workspace_floats
   std::vector<float> dz_;         // backward scratch: dL/d(pre-activation)
+  std::vector<float> kernel_q_;   // QAT: the fake-quantized kernel of the last forward
 };
 
 // activation(depthwise_conv2d(x, kernel) + bias), as keras.layers.DepthwiseConv2D: each input
@@ -157,6 +158,7 @@ class DepthwiseConv2D final : public Layer {
   Activation activation_;
   bool use_bias_;
   std::vector<float> dz_;
+  std::vector<float> kernel_q_;  // QAT: the fake-quantized kernel of the last forward
 };
 
 // Shared part of MaxPooling2D and AveragePooling2D: input (H, W, C) -> (OH, OW, C) with

@@ -49,6 +49,11 @@ class Layer {
   // Whether backward accumulates the parameter gradients (the model clears it for a frozen
   // layer before calling backward, so no weight-gradient work is done for it).
   bool param_grads = true;
+  // Quantization-aware training (Dense, Conv2D, DepthwiseConv2D): the forward uses the kernel
+  // fake-quantized to this many bits as tl.convert quantizes it (symmetric; per output channel
+  // for convolutions, per tensor for Dense); gradients reach the float kernel straight through.
+  // 0: the float kernel.
+  int weight_bits = 0;
 
   // Creates the weights for inputs of these per-sample shapes and returns the output's
   // per-sample shape. Throws std::invalid_argument, naming the layer, when they do not fit.
@@ -72,6 +77,10 @@ class Layer {
  protected:
   virtual Shape do_build(const std::vector<Shape>& inputs, Random& rng) = 0;
   [[noreturn]] void fail(const std::string& what) const;
+  // The kernel a forward and its backward use: `kernel` itself, or (weight_bits > 0) its
+  // fake-quantized copy in `scratch` with `channels` scales (see fake_quant_weights).
+  const float* forward_kernel(const float* kernel, std::size_t n, std::size_t channels,
+                              std::vector<float>& scratch);
   // fail(error) unless error is empty.
   void require(const std::string& error) const {
     if (!error.empty()) fail(error);
@@ -112,6 +121,7 @@ class Dense final : public Layer {
   Activation activation_;
   bool use_bias_;
   std::vector<float> dz_;  // backward scratch
+  std::vector<float> kernel_q_;  // QAT: the fake-quantized kernel of the last forward
 };
 
 // Applies an activation function elementwise (softmax: over the last axis).
