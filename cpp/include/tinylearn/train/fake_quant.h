@@ -67,10 +67,11 @@ void fake_quant_weights(float* out, const float* w, std::size_t n, std::size_t c
 // vectorize: the clamp comes first (its bounds are integers, so it commutes with the rounding),
 // then the truncation and the exact fraction decide the rounding.
 inline float quantize_activation(float x, float scale, float zero_point) {
-  const float t = std::min(std::max(x / scale + zero_point, -128.0f), 127.0f);
-  const float i = float(int(t));  // toward zero; |t| <= 128
+  // The zero point is added after the rounding: halves round away from zero in x / scale.
+  const float t = std::min(std::max(x / scale, -128.0f - zero_point), 127.0f - zero_point);
+  const float i = float(int(t));  // toward zero; |t| <= 255
   const float f = t - i;          // exact
-  return i + (f >= 0.5f ? 1.0f : 0.0f) - (f <= -0.5f ? 1.0f : 0.0f);
+  return i + (f >= 0.5f ? 1.0f : 0.0f) - (f <= -0.5f ? 1.0f : 0.0f) + zero_point;
 }
 
 // Activation fake quantization (TFLite's Quantize then Dequantize, in float):
