@@ -3,6 +3,7 @@ in NumPy, the blob, the graph's weights, hand-counted MACs, build_firmware and F
 the emulated board), the firmware cache, and the table's three renderings."""
 
 import importlib
+import threading
 
 import matplotlib
 
@@ -309,12 +310,24 @@ def test_board_figures_equal_build_firmware_and_run(variants, data, home, builds
     assert by["small int8"]["instructions"] < by["int8"]["instructions"]
 
 
-def test_firmware_is_cached_and_built_once_per_model(variants, data, home, builds):
+def test_firmware_is_cached_and_built_once_per_model(variants, data, home, builds, monkeypatch):
     _, (xt, yt) = data
     same = {"a": variants["int8"], "b": variants["small int8"], "again": variants["int8"]}
+    # Each build waits for the other before it starts: built one after the other, the first
+    # would wait in vain and the barrier would break (BrokenBarrierError).
+    barrier = threading.Barrier(2, timeout=120)
+    counting = tl.deploy.build_firmware
+
+    def together(model, *args, **kwargs):
+        barrier.wait()
+        return counting(model, *args, **kwargs)
+
+    monkeypatch.setattr(tl.deploy, "build_firmware", together)
     first = tl.report(same, xt, yt, board=BOARD)
-    # Two distinct blobs: two builds, each in a folder of its own, at the same time.
+    # Two distinct blobs: two builds, at the same time, each in a folder of its own.
     assert len(builds) == 2 and builds[0] != builds[1]
+    assert barrier.n_waiting == 0 and not barrier.broken
+    monkeypatch.setattr(tl.deploy, "build_firmware", counting)
     folder = home / "firmware"
     assert report_module.firmware_cache_folder() == folder
     entries = sorted(folder.iterdir())
