@@ -3,6 +3,7 @@ in NumPy, the blob, the graph's weights, hand-counted MACs, build_firmware and F
 the emulated board), the firmware cache, and the table's three renderings."""
 
 import importlib
+import shutil
 import threading
 
 import matplotlib
@@ -354,3 +355,20 @@ def test_cache_dir_argument(variants, data, tmp_path, builds):
     tl.report({"q": q}, xt, yt, board=BOARD, cache_dir=tmp_path / "cache")
     assert [p.name for p in (tmp_path / "cache").iterdir()] == [f"{report_module.firmware_key(q, BOARD)}.elf"]
     assert len(builds) == 1
+
+
+def test_firmware_key_follows_the_blob_the_stack_and_the_sources(variants, tmp_path, monkeypatch):
+    src, core = tl.deploy._firmware_source()
+    shutil.copytree(src, tmp_path / "firmware")
+    shutil.copytree(core / "micro", tmp_path / "core" / "micro")
+    shutil.copytree(core / "include" / "tinylearn" / "micro", tmp_path / "core" / "include" / "tinylearn" / "micro")
+    monkeypatch.setattr(tl.deploy, "_firmware_source", lambda: (tmp_path / "firmware", tmp_path / "core"))
+    key = report_module.firmware_key
+    q, small = variants["int8"], variants["small int8"]
+    first = key(q, BOARD)
+    assert key(q, BOARD) == first and len(first) == 64
+    assert key(small, BOARD) != first
+    assert key(q, BOARD, stack_bytes=2048) != first
+    header = tmp_path / "core" / "micro" / "requantize.h"
+    header.write_text(header.read_text() + "\n// changed\n")
+    assert key(q, BOARD) != first

@@ -53,8 +53,6 @@ from .quantize import Int8Model, op_macs
 __all__ = ["Report", "firmware_cache_folder", "firmware_key", "model_macs", "report"]
 
 _METRICS = ("accuracy", "mse")
-# The core sources the firmware compiles (TL_CORE_DIR) and the firmware project's own.
-_SOURCE_SUFFIXES = (".c", ".cc", ".cpp", ".h", ".hpp", ".S", ".s", ".ld", ".cmake", ".txt")
 
 
 def firmware_cache_folder(cache_dir=None) -> Path:
@@ -183,15 +181,21 @@ def _score(pred: np.ndarray, y: np.ndarray, metric: str, how: str) -> float:
 
 # -- firmware, built in parallel and cached ----------------------------------------------------
 def _source_digest() -> str:
-    """sha256 of the firmware project and of the core sources it compiles."""
+    """sha256 of the firmware project and of the core sources it compiles (TL_CORE_DIR's
+    micro/ and include/tinylearn/micro/): every file, build folders, hidden files and Python
+    caches aside."""
     src, core = deploy._firmware_source()
     h = hashlib.sha256()
-    for root in (src, core / "include" / "tinylearn" / "micro", core / "micro"):
+    for k, root in enumerate((src, core / "include" / "tinylearn" / "micro", core / "micro")):
         if not root.is_dir():
             continue
         for p in sorted(root.rglob("*")):
-            if p.is_file() and p.suffix in _SOURCE_SUFFIXES and "build" not in p.relative_to(root).parts:
-                h.update(str(p.relative_to(root)).encode() + b"\0" + p.read_bytes() + b"\0")
+            rel = p.relative_to(root)
+            if not p.is_file() or any(part.startswith(("build", ".", "__pycache__")) for part in rel.parts):
+                continue
+            name = f"{k}/{rel.as_posix()}".encode()
+            data = p.read_bytes()
+            h.update(len(name).to_bytes(8, "little") + name + len(data).to_bytes(8, "little") + data)
     return h.hexdigest()
 
 
