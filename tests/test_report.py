@@ -279,6 +279,12 @@ def test_bad_input_is_named(variants, data):
         tl.report({"int8": q, "two": two}, xt, yt)
     with pytest.raises(ValueError, match="board_samples must be a positive integer"):
         tl.report({"int8": q}, xt, yt, board=BOARD, board_samples=0)
+    with pytest.raises(ValueError, match="stack_bytes must be a positive integer or None, got '1k'"):
+        tl.report({"int8": q}, xt, yt, board=BOARD, stack_bytes="1k")
+    with pytest.raises(ValueError, match="workers must be a positive integer or None, got 0"):
+        tl.report({"int8": q}, xt, yt, board=BOARD, workers=0)
+    with pytest.raises(TypeError, match="expected arrays x_test and y_test, got None"):
+        tl.report({"int8": q}, xt, None)
 
 
 def test_a_model_too_large_for_the_board_is_named(home, builds, rng):
@@ -372,3 +378,22 @@ def test_firmware_key_follows_the_blob_the_stack_and_the_sources(variants, tmp_p
     header = tmp_path / "core" / "micro" / "requantize.h"
     header.write_text(header.read_text() + "\n// changed\n")
     assert key(q, BOARD) != first
+
+
+def nested_model():
+    base = tl.Sequential([tl.layers.Conv2D(4, 3, activation="relu", input_shape=(8, 8, 1)), tl.layers.Flatten()])
+    inputs = tl.Input(shape=(8, 8, 1))
+    return tl.Model(inputs, tl.layers.Dense(3)(base(inputs)))
+
+
+@pytest.mark.parametrize("make", [tl.applications.ds_cnn, tl.applications.resnet8,
+                                  tl.applications.fc_autoencoder, nested_model],
+                         ids=["ds_cnn", "resnet8", "fc_autoencoder", "nested"])
+def test_macs_of_float_models_equal_their_int8_conversion(make, rng):
+    """Depthwise-separable blocks with BatchNormalization, residual additions, a model inside a
+    model: the float count from the layers' shapes equals op_macs summed over the int8 graph."""
+    model = make()
+    model.build(seed=0)
+    q = tl.convert(model, rng.normal(size=(8,) + tuple(model.input_shape)).astype(np.float32))
+    macs = report_module.model_macs(model)
+    assert macs == report_module.model_macs(q) > 0

@@ -79,6 +79,19 @@ def _layer_macs(kind: str, layer, in_shape: tuple, out_shape: tuple) -> int:
     return 0
 
 
+def _macs_kind(layer) -> str | None:
+    """'Dense', 'Conv2D' or 'DepthwiseConv2D' for a layer of that kind (or a subclass of its
+    class), else None: the other layers do no multiply-accumulates (BatchNormalization folds
+    into the convolution before it)."""
+    from . import layers
+
+    for kind, cls in (("Dense", layers.Dense), ("Conv2D", layers.Conv2D),
+                      ("DepthwiseConv2D", layers.DepthwiseConv2D)):
+        if getattr(layer, "kind", None) == kind or isinstance(layer, cls):
+            return kind
+    return None
+
+
 def model_macs(model) -> int | None:
     """Multiply-accumulates per inference of a tl.Model (its Dense, Conv2D and DepthwiseConv2D
     layer calls, from their shapes) or of an Int8Model (the sum of quantize.op_macs over its
@@ -98,8 +111,8 @@ def model_macs(model) -> int | None:
     for t in model._order:  # every call of every layer, those of nested models included
         if t.layer is None:
             continue
-        kind = getattr(t.layer, "kind", "")
-        if kind not in ("Dense", "Conv2D", "DepthwiseConv2D"):
+        kind = _macs_kind(t.layer)
+        if kind is None:
             continue
         in_shape = tuple(core.node_shape(ids[id(t.inputs[0])]))
         out_shape = tuple(core.node_shape(ids[id(t)]))
@@ -370,6 +383,9 @@ def report(variants, x_test, y_test, board: str | None = None, *, metric: str | 
         raise ValueError(f"report: unknown board {board!r}; expected one of {sorted(deploy.BOARDS)}")
     if isinstance(board_samples, bool) or not isinstance(board_samples, (int, np.integer)) or board_samples < 1:
         raise ValueError(f"report: board_samples must be a positive integer, got {board_samples!r}")
+    if stack_bytes is not None and (isinstance(stack_bytes, bool) or
+                                    not isinstance(stack_bytes, (int, np.integer)) or stack_bytes <= 0):
+        raise ValueError(f"report: stack_bytes must be a positive integer or None, got {stack_bytes!r}")
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, (int, np.integer))
                                 or workers < 1):
         raise ValueError(f"report: workers must be a positive integer or None, got {workers!r}")
