@@ -283,6 +283,8 @@ def test_bad_input_is_named(variants, data):
         tl.report({"int8": q}, xt, yt, board=BOARD, stack_bytes="1k")
     with pytest.raises(ValueError, match="workers must be a positive integer or None, got 0"):
         tl.report({"int8": q}, xt, yt, board=BOARD, workers=0)
+    with pytest.raises(ValueError, match=r"at least one test sample, got x_test of shape \(0, 8, 8, 2\)"):
+        tl.report({"int8": q}, xt[:0], yt[:0])
     with pytest.raises(TypeError, match="expected arrays x_test and y_test, got None"):
         tl.report({"int8": q}, xt, None)
 

@@ -400,6 +400,8 @@ def report(variants, x_test, y_test, board: str | None = None, *, metric: str | 
     if len(x_raw) != len(y):
         raise ValueError(f"report: x_test and y_test must hold as many samples, got {len(x_raw)} "
                          f"and {len(y)}")
+    if len(x_raw) == 0:
+        raise ValueError(f"report: expected at least one test sample, got x_test of shape {x_raw.shape}")
     if not np.issubdtype(y.dtype, np.number) and not np.issubdtype(y.dtype, np.bool_):
         raise TypeError(f"report: y_test: expected a numeric array, got dtype {y.dtype}")
 
