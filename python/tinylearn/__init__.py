@@ -7,6 +7,7 @@
     model.fit(x, y, epochs=500, batch_size=64, seed=1)
     q = tl.convert(model, representative_data=x)       # int8, TFLite int8 spec
     fw = tl.deploy.build_firmware(q, board="netduinoplus2", out_dir="fw")
+    print(tl.report({"float": model, "int8": q}, x, y, board="netduinoplus2"))
 """
 
 from . import applications, callbacks, datasets, deploy, layers, losses, optimize, optimizers, regularizers
@@ -16,6 +17,7 @@ from .models import History, Model, Sequential
 from .keras_io import from_keras
 from .errors import UnsupportedModelError
 from .quantize import Int8Model, ModelFormatError, convert, from_tflite, load_int8
+from .report import report
 from .saving import load_model
 
 __version__ = "0.1.0"
@@ -45,4 +47,5 @@ __all__ = [
     "optimize",
     "optimizers",
     "regularizers",
+    "report",
 ]
