@@ -16,6 +16,13 @@ void fake_quant_values(float* __restrict out, const float* __restrict x, std::si
     out[i] = (quantize_activation(x[i], scale, zero_point) - zero_point) * scale;
 }
 
+// out = the value on the grid of the stored int8 x, rounded as an average pool rounds.
+void fake_quant_stored(float* __restrict out, const float* __restrict x, std::size_t n, float scale,
+                       float zero_point) {
+  for (std::size_t i = 0; i < n; ++i)
+    out[i] = (quantize_stored(x[i], scale, zero_point) - zero_point) * scale;
+}
+
 // (lo, hi) = (min, max) of n > 0 values, in 8 lanes (an elementwise compare-and-select that
 // vectorizes, unlike a scalar min reduction), then across them.
 void min_max(const float* __restrict x, std::size_t n, float& lo, float& hi) {
@@ -139,7 +146,10 @@ void FakeQuant::forward(const std::vector<const Tensor*>& in, Tensor& out, bool 
   const float zp = float(p.zero_point), s = p.scale;
   last_lo_ = (-128.0f - zp) * s;
   last_hi_ = (127.0f - zp) * s;
-  fake_quant_values(out.data(), xp, n, s, zp);
+  if (mode_ == Mode::SameAsSource)
+    fake_quant_stored(out.data(), xp, n, s, zp);
+  else
+    fake_quant_values(out.data(), xp, n, s, zp);
 }
 
 void FakeQuant::backward(const std::vector<const Tensor*>& in, const Tensor&, const Tensor& dout,

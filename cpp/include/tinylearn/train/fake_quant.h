@@ -74,6 +74,15 @@ inline float quantize_activation(float x, float scale, float zero_point) {
   return i + (f >= 0.5f ? 1.0f : 0.0f) - (f <= -0.5f ? 1.0f : 0.0f) + zero_point;
 }
 
+// clamp(round(x / scale + zero_point), -128, 127): the rounding of an int8 kernel that averages
+// stored values (zero point included), as the average pool's (sum +- count / 2) / count.
+inline float quantize_stored(float x, float scale, float zero_point) {
+  const float t = std::min(std::max(x / scale + zero_point, -128.0f), 127.0f);
+  const float i = float(int(t));
+  const float f = t - i;
+  return i + (f >= 0.5f ? 1.0f : 0.0f) - (f <= -0.5f ? 1.0f : 0.0f);
+}
+
 // Activation fake quantization (TFLite's Quantize then Dequantize, in float):
 //   fq(x) = (clamp(round(x / scale) + zero_point, -128, 127) - zero_point) * scale
 // with round half away from zero, as tinylearn::quantize_value and TFLite's reference Quantize.
@@ -87,7 +96,8 @@ inline float quantize_activation(float x, float scale, float zero_point) {
 //     tracked from the first); before the first training step it is the identity.
 //   Fixed: fixed parameters (softmax's output: scale 1/256, zero point -128, per the spec).
 //   SameAsSource: the current parameters of another FakeQuant (an average pool's output keeps
-//     its input's quantization in the int8 graph).
+//     its input's quantization in the int8 graph), rounding as the pool does (quantize_stored:
+//     halves away from zero in the stored value, zero point included).
 // State (saved with the weights, non-trainable): "min", "max", "steps", one value each.
 class FakeQuant final : public Layer {
  public:
