@@ -16,6 +16,7 @@
 #include "tinylearn/train/cnn_layers.h"
 #include "tinylearn/train/fake_quant.h"
 #include "tinylearn/train/model.h"
+#include "tinylearn/train/pruning.h"
 
 namespace py = pybind11;
 using namespace tinylearn;
@@ -99,6 +100,39 @@ std::shared_ptr<Layer> make_layer(const std::string& kind, const py::dict& confi
     throw std::invalid_argument("FakeQuant: unknown mode '" + mode + "'");
   }
   throw std::invalid_argument("unknown layer kind '" + kind + "'");
+}
+
+// A layer's pruning from its Python configuration (tinylearn.optimize's prune_low_magnitude).
+std::shared_ptr<Pruning> make_pruning(const py::dict& c) {
+  auto p = std::make_shared<Pruning>();
+  const py::dict sc = c["schedule"].cast<py::dict>();
+  const auto kind = sc["class_name"].cast<std::string>();
+  const py::dict a = sc["config"].cast<py::dict>();
+  if (kind == "ConstantSparsity") {
+    p->schedule.kind = PruningSchedule::Kind::Constant;
+    p->schedule.final_sparsity = a["target_sparsity"].cast<float>();
+  } else if (kind == "PolynomialDecay") {
+    p->schedule.kind = PruningSchedule::Kind::PolynomialDecay;
+    p->schedule.initial_sparsity = a["initial_sparsity"].cast<float>();
+    p->schedule.final_sparsity = a["final_sparsity"].cast<float>();
+    p->schedule.power = a["power"].cast<float>();
+  } else {
+    throw std::invalid_argument("unknown pruning schedule '" + kind + "'");
+  }
+  p->schedule.begin_step = a["begin_step"].cast<std::int64_t>();
+  p->schedule.end_step = a["end_step"].cast<std::int64_t>();
+  p->schedule.frequency = a["frequency"].cast<std::int64_t>();
+  p->schedule.validate();
+  const auto block = c["block_size"].cast<std::array<std::size_t, 2>>();
+  p->block_rows = block[0];
+  p->block_cols = block[1];
+  if (!c["sparsity_m_by_n"].is_none()) {
+    const auto mn = c["sparsity_m_by_n"].cast<std::array<int, 2>>();
+    p->keep_m = mn[0];
+    p->of_n = mn[1];
+  }
+  p->global = c["scope"].cast<std::string>() == "global";
+  return p;
 }
 
 // The C++ model and the layers created for it, keyed by the Python layer's id (so a layer used
@@ -250,6 +284,8 @@ PYBIND11_MODULE(_core, m) {
                }
                layer->name = name;
                if (config.contains("weight_bits")) layer->weight_bits = config["weight_bits"].cast<int>();
+               if (config.contains("pruning") && !config["pruning"].is_none())
+                 layer->pruning = make_pruning(config["pruning"].cast<py::dict>());
                if (config.contains("kernel_initializer"))
                  layer->kernel_initializer =
                      initializer_from_name(config["kernel_initializer"].cast<std::string>());

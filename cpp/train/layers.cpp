@@ -91,7 +91,28 @@ Shape Layer::build(const std::vector<Shape>& inputs, Random& rng) {
   output_shape_ = do_build(inputs, rng);
   input_shapes_ = inputs;
   built_ = true;
+  if (pruning) {
+    float* w;
+    std::size_t rows, cols;
+    if (!kernel_matrix(w, rows, cols)) fail("has no kernel to prune");
+    pruning->schedule.validate();
+    if (pruning->block_rows == 0 || pruning->block_cols == 0) fail("pruning block sizes must be >= 1");
+    pruning->mask.assign(rows * cols, 1.0f);
+  }
   return output_shape_;
+}
+
+std::vector<Param> Layer::pruning_state() {
+  if (!pruning || pruning->mask.empty()) return {};
+  float* w;
+  std::size_t rows, cols;
+  kernel_matrix(w, rows, cols);
+  Shape kshape;
+  for (const Param& p : params())
+    if (p.name == "kernel") kshape = p.shape;
+  return {{"pruning_mask", pruning->mask.data(), nullptr, pruning->mask.size(), kshape},
+          {"pruning_threshold", &pruning->threshold, nullptr, 1, {1}},
+          {"pruning_step", &pruning->step, nullptr, 1, {1}}};
 }
 
 void Layer::fail(const std::string& what) const {

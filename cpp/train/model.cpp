@@ -437,6 +437,7 @@ History Model::fit(const Tensor& x, const Tensor& y, const FitOptions& opt, cons
   History hist;
   std::size_t batches_seen = 0;
 
+  const std::vector<Layer*> pruned = pruned_layers();
   for (int epoch = opt.initial_epoch; epoch < opt.epochs; ++epoch) {
     if (opt.shuffle) rng.shuffle(order);
     double loss_sum = 0.0;
@@ -466,6 +467,7 @@ History Model::fit(const Tensor& x, const Tensor& y, const FitOptions& opt, cons
         for (std::size_t r = begin; r < end; ++r) wb[r - begin] = weight_all[order[r]];
         weights = wb.data();
       }
+      prune_before_step(pruned);
       run_forward(xb, acts, true);
       const Tensor& pred = acts[output_];
       loss_sum += double(loss_value(pred, yb.data(), labels, weights)) * double(bs);
@@ -496,6 +498,7 @@ History Model::fit(const Tensor& x, const Tensor& y, const FitOptions& opt, cons
         nd.layer->backward(in, acts[*it], grads[*it], din);
       }
       optimizer_->step(params);
+      prune_after_step(pruned);
       seen += bs;
 
       if (opt.batch_end && !opt.batch_end(int(batch), running_logs())) stop = true;
@@ -522,6 +525,91 @@ History Model::fit(const Tensor& x, const Tensor& y, const FitOptions& opt, cons
     }
   }
   return hist;
+}
+
+std::vector<Layer*> Model::pruned_layers() {
+  std::vector<Layer*> out;
+  for (int i : path_) {
+    Layer* l = nodes_[std::size_t(i)].layer.get();
+    if (l && l->pruning && !frozen(l) && std::find(out.begin(), out.end(), l) == out.end())
+      out.push_back(l);
+  }
+  return out;
+}
+
+namespace {
+
+void apply_mask(Layer& l) {
+  float* w;
+  std::size_t rows, cols;
+  l.kernel_matrix(w, rows, cols);
+  const float* m = l.pruning->mask.data();
+  for (std::size_t i = 0, n = rows * cols; i < n; ++i) w[i] *= m[i];
+}
+
+void n_of_m(Layer& l) {
+  Pruning& p = *l.pruning;
+  if (p.keep_m == 0) return;
+  float* w;
+  std::size_t rows, cols;
+  l.kernel_matrix(w, rows, cols);
+  n_of_m_mask(w, rows, cols, p.keep_m, p.of_n, p.mask.data());
+}
+
+}  // namespace
+
+void Model::prune_before_step(const std::vector<Layer*>& pruned) {
+  std::vector<Layer*> global;
+  for (Layer* l : pruned) {
+    Pruning& p = *l->pruning;
+    if (p.global) {
+      global.push_back(l);
+      continue;
+    }
+    const auto s = std::int64_t(p.step);
+    if (p.schedule.prunes_at(s)) {
+      float* w;
+      std::size_t rows, cols;
+      l->kernel_matrix(w, rows, cols);
+      p.threshold = magnitude_mask(w, rows, cols, p.schedule.sparsity(s), p.block_rows, p.block_cols,
+                                   p.mask.data());
+      n_of_m(*l);
+    }
+    apply_mask(*l);
+  }
+  if (global.empty()) return;
+  // One ranking of |w| over every global layer: the first one's schedule and step decide.
+  const Pruning& lead = *global.front()->pruning;
+  const auto s = std::int64_t(lead.step);
+  if (lead.schedule.prunes_at(s)) {
+    struct Entry {
+      float mag;
+      std::size_t layer, index;
+    };
+    std::vector<Entry> all;
+    for (std::size_t k = 0; k < global.size(); ++k) {
+      float* w;
+      std::size_t rows, cols;
+      global[k]->kernel_matrix(w, rows, cols);
+      for (std::size_t i = 0; i < rows * cols; ++i) all.push_back({std::fabs(w[i]), k, i});
+    }
+    std::stable_sort(all.begin(), all.end(), [](const Entry& a, const Entry& b) { return a.mag < b.mag; });
+    const auto prune = std::size_t(std::floor(double(lead.schedule.sparsity(s)) * double(all.size())));
+    for (Layer* l : global) std::fill(l->pruning->mask.begin(), l->pruning->mask.end(), 1.0f);
+    for (std::size_t k = 0; k < prune; ++k) global[all[k].layer]->pruning->mask[all[k].index] = 0.0f;
+    for (Layer* l : global) {
+      l->pruning->threshold = prune ? all[prune - 1].mag : 0.0f;
+      n_of_m(*l);
+    }
+  }
+  for (Layer* l : global) apply_mask(*l);
+}
+
+void Model::prune_after_step(const std::vector<Layer*>& pruned) {
+  for (Layer* l : pruned) {
+    apply_mask(*l);
+    l->pruning->step += 1.0f;
+  }
 }
 
 void Sequential::add(std::unique_ptr<Layer> layer) {

@@ -94,6 +94,8 @@ def _kernel_config(layer) -> dict:
               "kernel_l2": layer.kernel_regularizer.l2 if layer.kernel_regularizer else 0.0}
     if getattr(layer, "weight_bits", 0):  # a quantization-aware layer (tl.optimize.quantize_model)
         config["weight_bits"] = layer.weight_bits
+    if getattr(layer, "pruning", None) is not None:  # tl.optimize.prune_low_magnitude
+        config["pruning"] = layer.pruning
     return config
 
 
@@ -511,10 +513,18 @@ def from_config(kind: str, config: dict, name: str | None = None) -> Layer:
         l2 = config.pop("kernel_l2")
         config["kernel_regularizer"] = L2(l2) if l2 else None
     bits = config.pop("weight_bits", 0)
+    pruning = config.pop("pruning", None)
     if bits not in _WEIGHT_BITS or (bits and kind not in ("Dense", "Conv2D", "DepthwiseConv2D")):
         raise ValueError(f"layer {name!r} ({kind}): weight_bits must be one of {_WEIGHT_BITS} on "
                          f"Dense, Conv2D and DepthwiseConv2D, got {bits!r}")
     layer = _KINDS[kind](**config, name=name)
     if bits:
         layer.weight_bits = bits
+    if pruning is not None:
+        if kind not in ("Dense", "Conv2D", "DepthwiseConv2D"):
+            raise ValueError(f"layer {name!r} ({kind}): only Dense, Conv2D and DepthwiseConv2D are pruned")
+        from .optimize._prune import pruning_config
+
+        layer.pruning = pruning_config(pruning)
+        layer._state_arrays = 3  # pruning_mask, pruning_threshold, pruning_step
     return layer

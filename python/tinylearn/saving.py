@@ -368,8 +368,20 @@ def _concatenate(layer, ins):
     return ins[0][:-1] + (sum(s[-1] for s in ins),), []
 
 
+def _pruned(rule):
+    """A rule for a layer that may be pruned: its mask (the kernel's shape), threshold and step follow."""
+    def with_pruning(layer, ins):
+        out, w = rule(layer, ins)
+        if getattr(layer, "pruning", None) is not None:
+            w += [("pruning_mask", w[0][1], w[0][2]), ("pruning_threshold", (1,), ("size",)),
+                  ("pruning_step", (1,), ("size",))]
+        return out, w
+    return with_pruning
+
+
 _SHAPE_RULES = {
-    "Dense": _dense, "Conv2D": _conv2d, "DepthwiseConv2D": _depthwise, "BatchNormalization": _batch_norm,
+    "Dense": _pruned(_dense), "Conv2D": _pruned(_conv2d), "DepthwiseConv2D": _pruned(_depthwise),
+    "BatchNormalization": _batch_norm,
     "MaxPooling2D": _pooling, "AveragePooling2D": _pooling,
     "GlobalAveragePooling2D": lambda layer, ins: ((_spatial(layer, ins)[2],), []),
     "Activation": lambda layer, ins: (_one(layer, ins), []),

@@ -1,8 +1,11 @@
 """Model compression, with the names tfmot and Keras users know: quantization-aware training
-(quantize_model) and knowledge distillation (Distiller)."""
+(quantize_model), magnitude pruning (prune_low_magnitude) and knowledge distillation (Distiller)."""
 
 from __future__ import annotations
 
+from ._prune import (ConstantSparsity, PolynomialDecay, PruningSchedule, UpdatePruningStep,
+                     prune_low_magnitude, strip_pruning)
 from ._qat import quantize_model
 
-__all__ = ["quantize_model"]
+__all__ = ["ConstantSparsity", "PolynomialDecay", "PruningSchedule", "UpdatePruningStep",
+           "prune_low_magnitude", "quantize_model", "strip_pruning"]

@@ -92,6 +92,12 @@ class Conv2D final : public Layer {
   void backward(const std::vector<const Tensor*>& in, const Tensor& out, const Tensor& dout,
                 const std::vector<Tensor*>& din) override;
   std::vector<Param> params() override;  // "kernel" (KH, KW, C, filters), "bias" (filters)
+  bool kernel_matrix(float*& w, std::size_t& rows, std::size_t& cols) override {
+    w = kernel.data();
+    cols = filters_;
+    rows = kernel.size() / cols;
+    return true;
+  }
 
   std::size_t filters() const { return filters_; }
   Size2 kernel_size() const { return kernel_size_; }
@@ -134,6 +140,12 @@ class DepthwiseConv2D final : public Layer {
   void backward(const std::vector<const Tensor*>& in, const Tensor& out, const Tensor& dout,
                 const std::vector<Tensor*>& din) override;
   std::vector<Param> params() override;  // "kernel" (KH, KW, C, M), "bias" (C * M)
+  bool kernel_matrix(float*& w, std::size_t& rows, std::size_t& cols) override {
+    w = kernel.data();
+    rows = kernel.shape()[0] * kernel.shape()[1];
+    cols = kernel.size() / rows;
+    return true;
+  }
 
   Size2 kernel_size() const { return kernel_size_; }
   Size2 strides() const { return strides_; }

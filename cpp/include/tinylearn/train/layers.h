@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "tinylearn/train/pruning.h"
 #include "tinylearn/train/random.h"
 #include "tinylearn/train/tensor.h"
 
@@ -54,6 +55,15 @@ class Layer {
   // for convolutions, per tensor for Dense); gradients reach the float kernel straight through.
   // 0: the float kernel.
   int weight_bits = 0;
+  // Magnitude pruning of the kernel (Dense, Conv2D, DepthwiseConv2D; tinylearn/train/pruning.h):
+  // set before the model is built; its mask, threshold and step join the layer's state().
+  std::shared_ptr<Pruning> pruning;
+  // The kernel as the (inputs, outputs) matrix pruning ranks (row-major), or false for a layer
+  // without one.
+  virtual bool kernel_matrix(float*& kernel, std::size_t& rows, std::size_t& cols) {
+    (void)kernel, (void)rows, (void)cols;
+    return false;
+  }
 
   // Creates the weights for inputs of these per-sample shapes and returns the output's
   // per-sample shape. Throws std::invalid_argument, naming the layer, when they do not fit.
@@ -71,12 +81,15 @@ class Layer {
   virtual std::vector<Param> params() { return {}; }
   // Non-trainable arrays that are part of the model (e.g. batch norm's moving statistics);
   // grad is null.
-  virtual std::vector<Param> state() { return {}; }
+  virtual std::vector<Param> state() { return pruning_state(); }
   std::size_t param_count();
 
  protected:
   virtual Shape do_build(const std::vector<Shape>& inputs, Random& rng) = 0;
   [[noreturn]] void fail(const std::string& what) const;
+  // The pruning state as Params ("pruning_mask" (kernel shape), "pruning_threshold",
+  // "pruning_step"; grad null), or none without pruning.
+  std::vector<Param> pruning_state();
   // The kernel a forward and its backward use: `kernel` itself, or (weight_bits > 0) its
   // fake-quantized copy in `scratch` with `channels` scales (see fake_quant_weights).
   const float* forward_kernel(const float* kernel, std::size_t n, std::size_t channels,
@@ -102,6 +115,12 @@ class Dense final : public Layer {
   void backward(const std::vector<const Tensor*>& in, const Tensor& out, const Tensor& dout,
                 const std::vector<Tensor*>& din) override;
   std::vector<Param> params() override;
+  bool kernel_matrix(float*& w, std::size_t& rows, std::size_t& cols) override {
+    w = kernel.data();
+    rows = kernel.shape()[0];
+    cols = kernel.shape()[1];
+    return true;
+  }
 
   std::size_t units() const { return units_; }
   Activation activation() const { return activation_; }

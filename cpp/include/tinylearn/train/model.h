@@ -243,6 +243,12 @@ class Model {
   // their gradients (2 * kernel_l2 * kernel) to the kernels' gradients (not the frozen ones).
   float regularization(bool add_gradient);
   std::vector<Param> all_params();
+  // Magnitude pruning (tinylearn/train/pruning.h) of the layers on the path that have it and are
+  // not frozen: before a training step, the masks due at that step are recomputed and the
+  // kernels masked; after the optimizer's step the kernels are masked again and the steps count.
+  std::vector<Layer*> pruned_layers();
+  void prune_before_step(const std::vector<Layer*>& pruned);
+  void prune_after_step(const std::vector<Layer*>& pruned);
   // Runs the path on a batch; acts[node] receives each node's output.
   void run_forward(const Tensor& xb, std::vector<Tensor>& acts, bool training);
 
