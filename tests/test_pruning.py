@@ -153,3 +153,109 @@ def test_bad_input_raises_clear_errors():
     p = opt.prune_low_magnitude(_model())
     with pytest.raises(ValueError, match="already pruned"):
         opt.prune_low_magnitude(p)
+
+
+# ---- structured pruning: tl.optimize.prune_filters ------------------------------------------
+
+def _scaled(w, axis_index, idx, factor=1e-3):
+    w = w.copy()
+    sl = [slice(None)] * w.ndim
+    sl[axis_index] = idx
+    w[tuple(sl)] *= factor
+    return w
+
+
+def test_prune_filters_removes_the_weakest_filters_and_equals_the_model_without_them():
+    rng = np.random.default_rng(SEED)
+    x = rng.normal(size=(16, 8, 8, 2)).astype(np.float32)
+    m = tl.Sequential([L.Conv2D(8, 3, input_shape=(8, 8, 2)), L.BatchNormalization(), L.ReLU(),
+                       L.Conv2D(6, 3, activation="relu"), L.GlobalAveragePooling2D(),
+                       L.Dense(4, activation="relu"), L.Dense(3)])
+    m.build(seed=SEED)
+    c1, bn, _, c2, _, d1, d2 = m.layers
+    bn.set_weights([rng.uniform(0.5, 1.5, 8).astype(np.float32), rng.normal(size=8).astype(np.float32),
+                    rng.normal(size=8).astype(np.float32), rng.uniform(0.5, 2, 8).astype(np.float32)])
+    k, b = c1.get_weights()
+    c1.set_weights([_scaled(k, 3, [0, 2, 4, 6]), b])
+    k, b = c2.get_weights()
+    c2.set_weights([_scaled(k, 3, [1, 3, 5]), b])
+    k, b = d1.get_weights()
+    d1.set_weights([_scaled(k, 1, [0, 1]), b])
+    small = opt.prune_filters(m, fraction=0.5)
+    assert [la.get_weights()[0].shape for la in small.layers if la.kind in ("Conv2D", "Dense")] == \
+        [(3, 3, 2, 4), (3, 3, 4, 3), (3, 2), (2, 3)]
+    assert small.layers[1].get_weights()[0].shape == (4,)  # BN follows its convolution
+    # The original with the removed channels' contributions to the next layers zeroed.
+    k, b = c2.get_weights()
+    k[:, :, [0, 2, 4, 6], :] = 0
+    c2.set_weights([k, b])
+    k, b = d1.get_weights()
+    k[[1, 3, 5], :] = 0
+    d1.set_weights([k, b])
+    k, b = d2.get_weights()
+    k[[0, 1], :] = 0
+    d2.set_weights([k, b])
+    np.testing.assert_allclose(small.predict(x), m.predict(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("app", ["resnet8", "ds_cnn"])
+def test_prune_filters_on_residual_and_depthwise_models(app):
+    from tinylearn.optimize._filters import _Plan
+    from tinylearn.report import model_macs
+
+    rng = np.random.default_rng(SEED)
+    m = getattr(tl.applications, app)()
+    m.build(seed=SEED)
+    x = rng.normal(size=(4, *m.input_shape)).astype(np.float32)
+    small = opt.prune_filters(m, fraction=0.5, criterion="l2")
+    assert model_macs(small) < 0.6 * model_macs(m)
+    assert small.predict(x).shape == m.predict(x).shape
+    # Zero, in the original, every next-layer weight that reads a removed channel: the pruned
+    # model then computes the same.
+    plan = _Plan(m, "l2")
+    keep = plan.keep(0.5)
+    plan.keep_now = keep
+    for t in m._order:
+        if isinstance(t.layer, (L.Conv2D, L.Dense)):
+            w = t.layer.get_weights()
+            p = t.inputs[0]
+            if id(p) in plan.flat:
+                space, positions = plan.flat[id(p)]
+                root = plan.groups.find(space)
+                ch = plan.channels[root]
+                if root in keep:
+                    drop = np.setdiff1d(np.arange(ch), keep[root])
+                    rows = (np.arange(positions)[:, None] * ch + drop[None, :]).ravel()
+                    w[0][rows, :] = 0
+            else:
+                root = plan.groups.find(plan.space[id(p)])
+                if root in keep:
+                    drop = np.setdiff1d(np.arange(w[0].shape[-2]), keep[root])
+                    if t.layer.kind == "Dense":
+                        w[0][drop, :] = 0
+                    else:
+                        w[0][:, :, drop, :] = 0
+            t.layer.set_weights(w)
+    np.testing.assert_allclose(small.predict(x), m.predict(x), rtol=1e-4, atol=1e-5)
+    if app == "resnet8":  # the residual Adds' inputs lost the same channels
+        adds = [t for t in small._order if t.layer is not None and t.layer.kind == "Add"]
+        assert adds and all(len({small._core.node_shape(small._ids[id(p)])[-1] for p in t.inputs}) == 1
+                            for t in adds)
+
+
+def test_prune_filters_to_a_mac_budget_and_errors():
+    from tinylearn.report import model_macs
+
+    m = tl.applications.ds_cnn()
+    m.build(seed=SEED)
+    small = opt.prune_filters(m, target_macs=model_macs(m) // 2)
+    assert model_macs(small) <= model_macs(m) // 2
+    assert model_macs(opt.prune_filters(m, fraction=0.0)) == model_macs(m)
+    with pytest.raises(ValueError, match="exactly one"):
+        opt.prune_filters(m)
+    with pytest.raises(ValueError, match="criterion"):
+        opt.prune_filters(m, fraction=0.5, criterion="random")
+    with pytest.raises(ValueError, match="fraction"):
+        opt.prune_filters(m, fraction=1.0)
+    with pytest.raises(ValueError, match="no uniform fraction"):
+        opt.prune_filters(m, target_macs=10)
