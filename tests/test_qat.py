@@ -237,3 +237,17 @@ def test_unsupported_layers_and_misuse_raise_clear_errors():
         tl.optimize.quantize_model(ok, ema_decay=1.0)
     with pytest.raises(ValueError, match="quant_delay"):
         tl.optimize.quantize_model(ok, quant_delay=-1)
+
+
+def test_report_counts_a_qat_model_like_its_int8_conversion():
+    from tinylearn.report import model_macs
+
+    x, y = _data(128)
+    model = _trained(_cnn(), x, y, epochs=1)
+    qat = _qat(model, x, y, epochs=1)
+    q = tl.convert(qat)
+    r = tl.report({"float": model, "qat": qat, "qat int8": q}, x, y)
+    rows = {row["variant"]: row for row in r.rows}
+    assert model_macs(qat) == model_macs(model) == rows["qat int8"]["macs"] == rows["qat"]["macs"]
+    assert rows["qat"]["accuracy"] == pytest.approx(float(np.mean(qat.predict(x).argmax(1) == y)))
+    assert rows["qat int8"]["accuracy"] == pytest.approx(float(np.mean(q.predict(x).argmax(1) == y)))
