@@ -35,7 +35,7 @@ threads (accuracy only, not timed). Keras side: Keras 2 (tf_keras) with TF_USE_L
 tfmot requires; seeds: tf_keras.utils.set_random_seed(1) (Python, NumPy and TensorFlow).
 
 The default run (5 float epochs as the training benchmark, 2 QAT epochs) takes about 10 minutes
-on 2 cores. `--quick`: 12 000 training images, 2000 test images, 2 float epochs and 1 QAT epoch
+on 2 cores. `--quick`: 20 000 training images, 2000 test images, 2 float epochs and 1 QAT epoch
 (a check that everything runs, not figures to quote).
 """
 
@@ -65,8 +65,8 @@ EPOCHS, QAT_EPOCHS, QAT_LR = 5, 2, 1e-4  # the full run: about 10 minutes on 2 c
 CALIBRATION = 1000  # PTQ's representative data: the first training images
 # ds_cnn_bn's blocks: (pointwise filters, depthwise stride)
 BLOCKS = ((32, 1), (64, 2), (96, 1), (128, 2))
-# --quick: enough steps (375) for BN's moving statistics (momentum 0.99) to settle
-QUICK = {"train": 12000, "test": 2000, "epochs": 2, "qat_epochs": 1}
+# --quick: enough steps (626) for BN's moving statistics (momentum 0.99) to forget their start
+QUICK = {"train": 20000, "test": 2000, "epochs": 2, "qat_epochs": 1}
 GOALS = {"ptq_vs_float": -1.0, "qat_vs_float": -0.3, "qat_speed_vs_tfmot": 1.5,
          "qat_vs_tfmot": -0.2, "qat_epoch_vs_float_epoch": 1.5}
 
