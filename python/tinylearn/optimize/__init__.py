@@ -3,4 +3,6 @@
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from ._distill import Distiller
+
+__all__ = ["Distiller"]
