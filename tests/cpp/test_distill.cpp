@@ -123,10 +123,10 @@ TEST_CASE("Model with distillation: loss = alpha * crossentropy + (1 - alpha) T^
     m.compile(std::make_unique<SGD>(0.1f),
               sparse ? Loss::SparseCategoricalCrossentropy : Loss::CategoricalCrossentropy,
               {Metric::Accuracy}, /*from_logits=*/true, {}, {}, 1.0f, dist);
-    Tensor x({N, F});
+    Tensor x = Tensor::from_shape({N, F});
     for (float& v : x) v = float(rng.uniform(-1, 1));
     const std::size_t W = sparse ? 1 + K : 2 * K;
-    Tensor y({N, W});
+    Tensor y = Tensor::from_shape({N, W});
     std::vector<std::int32_t> labels(N);
     std::vector<float> onehot(N * K, 0.0f), teacher(N * K);
     for (std::size_t i = 0; i < N; ++i) {
@@ -151,7 +151,7 @@ TEST_CASE("Model with distillation: loss = alpha * crossentropy + (1 - alpha) T^
     check_close(v[1], acc, 0.0, 0.0);
     check_close(v[2], student, 1e-6, 1e-5);
     check_close(v[3], 4.0 * kl, 1e-6, 1e-5);
-    Tensor bad({N, K});
+    Tensor bad = Tensor::from_shape({N, K});
     CHECK_THROWS_AS(m.evaluate(x, bad), std::invalid_argument);
   }
 }
