@@ -1,17 +1,22 @@
 """Knowledge distillation on Fashion-MNIST: a small student distilled from a CNN teacher against
-the same student trained alone (same epochs, seed, optimizer, batch size), in one run on this
-machine.
+the same student trained alone (same data, epochs, seed, optimizer and batch size), in one run
+on this machine.
 
     python benchmarks/distill_bench.py [--teacher-epochs 5] [--epochs 5] [--alpha 0.1]
-                                       [--temperature 10] [--batch-size 64] [--seed 1]
-                                       [--train-samples 60000] [--out FILE]
+                                       [--temperature 2] [--subset 3000] [--subset-epochs 20]
+                                       [--subset-seeds 1,2,3] [--seed 1] [--out FILE]
 
-The teacher is the training benchmark's CNN (conv16-pool-conv32-pool-64-10); the student a CNN
-conv4-pool-conv8-pool-10 with under a tenth of the teacher's parameters. Both students start
-from the same weights (the same seed) and see the same batches. alpha and the temperature
-default to Keras's "Knowledge Distillation" example (0.1, 10). Times are wall-clock seconds of
-training; the distilled student's time includes the teacher's predictions on the training set
-(computed once per fit). Test accuracy on the 10,000 test images.
+The teacher is the training benchmark's CNN (conv16-pool-conv32-pool-64-10), trained on the
+60,000 training images; the student a CNN conv8-pool-conv16-pool-10 with under a tenth of the
+teacher's parameters. Two settings, the same alpha and temperature in both:
+- full: the students train on the 60,000 images for --epochs epochs (seed --seed);
+- subset: the students train on the first --subset images only (5%, as Hinton et al.'s 3%
+  experiment) for --subset-epochs epochs, once per seed of --subset-seeds; the teacher is the
+  same one (trained on all the images).
+In each pair both students start from the same weights (the same seed) and see the same
+batches. Times are wall-clock seconds of training; a distilled student's time includes the
+teacher's predictions on its training images (computed once per fit). Test accuracy on the
+10,000 test images.
 """
 
 from __future__ import annotations
@@ -43,8 +48,8 @@ def teacher_model(tl):
 
 def student_model(tl):
     L = tl.layers
-    return tl.Sequential([L.Conv2D(4, 3, activation="relu", input_shape=(28, 28, 1)), L.MaxPooling2D(),
-                          L.Conv2D(8, 3, activation="relu"), L.MaxPooling2D(), L.Flatten(),
+    return tl.Sequential([L.Conv2D(8, 3, activation="relu", input_shape=(28, 28, 1)), L.MaxPooling2D(),
+                          L.Conv2D(16, 3, activation="relu"), L.MaxPooling2D(), L.Flatten(),
                           L.Dense(10)], name="student")
 
 
@@ -52,79 +57,96 @@ def accuracy(model, x, y) -> float:
     return float(np.mean(np.argmax(model.predict(x), axis=1) == y))
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--teacher-epochs", type=int, default=5)
-    ap.add_argument("--epochs", type=int, default=5, help="epochs of each student")
-    ap.add_argument("--alpha", type=float, default=0.1)
-    ap.add_argument("--temperature", type=float, default=10.0)
-    ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--learning-rate", type=float, default=1e-3, help="Adam's, for all three models")
-    ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--train-samples", type=int, default=60000, help="the first N training images")
-    ap.add_argument("--out", type=Path, default=Path("build/bench/distill.json"))
-    args = ap.parse_args(argv)
-
-    import tinylearn as tl
-    from tinylearn._io import write_atomic
-
-    (xtr, ytr), (xte, yte) = tl.datasets.fashion_mnist.load_data()
-    xtr = (xtr[:args.train_samples].astype(np.float32) / 255)[..., None]
-    ytr = ytr[:args.train_samples].astype(np.int64)
-    xte = (xte.astype(np.float32) / 255)[..., None]
-    yte = yte.astype(np.int64)
+def student_pair(tl, teacher, x, y, xte, yte, epochs, seed, args) -> dict:
+    """The student trained alone and distilled on (x, y): test accuracies and times."""
     scce = tl.losses.SparseCategoricalCrossentropy(from_logits=True)
-    fit_args = {"batch_size": args.batch_size, "verbose": 0, "seed": args.seed}
-
-    print(f"training the teacher ({args.teacher_epochs} epochs) ...", file=sys.stderr, flush=True)
-    teacher = teacher_model(tl)
-    teacher.compile(tl.optimizers.Adam(learning_rate=args.learning_rate), scce, ["accuracy"])
-    t = time.perf_counter()
-    teacher.fit(xtr, ytr, epochs=args.teacher_epochs, **fit_args)
-    teacher_s = time.perf_counter() - t
-
-    print(f"training the student alone ({args.epochs} epochs) ...", file=sys.stderr, flush=True)
+    fit_args = {"batch_size": args.batch_size, "epochs": epochs, "verbose": 0, "seed": seed}
     alone = student_model(tl)
     alone.compile(tl.optimizers.Adam(learning_rate=args.learning_rate), scce, ["accuracy"])
     t = time.perf_counter()
-    alone.fit(xtr, ytr, epochs=args.epochs, **fit_args)
+    alone.fit(x, y, **fit_args)
     alone_s = time.perf_counter() - t
-
-    print(f"distilling the student ({args.epochs} epochs, alpha {args.alpha}, temperature "
-          f"{args.temperature}) ...", file=sys.stderr, flush=True)
     student = student_model(tl)
     distiller = tl.optimize.Distiller(student=student, teacher=teacher)
     distiller.compile(tl.optimizers.Adam(learning_rate=args.learning_rate), ["accuracy"], scce,
                       tl.losses.KLDivergence(), alpha=args.alpha, temperature=args.temperature)
     t = time.perf_counter()
-    distiller.fit(xtr, ytr, epochs=args.epochs, **fit_args)
+    distiller.fit(x, y, **fit_args)
     distilled_s = time.perf_counter() - t
+    a, d = accuracy(alone, xte, yte), accuracy(student, xte, yte)
+    return {"samples": len(x), "epochs": epochs, "seed": seed, "params": student.count_params(),
+            "alone_accuracy": a, "alone_seconds": alone_s, "distilled_accuracy": d,
+            "distilled_seconds": distilled_s, "gain_points": 100 * (d - a)}
 
-    rows = [
-        {"model": "teacher", "params": teacher.count_params(), "epochs": args.teacher_epochs,
-         "seconds": teacher_s, "test_accuracy": accuracy(teacher, xte, yte)},
-        {"model": "student alone", "params": alone.count_params(), "epochs": args.epochs,
-         "seconds": alone_s, "test_accuracy": accuracy(alone, xte, yte)},
-        {"model": "student distilled", "params": student.count_params(), "epochs": args.epochs,
-         "seconds": distilled_s, "test_accuracy": accuracy(student, xte, yte)},
-    ]
-    gain = 100 * (rows[2]["test_accuracy"] - rows[1]["test_accuracy"])
-    result = {"machine": machine(), "tinylearn": tl.__version__, "settings": vars(args) | {"out": str(args.out)},
-              "results": rows, "gain_points": gain,
-              "params_ratio": rows[1]["params"] / rows[0]["params"]}
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--teacher-epochs", type=int, default=5)
+    ap.add_argument("--epochs", type=int, default=5, help="epochs of each student on all the images")
+    ap.add_argument("--alpha", type=float, default=0.1)
+    ap.add_argument("--temperature", type=float, default=2.0)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--learning-rate", type=float, default=1e-3, help="Adam's, for every model")
+    ap.add_argument("--seed", type=int, default=1, help="the teacher's and the full setting's seed")
+    ap.add_argument("--subset", type=int, default=3000, help="training images of the subset setting (0: none)")
+    ap.add_argument("--subset-epochs", type=int, default=20)
+    ap.add_argument("--subset-seeds", default="1,2,3")
+    ap.add_argument("--out", type=Path, default=Path("build/bench/distill.json"))
+    args = ap.parse_args(argv)
+    started = time.perf_counter()
+
+    import tinylearn as tl
+    from tinylearn._io import write_atomic
+
+    (xtr, ytr), (xte, yte) = tl.datasets.fashion_mnist.load_data()
+    xtr = (xtr.astype(np.float32) / 255)[..., None]
+    ytr = ytr.astype(np.int64)
+    xte = (xte.astype(np.float32) / 255)[..., None]
+    yte = yte.astype(np.int64)
+
+    print(f"training the teacher ({args.teacher_epochs} epochs) ...", file=sys.stderr, flush=True)
+    teacher = teacher_model(tl)
+    teacher.compile(tl.optimizers.Adam(learning_rate=args.learning_rate),
+                    tl.losses.SparseCategoricalCrossentropy(from_logits=True), ["accuracy"])
+    t = time.perf_counter()
+    teacher.fit(xtr, ytr, batch_size=args.batch_size, epochs=args.teacher_epochs, verbose=0, seed=args.seed)
+    teacher_row = {"params": teacher.count_params(), "epochs": args.teacher_epochs,
+                   "seconds": time.perf_counter() - t, "accuracy": accuracy(teacher, xte, yte)}
+
+    runs = []
+    if args.epochs > 0:
+        print(f"students on all {len(xtr)} images ({args.epochs} epochs) ...", file=sys.stderr, flush=True)
+        runs.append({"setting": "full", **student_pair(tl, teacher, xtr, ytr, xte, yte, args.epochs, args.seed, args)})
+    if args.subset > 0:
+        for seed in (int(s) for s in args.subset_seeds.split(",")):
+            print(f"students on {args.subset} images ({args.subset_epochs} epochs, seed {seed}) ...",
+                  file=sys.stderr, flush=True)
+            runs.append({"setting": "subset", **student_pair(tl, teacher, xtr[:args.subset], ytr[:args.subset],
+                                                             xte, yte, args.subset_epochs, seed, args)})
+    total = time.perf_counter() - started
+    result = {"machine": machine(), "tinylearn": tl.__version__,
+              "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+              "teacher": teacher_row, "runs": runs, "total_seconds": total}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(args.out, json.dumps(result, indent=2))
 
     print(f"\nDistillation benchmark on {machine()}")
-    print(f"Fashion-MNIST, {len(xtr)} training images, batch {args.batch_size}, Adam "
-          f"{args.learning_rate:g}, seed {args.seed}; alpha {args.alpha:g}, temperature {args.temperature:g}\n")
-    print("| model | parameters | epochs | time (s) | test accuracy |")
-    print("|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['model']} | {r['params']:,} | {r['epochs']} | {r['seconds']:.1f} | "
-              f"{100 * r['test_accuracy']:.2f}% |")
-    print(f"\nstudent/teacher parameters: {result['params_ratio']:.3f}; distilled - alone: {gain:+.2f} points")
-    print(f"written to {args.out}")
+    print(f"Fashion-MNIST; Adam {args.learning_rate:g}, batch {args.batch_size}; alpha {args.alpha:g}, "
+          f"temperature {args.temperature:g}")
+    print(f"teacher: {teacher_row['params']:,} parameters, {args.teacher_epochs} epochs on {len(xtr)} images, "
+          f"{teacher_row['seconds']:.1f} s, test accuracy {100 * teacher_row['accuracy']:.2f}%\n")
+    print("| student data | epochs | seed | student params (/ teacher) | alone acc | distilled acc | gain (points) "
+          "| alone time (s) | distilled time (s) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in runs:
+        print(f"| {r['samples']:,} images | {r['epochs']} | {r['seed']} | {r['params']:,} "
+              f"({r['params'] / teacher_row['params']:.3f}) | {100 * r['alone_accuracy']:.2f}% | "
+              f"{100 * r['distilled_accuracy']:.2f}% | {r['gain_points']:+.2f} | {r['alone_seconds']:.1f} | "
+              f"{r['distilled_seconds']:.1f} |")
+    subset = [r["gain_points"] for r in runs if r["setting"] == "subset"]
+    if subset:
+        print(f"\nsubset gain over {len(subset)} seeds: mean {np.mean(subset):+.2f}, min {min(subset):+.2f} points")
+    print(f"total {total:.0f} s; written to {args.out}")
     return 0
 
 
