@@ -334,3 +334,5 @@ def test_bad_input_raises_clear_errors(xy, teachers):
         tl.optimize.Distiller(student=teacher, teacher=teacher)
     with pytest.raises(ValueError, match="shape"):
         d.fit(x[:, :3], y, verbose=0)
+    with pytest.warns(UserWarning, match="from_logits=False"):
+        d.compile("adam", ["accuracy"], "sparse_categorical_crossentropy")  # on a logits student

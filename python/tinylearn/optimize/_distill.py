@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import types
+import warnings
 
 import numpy as np
 
@@ -32,8 +33,11 @@ class _DistillationLoss(_losses.Loss):
                                   "teacher_from_logits": teacher_from_logits}
 
 
-def _ends_in_softmax(model: Model) -> bool:
-    """Whether the model's output is a softmax (its outputs are probabilities, not logits)."""
+def _ends_in_softmax(model: Model) -> bool | None:
+    """Whether the model's output is a softmax (its outputs are probabilities, not logits);
+    None when the model has no graph yet."""
+    if not model._graph_ready():
+        return None
     layer = model._output.layer
     while isinstance(layer, Model):  # a nested model: its own output layer
         layer = layer._output.layer
@@ -66,6 +70,11 @@ class Distiller:
     validation data), in inference mode (BatchNormalization's moving statistics, no Dropout).
     tinylearn has no input augmentation, so the inputs do not change between epochs and once
     per fit gives the same targets as once per epoch.
+
+    The optimizer's state carries over from one fit to the next. While the distiller trains or
+    evaluates, the student's C++ core is compiled for distillation; a student that was compiled
+    on its own gets that compile back afterwards, with a fresh optimizer state (as compile()
+    gives). `distiller.student` is a tl.Model: save it, tl.convert it, compile it.
     """
 
     def __init__(self, student: Model, teacher: Model):
@@ -134,6 +143,12 @@ class Distiller:
             raise ValueError(f"Distiller.compile: temperature must be a number > 0, got {temperature!r}")
         if teacher_from_logits is None:
             teacher_from_logits = not _ends_in_softmax(self.teacher)
+        softmax_out = _ends_in_softmax(self.student)
+        if softmax_out is not None and softmax_out == student_loss.from_logits:
+            warnings.warn(f"Distiller.compile: student_loss_fn has from_logits={student_loss.from_logits} "
+                          f"but the student's output layer is {'a' if softmax_out else 'not a'} softmax: "
+                          f"its outputs are taken as {'logits' if student_loss.from_logits else 'probabilities'}",
+                          stacklevel=2)
         if isinstance(metrics, str):
             metrics = [metrics]
         metrics = list(metrics or [])
