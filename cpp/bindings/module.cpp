@@ -286,15 +286,21 @@ PYBIND11_MODULE(_core, m) {
               float beta_1, float beta_2, float eps, float weight_decay, float rho, bool centered,
               const py::object& schedule, const std::string& loss, bool from_logits,
               const std::vector<std::string>& metrics, const std::vector<std::string>& metric_names,
-              const std::vector<std::int64_t>& frozen, float huber_delta) {
+              const std::vector<std::int64_t>& frozen, float huber_delta, bool distillation,
+              float alpha, float temperature, bool teacher_from_logits) {
              const auto held = lock(p);
+             Distillation dist;
+             dist.enabled = distillation;
+             dist.alpha = alpha;
+             dist.temperature = temperature;
+             dist.teacher_from_logits = teacher_from_logits;
              std::vector<Metric> ms;
              for (const auto& name : metrics) ms.push_back(metric_from_name(name));
              std::vector<const Layer*> fl;
              for (std::int64_t key : frozen) fl.push_back(&p.layer(key));
              p.model.compile(make_optimizer(optimizer, lr, momentum, nesterov, beta_1, beta_2, eps,
                                             weight_decay, rho, centered, schedule),
-                             loss_from_name(loss), ms, from_logits, metric_names, fl, huber_delta);
+                             loss_from_name(loss), ms, from_logits, metric_names, fl, huber_delta, dist);
            },
            py::arg("optimizer"), py::arg("learning_rate"), py::arg("momentum") = 0.0f,
            py::arg("nesterov") = false, py::arg("beta_1") = 0.9f, py::arg("beta_2") = 0.999f,
@@ -302,7 +308,9 @@ PYBIND11_MODULE(_core, m) {
            py::arg("centered") = false, py::arg("schedule") = py::none(), py::arg("loss") = "mse",
            py::arg("from_logits") = false, py::arg("metrics") = std::vector<std::string>{},
            py::arg("metric_names") = std::vector<std::string>{},
-           py::arg("frozen") = std::vector<std::int64_t>{}, py::arg("huber_delta") = 1.0f)
+           py::arg("frozen") = std::vector<std::int64_t>{}, py::arg("huber_delta") = 1.0f,
+           py::arg("distillation") = false, py::arg("alpha") = 0.1f, py::arg("temperature") = 3.0f,
+           py::arg("teacher_from_logits") = true)
       .def_property("learning_rate",
                     [](PyModel& p) {
                       const auto held = lock(p);

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "tinylearn/train/nn_ops.h"
 
@@ -302,6 +303,74 @@ void huber_backward(float* dpred, const float* pred, const float* target,
     for (std::size_t k = 0; k < K; ++k) {
       const float e = pred[i * K + k] - target[i * K + k];
       dpred[i * K + k] += a * std::clamp(e, -delta, delta);
+    }
+  }
+}
+
+// ----------------------------------------------------------------------------- distillation
+
+namespace {
+
+// softmax(z / T) of one row, in double, where z are logits or log(clip(p)) of probabilities.
+void soft_targets(const float* out, std::size_t K, double T, bool from_logits, double* prob) {
+  double mx = -HUGE_VAL;
+  for (std::size_t k = 0; k < K; ++k) {
+    prob[k] = (from_logits ? double(out[k]) : std::log(double(clip_prob(out[k])))) / T;
+    mx = prob[k] > mx ? prob[k] : mx;
+  }
+  double s = 0.0;
+  for (std::size_t k = 0; k < K; ++k) s += (prob[k] = std::exp(prob[k] - mx));
+  for (std::size_t k = 0; k < K; ++k) prob[k] /= s;
+}
+
+inline double clip_kl(double p) { return p < double(kEps) ? double(kEps) : (p > 1.0 ? 1.0 : p); }
+
+}  // namespace
+
+float kl_distillation_forward(const float* student, const float* teacher,
+                              const float* sample_weight, std::size_t B, std::size_t K,
+                              float temperature, bool student_from_logits,
+                              bool teacher_from_logits) {
+  if (B == 0 || K == 0) return 0.0f;
+  std::vector<double> p(K), q(K);
+  double total = 0.0;
+  for (std::size_t i = 0; i < B; ++i) {
+    soft_targets(teacher + i * K, K, temperature, teacher_from_logits, p.data());
+    soft_targets(student + i * K, K, temperature, student_from_logits, q.data());
+    double l = 0.0;
+    for (std::size_t k = 0; k < K; ++k) {
+      const double P = clip_kl(p[k]);
+      l += P * (std::log(P) - std::log(clip_kl(q[k])));
+    }
+    total += weight(sample_weight, i) * l;
+  }
+  return float(total / double(B));
+}
+
+void kl_distillation_backward(float* dstudent, const float* student, const float* teacher,
+                              const float* sample_weight, std::size_t B, std::size_t K,
+                              float temperature, bool student_from_logits,
+                              bool teacher_from_logits, float scale) {
+  if (B == 0 || K == 0) return;
+  std::vector<double> p(K), q(K), g(K);
+  const double T = temperature;
+  for (std::size_t i = 0; i < B; ++i) {
+    const double a = double(scale) * weight(sample_weight, i) / double(B);
+    const float* s = student + i * K;
+    soft_targets(teacher + i * K, K, T, teacher_from_logits, p.data());
+    soft_targets(s, K, T, student_from_logits, q.data());
+    // dl/dq_k = -P_k / q_k where the clip of q passes; through the softmax,
+    // dl/du_j = q_j (g_j - sum_k g_k q_k) with u = z / T, so dl/dz_j = that / T.
+    double dot = 0.0;
+    for (std::size_t k = 0; k < K; ++k) {
+      g[k] = q[k] >= double(kEps) ? -clip_kl(p[k]) / q[k] : 0.0;
+      dot += g[k] * q[k];
+    }
+    for (std::size_t k = 0; k < K; ++k) {
+      double dz = q[k] * (g[k] - dot) / T;
+      // Probability outputs: z = log(clip(out)), dz/dout = 1 / out inside the clip, else 0.
+      if (!student_from_logits) dz = clip_passes(s[k]) ? dz / double(s[k]) : 0.0;
+      dstudent[i * K + k] += float(a * dz);
     }
   }
 }

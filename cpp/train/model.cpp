@@ -68,9 +68,11 @@ Model::Targets Model::targets(const Tensor& y, const char* what) const {
   Targets t;
   if (loss_ != Loss::SparseCategoricalCrossentropy) return t;
   const std::size_t k = output_shape().back();
+  // Distillation rows are [label, teacher outputs...].
+  const std::size_t stride = distillation_.enabled ? 1 + k : 1;
   t.labels.resize(y.shape()[0]);
   for (std::size_t i = 0; i < t.labels.size(); ++i) {
-    const float v = y.data()[i];
+    const float v = y.data()[i * stride];
     if (v != std::floor(v) || v < 0.0f || v >= float(k))
       throw std::invalid_argument(
           std::string(what) + ": label " + std::to_string(v) + " of sample " + std::to_string(i) +
@@ -82,9 +84,40 @@ Model::Targets Model::targets(const Tensor& y, const char* what) const {
   return t;
 }
 
+void Model::split_targets(const float* y, std::size_t B, std::size_t K, std::vector<float>& hard,
+                          std::vector<float>& teacher) const {
+  const bool sparse = loss_ == Loss::SparseCategoricalCrossentropy;
+  const std::size_t stride = sparse ? 1 + K : 2 * K, skip = sparse ? 1 : K;
+  teacher.resize(B * K);
+  if (!sparse) hard.resize(B * K);
+  for (std::size_t i = 0; i < B; ++i) {
+    const float* row = y + i * stride;
+    std::memcpy(teacher.data() + i * K, row + skip, K * sizeof(float));
+    if (!sparse) std::memcpy(hard.data() + i * K, row, K * sizeof(float));
+  }
+}
+
 float Model::loss_value(const Tensor& pred, const float* y, const std::int32_t* labels,
-                        const float* w) const {
+                        const float* w, double* parts) const {
   const std::size_t K = pred.shape().back(), B = pred.size() / K;
+  if (distillation_.enabled) {
+    std::vector<float> hard, teacher;
+    split_targets(y, B, K, hard, teacher);
+    const Distillation& d = distillation_;
+    const double student =
+        loss_ == Loss::SparseCategoricalCrossentropy
+            ? ops::sparse_categorical_crossentropy_forward(pred.data(), labels, w, B, K, from_logits_)
+            : ops::categorical_crossentropy_forward(pred.data(), hard.data(), w, B, K, from_logits_);
+    const double T = d.temperature;
+    const double distill = T * T * ops::kl_distillation_forward(pred.data(), teacher.data(), w, B, K,
+                                                                 d.temperature, from_logits_,
+                                                                 d.teacher_from_logits);
+    if (parts) {
+      parts[0] = student;
+      parts[1] = distill;
+    }
+    return float(double(d.alpha) * student + (1.0 - double(d.alpha)) * distill);
+  }
   switch (loss_) {
     case Loss::MSE: return ops::mean_squared_error_forward(pred.data(), y, w, B, K);
     case Loss::MAE: return ops::mean_absolute_error_forward(pred.data(), y, w, B, K);
@@ -103,6 +136,24 @@ void Model::loss_gradient(Tensor& dpred, const Tensor& pred, const float* y,
                           const std::int32_t* labels, const float* w) const {
   const std::size_t K = pred.shape().back(), B = pred.size() / K;
   float* d = dpred.data();
+  if (distillation_.enabled) {
+    std::vector<float> hard, teacher;
+    split_targets(y, B, K, hard, teacher);
+    const Distillation& dl = distillation_;
+    if (dl.alpha > 0.0f) {  // alpha * student loss: the crossentropy with weights alpha * w_i
+      std::vector<float> aw(B);
+      for (std::size_t i = 0; i < B; ++i) aw[i] = dl.alpha * (w ? w[i] : 1.0f);
+      if (loss_ == Loss::SparseCategoricalCrossentropy)
+        ops::sparse_categorical_crossentropy_backward(d, pred.data(), labels, aw.data(), B, K, from_logits_);
+      else
+        ops::categorical_crossentropy_backward(d, pred.data(), hard.data(), aw.data(), B, K, from_logits_);
+    }
+    if (dl.alpha < 1.0f)
+      ops::kl_distillation_backward(d, pred.data(), teacher.data(), w, B, K, dl.temperature, from_logits_,
+                                    dl.teacher_from_logits,
+                                    (1.0f - dl.alpha) * dl.temperature * dl.temperature);
+    return;
+  }
   switch (loss_) {
     case Loss::MSE: ops::mean_squared_error_backward(d, pred.data(), y, w, B, K); break;
     case Loss::MAE: ops::mean_absolute_error_backward(d, pred.data(), y, w, B, K); break;
@@ -122,6 +173,11 @@ void Model::loss_gradient(Tensor& dpred, const Tensor& pred, const float* y,
 float Model::metric_value(Metric m, const Tensor& pred, const float* y,
                           const std::int32_t* labels) const {
   const std::size_t K = pred.shape().back(), B = pred.size() / K;
+  std::vector<float> hard, teacher;
+  if (distillation_.enabled && loss_ == Loss::CategoricalCrossentropy) {  // the one-hot part
+    split_targets(y, B, K, hard, teacher);
+    y = hard.data();
+  }
   switch (m) {
     case Metric::MAE: return ops::mae_forward(pred.data(), y, pred.size());
     case Metric::MSE: return ops::mse_forward(pred.data(), y, pred.size());
@@ -214,7 +270,7 @@ void Model::build(std::uint64_t seed) {
 
 void Model::compile(std::unique_ptr<Optimizer> optimizer, Loss loss, std::vector<Metric> metrics,
                     bool from_logits, std::vector<std::string> metric_names,
-                    std::vector<const Layer*> frozen, float huber_delta) {
+                    std::vector<const Layer*> frozen, float huber_delta, Distillation distillation) {
   if (!optimizer) throw std::invalid_argument("compile: expected an optimizer, got null");
   if (!metric_names.empty() && metric_names.size() != metrics.size())
     throw std::invalid_argument("compile: expected one name per metric, got " +
@@ -223,8 +279,28 @@ void Model::compile(std::unique_ptr<Optimizer> optimizer, Loss loss, std::vector
   if (!(huber_delta > 0.0f) || !std::isfinite(huber_delta))
     throw std::invalid_argument("compile: the Huber loss's delta must be a positive number, got " +
                                 std::to_string(huber_delta));
+  if (distillation.enabled) {
+    if (loss != Loss::SparseCategoricalCrossentropy && loss != Loss::CategoricalCrossentropy)
+      throw std::invalid_argument("compile: distillation needs a student loss that is "
+                                  "sparse_categorical_crossentropy or categorical_crossentropy, got " +
+                                  loss_name(loss));
+    if (!(distillation.alpha >= 0.0f && distillation.alpha <= 1.0f))
+      throw std::invalid_argument("compile: distillation's alpha must be in [0, 1], got " +
+                                  std::to_string(distillation.alpha));
+    if (!(distillation.temperature > 0.0f) || !std::isfinite(distillation.temperature))
+      throw std::invalid_argument("compile: distillation's temperature must be a positive number, got " +
+                                  std::to_string(distillation.temperature));
+    for (Metric m : metrics)
+      if (m == Metric::MAE || m == Metric::MSE || m == Metric::BinaryAccuracy ||
+          (m == Metric::SparseCategoricalAccuracy && loss != Loss::SparseCategoricalCrossentropy) ||
+          (m == Metric::CategoricalAccuracy && loss != Loss::CategoricalCrossentropy))
+        throw std::invalid_argument("compile: with distillation the metrics read the labels and can be "
+                                    "'accuracy' or the " + std::string(loss == Loss::CategoricalCrossentropy
+                                    ? "categorical" : "sparse categorical") + " accuracy only");
+  }
   optimizer_ = std::move(optimizer);
   loss_ = loss;
+  distillation_ = distillation;
   from_logits_ = from_logits;
   metrics_ = std::move(metrics);
   metric_names_ = std::move(metric_names);
@@ -292,6 +368,23 @@ void Model::check_data(const Tensor& x, const Tensor* y, const char* what) const
     throw std::invalid_argument(w + ": x contains NaN or infinity");
   if (!y) return;
   const Shape& out = output_shape();
+  if (distillation_.enabled && compiled()) {
+    // Rows of labels followed by the teacher's outputs (see Distillation).
+    const bool sp = loss_ == Loss::SparseCategoricalCrossentropy;
+    if (out.size() != 1)
+      throw std::invalid_argument(w + ": distillation needs a model whose output is (None, classes), got " +
+                                  shape_str(out, true));
+    const Shape want{sp ? 1 + out[0] : 2 * out[0]};
+    if (y->dimension() == 0 || y->shape()[0] != x.shape()[0] || sample_shape(*y) != want)
+      throw std::invalid_argument(w + ": distillation expects targets of shape " +
+                                  shape_str(Shape(batch_shape(x.shape()[0], want))) +
+                                  (sp ? " ([label, teacher outputs...] per sample)"
+                                      : " ([one-hot labels..., teacher outputs...] per sample)") +
+                                  " to match x, got " + shape_str(full_shape(*y)));
+    if (!std::all_of(y->begin(), y->end(), [](float v) { return std::isfinite(v); }))
+      throw std::invalid_argument(w + ": the targets contain NaN or infinity");
+    return;
+  }
   const bool sparse = loss_ == Loss::SparseCategoricalCrossentropy && compiled();
   if (sparse && out.size() != 1)
     throw std::invalid_argument(w + ": sparse_categorical_crossentropy needs a model whose output is "
@@ -356,8 +449,13 @@ std::vector<float> Model::evaluate(const Tensor& x, const Tensor& y, std::size_t
   const std::int32_t* labels = t.labels.empty() ? nullptr : t.labels.data();
   const Tensor pred = predict(x, batch_size);
   const float* w = sample_weight.empty() ? nullptr : sample_weight.data();
-  std::vector<float> out{loss_value(pred, y.data(), labels, w) + regularization(false)};
+  double parts[2] = {0.0, 0.0};
+  std::vector<float> out{loss_value(pred, y.data(), labels, w, parts) + regularization(false)};
   for (Metric m : metrics_) out.push_back(metric_value(m, pred, y.data(), labels));
+  if (distillation_.enabled) {
+    out.push_back(float(parts[0]));
+    out.push_back(float(parts[1]));
+  }
   return out;
 }
 
@@ -385,6 +483,9 @@ History Model::fit(const Tensor& x, const Tensor& y, const FitOptions& opt, cons
   const Targets targets_all = targets(y, "fit");
   if (x_val) targets(*y_val, "fit (validation_data)");
   const std::size_t classes = output_shape().back();
+  if (!opt.class_weight.empty() && distillation_.enabled)
+    throw std::invalid_argument("fit: class_weight is not supported with distillation; pass "
+                                "sample_weight (it weights both terms of the loss)");
   if (!opt.class_weight.empty()) {
     if (!opt.sample_weight.empty())
       throw std::invalid_argument("fit: class_weight and sample_weight cannot both be given");
@@ -439,13 +540,17 @@ History Model::fit(const Tensor& x, const Tensor& y, const FitOptions& opt, cons
 
   for (int epoch = opt.initial_epoch; epoch < opt.epochs; ++epoch) {
     if (opt.shuffle) rng.shuffle(order);
-    double loss_sum = 0.0;
+    double loss_sum = 0.0, part_sum[2] = {0.0, 0.0};
     std::vector<double> metric_sum(metrics_.size(), 0.0);
     std::size_t seen = 0;  // samples of this epoch trained on
     // The epoch's logs so far: means over its samples (each batch's value weighted by its size).
     auto running_logs = [&] {
       Logs logs{{"loss", float(loss_sum / double(seen))}};
       for (std::size_t k = 0; k < metrics_.size(); ++k) logs[names[k]] = float(metric_sum[k] / double(seen));
+      if (distillation_.enabled) {
+        logs["student_loss"] = float(part_sum[0] / double(seen));
+        logs["distillation_loss"] = float(part_sum[1] / double(seen));
+      }
       return logs;
     };
     bool stop = false;
@@ -468,7 +573,10 @@ History Model::fit(const Tensor& x, const Tensor& y, const FitOptions& opt, cons
       }
       run_forward(xb, acts, true);
       const Tensor& pred = acts[output_];
-      loss_sum += double(loss_value(pred, yb.data(), labels, weights)) * double(bs);
+      double parts[2] = {0.0, 0.0};
+      loss_sum += double(loss_value(pred, yb.data(), labels, weights, parts)) * double(bs);
+      part_sum[0] += parts[0] * double(bs);
+      part_sum[1] += parts[1] * double(bs);
       for (std::size_t k = 0; k < metrics_.size(); ++k)
         metric_sum[k] += double(metric_value(metrics_[k], pred, yb.data(), labels)) * double(bs);
 
@@ -511,6 +619,10 @@ History Model::fit(const Tensor& x, const Tensor& y, const FitOptions& opt, cons
                                             opt.validation_sample_weight);
       Logs val{{"loss", v[0]}};
       for (std::size_t k = 0; k < metrics_.size(); ++k) val[names[k]] = v[k + 1];
+      if (distillation_.enabled) {
+        val["student_loss"] = v[metrics_.size() + 1];
+        val["distillation_loss"] = v[metrics_.size() + 2];
+      }
       if (opt.test_end) opt.test_end(val);
       for (const auto& [key, value] : val) logs["val_" + key] = value;
     }

@@ -24,7 +24,9 @@ class Model:
                 epsilon: float = 1e-7, weight_decay: float = 0.0, rho: float = 0.9,
                 centered: bool = False, schedule: Optional[dict] = None, loss: str = "mse",
                 from_logits: bool = False, metrics: list[str] = ..., metric_names: list[str] = ...,
-                frozen: list[int] = ..., huber_delta: float = 1.0) -> None: ...
+                frozen: list[int] = ..., huber_delta: float = 1.0, distillation: bool = False,
+                alpha: float = 0.1, temperature: float = 3.0,
+                teacher_from_logits: bool = True) -> None: ...
     learning_rate: float
     def fit(self, x: npt.ArrayLike, y: npt.ArrayLike, epochs: int, batch_size: int, shuffle: bool,
             seed: int, x_val: Optional[npt.ArrayLike] = None, y_val: Optional[npt.ArrayLike] = None,

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["BinaryCrossentropy", "CategoricalCrossentropy", "Huber", "Loss", "MeanAbsoluteError",
-           "MeanSquaredError", "SparseCategoricalCrossentropy", "binary_crossentropy",
-           "categorical_crossentropy", "get", "huber", "mae", "mean_absolute_error",
-           "mean_squared_error", "mse", "sparse_categorical_crossentropy"]
+__all__ = ["BinaryCrossentropy", "CategoricalCrossentropy", "Huber", "KLDivergence", "Loss",
+           "MeanAbsoluteError", "MeanSquaredError", "SparseCategoricalCrossentropy",
+           "binary_crossentropy", "categorical_crossentropy", "get", "huber", "kl_divergence", "kld",
+           "mae", "mean_absolute_error", "mean_squared_error", "mse", "sparse_categorical_crossentropy"]
 
 _EPS = 1e-7  # Keras's backend.epsilon()
 
@@ -53,6 +53,17 @@ def binary_crossentropy(y_true, y_pred, from_logits: bool = False) -> np.ndarray
         p = np.clip(y_pred, _EPS, 1 - _EPS)
         v = -(y_true * np.log(p) + (1 - y_true) * np.log(1 - p))
     return np.mean(v, axis=-1)
+
+
+def kl_divergence(y_true, y_pred) -> np.ndarray:
+    """Keras's KL divergence per sample: sum(y_true * log(y_true / y_pred)) over the last axis,
+    both clipped to [1e-7, 1]."""
+    y_true, y_pred = _pair(y_true, y_pred)
+    y_true, y_pred = np.clip(y_true, _EPS, 1.0), np.clip(y_pred, _EPS, 1.0)
+    return np.sum(y_true * np.log(y_true / y_pred), axis=-1)
+
+
+kld = kl_divergence
 
 
 def _log_softmax(z: np.ndarray) -> np.ndarray:
@@ -123,6 +134,24 @@ class SparseCategoricalCrossentropy(Loss):
     name = "sparse_categorical_crossentropy"
 
 
+class KLDivergence(Loss):
+    """Keras's KLDivergence: sum(y_true * log(y_true / y_pred)) per sample (both clipped to
+    [1e-7, 1]), the mean over the batch. It is the distillation loss of
+    tl.optimize.Distiller (the C++ core computes it there, with its gradient); the core does not
+    train a model on it alone, so Model.compile refuses it."""
+
+    name = "kl_divergence"
+
+    def __init__(self):
+        super().__init__()
+
+    def get_config(self) -> dict:
+        return {}
+
+    def _values(self, y_true, y_pred):
+        return kl_divergence(y_true, y_pred)
+
+
 class Huber(Loss):
     """Keras's Huber loss: quadratic for |error| <= delta, linear beyond."""
 
@@ -152,12 +181,14 @@ _ALIASES = {
     "sparse_categorical_crossentropy": SparseCategoricalCrossentropy,
     "SparseCategoricalCrossentropy": SparseCategoricalCrossentropy,
     "huber": Huber, "Huber": Huber,
+    "kl_divergence": KLDivergence, "kld": KLDivergence, "KLDivergence": KLDivergence,
 }
 
 # tinylearn's loss functions, passed as callables, stand for the core's losses.
 _CALLABLES = {mean_squared_error: MeanSquaredError, mean_absolute_error: MeanAbsoluteError,
               binary_crossentropy: BinaryCrossentropy, categorical_crossentropy: CategoricalCrossentropy,
-              sparse_categorical_crossentropy: SparseCategoricalCrossentropy, huber: Huber}
+              sparse_categorical_crossentropy: SparseCategoricalCrossentropy, huber: Huber,
+              kl_divergence: KLDivergence}
 
 
 def get(identifier) -> Loss:

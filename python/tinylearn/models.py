@@ -290,6 +290,9 @@ class Model:
         them, as in Keras."""
         opt = _optimizers.get(optimizer)
         loss = _losses.get(loss)
+        if isinstance(loss, _losses.KLDivergence):
+            raise ValueError("compile: KLDivergence is the distillation loss of tl.optimize.Distiller "
+                             "(distillation_loss_fn); the C++ core does not train a model on it alone")
         if isinstance(metrics, str) or callable(metrics):
             metrics = [metrics]
         plan = [_metric_entry(m, loss) for m in list(metrics or [])]
@@ -308,6 +311,7 @@ class Model:
         core_metrics = [(name, kind) for name, kind, fn in self._metric_plan if kind is not None]
         self._core.compile(**opt._config(), loss=loss.name, from_logits=loss.from_logits,
                            huber_delta=getattr(loss, "delta", 1.0),
+                           **getattr(loss, "core_distillation", {}),
                            metrics=[kind for _, kind in core_metrics],
                            metric_names=[name for name, _ in core_metrics],
                            frozen=[id(layer) for layer in self._compiled_frozen])
@@ -345,6 +349,8 @@ class Model:
     def _targets(self, y, name: str) -> np.ndarray:
         """y as float32: class indices for the sparse loss, else samples of the output shape;
         labels the crossentropies cannot take are refused here, once per call."""
+        if getattr(self._compiled[1], "core_distillation", None):  # built by tl.optimize.Distiller
+            return np.ascontiguousarray(y, dtype=np.float32)
         loss = self._compiled[1].name
         if loss == "binary_crossentropy":
             arr = as_float_array(y, name, self.output_shape)

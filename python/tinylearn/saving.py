@@ -85,7 +85,8 @@ def save_model(model, path) -> Path:
     for layer in layer_list:
         for i, w in enumerate(model._layer_weights(model._core, layer)):
             arrays[f"weights/{layer.name}/{i}"] = np.asarray(w, dtype=np.float32)
-    if model._compiled is not None:
+    # A compile of tl.optimize.Distiller (active during its fit only) is not the model's own.
+    if model._compiled is not None and not getattr(model._compiled[1], "core_distillation", None):
         opt, loss, metrics = model._compiled
         meta["compile"] = {"optimizer": opt._config(), "loss": loss.name,
                            "from_logits": loss.from_logits, "loss_config": loss.get_config(),

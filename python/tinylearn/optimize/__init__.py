@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from ._distill import Distiller
 from ._qat import quantize_model
 
-__all__ = ["quantize_model"]
+__all__ = ["Distiller", "quantize_model"]

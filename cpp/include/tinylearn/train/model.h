@@ -43,6 +43,24 @@ enum class Metric { MAE, MSE, Accuracy, SparseCategoricalAccuracy, CategoricalAc
 
 std::string loss_name(Loss loss);
 
+// Knowledge distillation (Hinton et al. 2015), as Keras's "Knowledge Distillation" example:
+//   loss = alpha * student_loss(y, s) + (1 - alpha) * T^2 * KL(softmax(t / T) || softmax(s / T)),
+// each term the mean over the batch (Keras's KLDivergence clips both distributions to [1e-7, 1]).
+// s are the student's outputs, t the teacher's for the same samples; outputs that are
+// probabilities (the student with from_logits = false, the teacher with teacher_from_logits =
+// false) enter as logits log(clip(p)), clipped to [1e-7, 1 - 1e-7] as the crossentropies do.
+// The student loss is the compiled loss (sparse or categorical crossentropy), and the targets
+// carry the teacher's outputs after the labels: (N, 1 + K) rows [label, t_1..t_K] for the sparse
+// loss, (N, 2K) rows [one-hot y_1..y_K, t_1..t_K] for the categorical one. Metrics (accuracy
+// kinds only) read the labels. fit logs "student_loss" and "distillation_loss" (the T^2-scaled
+// KL term) besides "loss"; class_weight is refused, sample_weight weights both terms.
+struct Distillation {
+  bool enabled = false;
+  float alpha = 0.1f;        // in [0, 1]
+  float temperature = 3.0f;  // > 0
+  bool teacher_from_logits = true;
+};
+
 class Optimizer {
  public:
   virtual ~Optimizer() = default;
@@ -196,14 +214,17 @@ class Model {
   // not updated). The optimizer's state covers the trainable parameters of this compile.
   void compile(std::unique_ptr<Optimizer> optimizer, Loss loss, std::vector<Metric> metrics = {},
                bool from_logits = false, std::vector<std::string> metric_names = {},
-               std::vector<const Layer*> frozen = {}, float huber_delta = 1.0f);
+               std::vector<const Layer*> frozen = {}, float huber_delta = 1.0f,
+               Distillation distillation = {});
   bool frozen(const Layer* layer) const;
   bool compiled() const { return optimizer_ != nullptr; }
+  const Distillation& distillation() const { return distillation_; }
 
   History fit(const Tensor& x, const Tensor& y, const FitOptions& options,
               const Tensor* x_val = nullptr, const Tensor* y_val = nullptr);
   Tensor predict(const Tensor& x, std::size_t batch_size = 1024);
-  // Loss followed by the metrics, in compile order. With sample_weight (one weight >= 0 per
+  // Loss followed by the metrics, in compile order (when distilling, then the student loss and
+  // the distillation term, without the L2 penalties that the loss includes). With sample_weight (one weight >= 0 per
   // sample) the loss is sum_i w_i l_i / N, as Keras's; the metrics are not weighted (Keras's
   // `metrics`, as opposed to `weighted_metrics`).
   std::vector<float> evaluate(const Tensor& x, const Tensor& y, std::size_t batch_size = 1024,
@@ -234,8 +255,12 @@ class Model {
   struct Targets;
   void check_data(const Tensor& x, const Tensor* y, const char* what) const;
   Targets targets(const Tensor& y, const char* what) const;
+  // parts (distillation only, may be null): receives the student loss and the distillation term.
   float loss_value(const Tensor& pred, const float* y, const std::int32_t* labels,
-                   const float* weights) const;
+                   const float* weights, double* parts = nullptr) const;
+  // Distillation targets: the one-hot rows (categorical loss only) and the teacher's outputs.
+  void split_targets(const float* y, std::size_t B, std::size_t K, std::vector<float>& hard,
+                     std::vector<float>& teacher) const;
   void loss_gradient(Tensor& dpred, const Tensor& pred, const float* y, const std::int32_t* labels,
                      const float* weights) const;
   float metric_value(Metric m, const Tensor& pred, const float* y, const std::int32_t* labels) const;
@@ -255,6 +280,7 @@ class Model {
   std::vector<std::string> metric_names_;
   std::vector<const Layer*> frozen_;
   float huber_delta_ = 1.0f;
+  Distillation distillation_;
   bool built_ = false;
 };
 

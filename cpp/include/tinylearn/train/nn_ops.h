@@ -218,6 +218,21 @@ float huber_forward(const float* pred, const float* target, const float* sample_
 void huber_backward(float* dpred, const float* pred, const float* target,
                     const float* sample_weight, std::size_t B, std::size_t K, float delta = 1.0f);
 
+// Knowledge distillation's soft-target term (Hinton et al. 2015, the Keras example), without its
+// T^2 factor: p = softmax(t / T), q = softmax(s / T) per row, where t, s are the teacher's and the
+// student's logits, or log(clip(outputs)) (clip to [eps, 1 - eps]) for outputs that are
+// probabilities (*_from_logits false); l_i = sum_k P_k log(P_k / Q_k), P = clip(p), Q = clip(q)
+// to [eps, 1] (Keras's KLDivergence). The forward returns sum_i w_i l_i / B; the backward
+// ACCUMULATES scale * dL/dstudent into dstudent (the gradient of a clip is zero outside it).
+float kl_distillation_forward(const float* student, const float* teacher,
+                              const float* sample_weight, std::size_t B, std::size_t K,
+                              float temperature, bool student_from_logits,
+                              bool teacher_from_logits);
+void kl_distillation_backward(float* dstudent, const float* student, const float* teacher,
+                              const float* sample_weight, std::size_t B, std::size_t K,
+                              float temperature, bool student_from_logits,
+                              bool teacher_from_logits, float scale);
+
 // ---------------------------------------------------------------------------------------------
 // Metrics: the fraction of correct samples in the batch, in [0, 1] (0 for an empty batch).
 // argmax takes the first maximum on ties (as ops.argmax).
