@@ -73,13 +73,20 @@ wheel-test: wheel
 
 # Side-by-side benchmarks. Keras (tensorflow-cpu) and PyTorch (CPU) install only here: torch is
 # pinned to the CPU build this machine kind keeps on disk (a bare 'torch' pulls a CUDA build).
+# tfmot (Keras's QAT, for benchmarks/qat_bench.py) needs Keras 2 (tf-keras) of TensorFlow's minor
+# version; both install without their dependencies, since tf-keras asks for the full `tensorflow`
+# package, which would overwrite tensorflow-cpu's files; their own dependencies are listed.
 $(VENV)/.bench: pyproject.toml $(VENV)/.deps
-	$(PY) -m pip install -q "torch==2.13.0" "tensorflow-cpu>=2.16"
+	$(PY) -m pip install -q "torch==2.13.0" "tensorflow-cpu==2.21.*" "dm-tree~=0.1.1" mock scipy \
+	  "absl-py~=1.2" "six~=1.14"
+	$(PY) -m pip install -q --no-deps "tf-keras==2.21.*" "tensorflow-model-optimization==0.8.1"
 	touch $@
 
 bench: build $(VENV)/.bench
 	$(PY) benchmarks/train_bench.py
 	$(PY) benchmarks/int8_bench.py
+	$(PY) benchmarks/qat_bench.py
+	$(PY) benchmarks/distill_bench.py
 
 clean:
 	rm -rf build dist $(VENV) .pytest_cache
