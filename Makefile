@@ -76,7 +76,7 @@ wheel-test: wheel
 # tfmot (Keras's QAT, for benchmarks/qat_bench.py) needs Keras 2 (tf-keras) of TensorFlow's minor
 # version; both install without their dependencies, since tf-keras asks for the full `tensorflow`
 # package, which would overwrite tensorflow-cpu's files; their own dependencies are listed.
-$(VENV)/.bench: pyproject.toml $(VENV)/.deps
+$(VENV)/.bench: pyproject.toml $(VENV)/.deps Makefile
 	$(PY) -m pip install -q "torch==2.13.0" "tensorflow-cpu==2.21.*" "dm-tree~=0.1.1" mock scipy \
 	  "absl-py~=1.2" "six~=1.14"
 	$(PY) -m pip install -q --no-deps "tf-keras==2.21.*" "tensorflow-model-optimization==0.8.1"
