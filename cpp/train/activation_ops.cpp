@@ -18,10 +18,13 @@ void relu6_forward(float* out, const float* inp, std::size_t n) {
   });
 }
 
-void relu6_backward(float* dinp, const float* dout, const float* out, std::size_t n) {
+void relu6_backward(float* __restrict dinp, const float* __restrict dout, const float* __restrict out,
+                    std::size_t n) {
   par::for_range(n, [&](std::size_t lo, std::size_t hi) {
-    for (std::size_t i = lo; i < hi; ++i)
-      dinp[i] += (out[i] > 0.0f && out[i] < 6.0f) ? dout[i] : 0.0f;
+    for (std::size_t i = lo; i < hi; ++i) {
+      const float g = dout[i], y = out[i];  // loaded unconditionally, so the select vectorizes
+      dinp[i] += (y > 0.0f) & (y < 6.0f) ? g : 0.0f;
+    }
   });
 }
 

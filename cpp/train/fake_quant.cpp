@@ -68,7 +68,10 @@ void min_max(const float* __restrict x, std::size_t n, float& lo, float& hi) {
 TL_FQ_CLONES
 void pass_inside(float* __restrict d, const float* __restrict g, const float* __restrict x, std::size_t n,
                  float lo, float hi) {
-  for (std::size_t i = 0; i < n; ++i) d[i] += (x[i] >= lo && x[i] <= hi) ? g[i] : 0.0f;
+  for (std::size_t i = 0; i < n; ++i) {
+    const float gi = g[i], xi = x[i];
+    d[i] += (xi >= lo) & (xi <= hi) ? gi : 0.0f;
+  }
 }
 
 }  // namespace

@@ -70,8 +70,10 @@ void relu_forward(float* out, const float* inp, std::size_t n) {
 void relu_backward(float* __restrict dinp, const float* __restrict dout,
                    const float* __restrict out, std::size_t n) {
   par::for_range(n, [&](std::size_t b, std::size_t e) {
-    for (std::size_t i = b; i < e; ++i)
-      dinp[i] += out[i] > 0.0f ? dout[i] : 0.0f;  // branchless: vectorizes
+    for (std::size_t i = b; i < e; ++i) {
+      const float g = dout[i];  // loaded unconditionally, so the select vectorizes
+      dinp[i] += out[i] > 0.0f ? g : 0.0f;
+    }
   });
 }
 
