@@ -2,7 +2,8 @@
 
 tlm_status tlm_sparse_s8_check(const uint8_t* data, uint64_t available, int32_t rows, int32_t cols,
                                uint32_t* bytes, tlm_sparse_s8* view) {
-  if (rows < 1 || cols < 1 || cols > TLM_SPARSE_MAX_COLS || available < 4) return TLM_ERR_BAD_TENSOR;
+  if (rows < 1 || cols < 1 || cols > TLM_SPARSE_MAX_COLS || available < 4)
+    return TLM_ERR_BAD_TENSOR;
   const uint32_t n = uint32_t(data[0]) | uint32_t(data[1]) << 8 | uint32_t(data[2]) << 16 |
                      uint32_t(data[3]) << 24;
   // At most one entry per position of every row (positions strictly increase).
