@@ -1038,3 +1038,33 @@ TEST_CASE("tlm_model_init rejects hostile sparse tensors with a status, never re
   CHECK(stats.status_counts[TLM_ERR_BAD_TENSOR] > 100);
   CHECK(stats.invoked > 100);
 }
+
+TEST_CASE("Sparse weights: the fixed-point FULLY_CONNECTED variant runs them as dense weights") {
+  tlref::Rng rng(12);
+  const int in_n = 37, out_n = 11;  // odd sizes
+  std::vector<std::int8_t> w(std::size_t(in_n * out_n));
+  for (auto& v : w) v = rng.uniform() < 0.75 ? 0 : std::int8_t(rng.range(-127, 127));
+  for (int i = 0; i < in_n; ++i) w[std::size_t(4 * in_n + i)] = 0;  // an all-zero output channel
+  std::vector<std::int32_t> bias(out_n);
+  for (auto& b : bias) b = std::int32_t(rng.range(-3000, 3000));
+  const tlm_fully_connected_params params{5, -3, 1 << 30, -6, -128, 127};
+  auto build = [&](bool sparse) {
+    tinylearn::BlobBuilder b;
+    const std::uint16_t in = b.add_arena_tensor(TLM_TYPE_INT8, {1, in_n}, {0.5f, -5});
+    const std::uint16_t wt =
+        sparse ? b.add_sparse_tensor({out_n, in_n}, tinylearn::encode_sparse_s8(w.data(), out_n, in_n), {0.01f, 0})
+               : b.add_const_tensor(TLM_TYPE_INT8, {out_n, in_n}, w.data(), {0.01f, 0});
+    const std::uint16_t bi = b.add_const_tensor(TLM_TYPE_INT32, {out_n}, bias.data(), {0.0f, 0});
+    const std::uint16_t out = b.add_arena_tensor(TLM_TYPE_INT8, {1, out_n}, {0.25f, -3});
+    b.add_op(TLM_OP_FULLY_CONNECTED, {in, wt, bi}, {out}, &params, sizeof params);
+    return b.finish(in, out);
+  };
+  const Bytes dense = build(false), sparse = build(true);
+  CHECK(parse(sparse).tensors[1].type == TLM_TYPE_INT8_SPARSE);
+  const std::size_t n = 50;
+  std::vector<std::int8_t> in(n * in_n);
+  for (auto& v : in) v = std::int8_t(rng.range(-128, 127));
+  const std::vector<std::int8_t> want = run_both(dense, in, n);
+  CHECK(run_both(sparse, in, n) == want);
+  CHECK(std::set<std::int8_t>(want.begin(), want.end()).size() > 20);
+}
