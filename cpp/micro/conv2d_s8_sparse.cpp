@@ -57,20 +57,19 @@ struct Channel {
 // rows). The tap pointer q and the positions left in the current filter row (rem) follow the
 // entries; a row change adds the input's row skip.
 template <int N>
-inline int32_t sums(const Geometry& g, const Channel& e, const int8_t* input, int32_t first,
-                    int32_t y0, int32_t rows, int32_t pitch, int32_t* a) {
-  const uint8_t* steps = e.steps;
-  const int8_t* values = e.values;
-  const uint32_t count = e.count;
-  uint32_t j = 0;
+__attribute__((noinline)) int32_t sums(const Geometry& g, const Channel& e, const int8_t* input,
+                                       int32_t first, int32_t y0, int32_t rows, int32_t pitch,
+                                       int32_t* a) {
+  const uint8_t* s = e.steps;
+  const uint8_t* const end = s + e.count;
   int32_t pos = -1;
-  while (j < count) {  // entries above the input: stepped over
-    pos += int32_t{steps[j]} + 1;
+  for (; s != end; ++s) {  // entries above the input: stepped over
+    pos += int32_t{*s} + 1;
     if (pos >= e.begin) break;
-    ++j;
   }
   int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, wsum = 0;
-  if (j < count) {
+  if (s != end) {
+    const int8_t* v = e.values + (s - e.steps);
     const int8_t* q = input + (first + y0 * g.skip + pos);
     int32_t rem = e.begin + g.filter_row - pos, rows_left = rows;
     for (;;) {
@@ -79,13 +78,13 @@ inline int32_t sums(const Geometry& g, const Channel& e, const int8_t* input, in
         q += g.skip;
         if (--rows_left == 0) goto done;  // entries below the input: not visited
       }
-      const int32_t v = values[j];
-      wsum += v;
-      a0 += q[0] * v;
-      if (N >= 2) a1 += q[pitch] * v;
-      if (N == 4) a2 += q[2 * pitch] * v, a3 += q[3 * pitch] * v;
-      if (++j == count) break;
-      const int32_t step = int32_t{steps[j]} + 1;
+      const int32_t w = *v++;
+      wsum += w;
+      a0 += q[0] * w;
+      if (N >= 2) a1 += q[pitch] * w;
+      if (N == 4) a2 += q[2 * pitch] * w, a3 += q[3 * pitch] * w;
+      if (++s == end) break;
+      const int32_t step = int32_t{*s} + 1;
       q += step;
       rem -= step;
     }
@@ -99,20 +98,20 @@ done:
 
 // A window reaching past the left or right edge: taps in rows [y0, y0 + rows) and columns
 // [x0, x1), followed as in sums (the column within the row: filter_row - rem).
-inline int32_t edge_sum(const Geometry& g, const Channel& e, const int8_t* input, int32_t first,
-                        int32_t y0, int32_t rows, int32_t x0, int32_t x1, int32_t input_offset) {
-  const uint8_t* steps = e.steps;
-  const int8_t* values = e.values;
-  const uint32_t count = e.count;
-  uint32_t j = 0;
+__attribute__((noinline)) int32_t edge_sum(const Geometry& g, const Channel& e,
+                                           const int8_t* input, int32_t first, int32_t y0,
+                                           int32_t rows, int32_t x0, int32_t x1,
+                                           int32_t input_offset) {
+  const uint8_t* s = e.steps;
+  const uint8_t* const end = s + e.count;
   int32_t pos = -1;
-  while (j < count) {
-    pos += int32_t{steps[j]} + 1;
+  for (; s != end; ++s) {
+    pos += int32_t{*s} + 1;
     if (pos >= e.begin) break;
-    ++j;
   }
   int32_t acc = 0;
-  if (j < count) {
+  if (s != end) {
+    const int8_t* v = e.values + (s - e.steps);
     const int8_t* q = input + (first + y0 * g.skip + pos);
     int32_t rem = e.begin + g.filter_row - pos, rows_left = rows;
     // filter_row - rem - c0 < width: the column lies in [x0, x1).
@@ -125,9 +124,10 @@ inline int32_t edge_sum(const Geometry& g, const Channel& e, const int8_t* input
         if (--rows_left == 0) return acc;
       }
       if (uint32_t(c0 - rem) < width)  // else zero padding: the position is omitted
-        acc += (q[0] + input_offset) * values[j];
-      if (++j == count) break;
-      const int32_t step = int32_t{steps[j]} + 1;
+        acc += (q[0] + input_offset) * *v;
+      ++v;
+      if (++s == end) break;
+      const int32_t step = int32_t{*s} + 1;
       q += step;
       rem -= step;
     }

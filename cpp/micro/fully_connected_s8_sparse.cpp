@@ -9,16 +9,24 @@
 
 namespace {
 
-// Row o's sum from its entries at steps/values; advances them past the row.
-inline int32_t sparse_row(const int8_t* x, int32_t input_offset, uint32_t count,
-                          const uint8_t*& steps, const int8_t*& values, int32_t acc) {
-  int32_t pos = -1;
-  for (uint32_t j = 0; j < count; ++j) {
-    pos += int32_t{steps[j]} + 1;
-    acc += (x[pos] + input_offset) * values[j];
+// acc plus row o's sum from its `count` entries at steps/values; advances them past the row.
+// Out of line, with a tap pointer and an end pointer: few enough registers that -Os (the
+// firmware) keeps the whole loop in them.
+__attribute__((noinline)) int32_t sparse_row(const int8_t* x, int32_t input_offset, uint32_t count,
+                                             const uint8_t*& steps, const int8_t*& values,
+                                             int32_t acc) {
+  if (count == 0) return acc;
+  const uint8_t* s = steps;
+  const uint8_t* const end = s + count;
+  const int8_t* v = values;
+  const int8_t* q = x + *s;  // position -1 + step + 1
+  for (;;) {
+    acc += (*q + input_offset) * *v++;
+    if (++s == end) break;
+    q += int32_t{*s} + 1;
   }
-  steps += count;
-  values += count;
+  steps = end;
+  values = v;
   return acc;
 }
 
