@@ -73,7 +73,7 @@ tlm_status check_copy(const Bytes& e, int rows, int cols, tlm_sparse_s8* view = 
                       void** keep = nullptr) {
   void* p = std::malloc(e.size() ? e.size() : 1);
   REQUIRE(p != nullptr);
-  std::memcpy(p, e.data(), e.size());
+  if (!e.empty()) std::memcpy(p, e.data(), e.size());
   std::uint32_t bytes = 0;
   const tlm_status s = tlm_sparse_s8_check(static_cast<const std::uint8_t*>(p), e.size(), rows, cols,
                                            &bytes, view);
