@@ -3,7 +3,9 @@ smaller blob whose int8 outputs equal, bit for bit, those of the same model stor
 host and on the emulated STM32 (where it also runs fewer instructions); the TFLite export stays
 dense; corrupt sparse data is refused."""
 
+import shutil
 import struct
+import subprocess
 import zlib
 
 import numpy as np
@@ -156,3 +158,13 @@ def test_firmware_runs_the_sparse_model_exactly_with_fewer_instructions(pruned, 
           f"ratio {ratio:.3f}; flash {fw_sparse.flash_bytes} vs {fw_dense.flash_bytes} bytes")
     assert (ic_s < ic_d).all()
     assert fw_sparse.flash_bytes < fw_dense.flash_bytes
+    # The firmware links the sparse check and kernels only for the model that has sparse weights.
+    nm = shutil.which("arm-none-eabi-nm")  # binutils, beside the compiler that built them
+    assert nm is not None
+
+    def symbols(fw):
+        return subprocess.run([nm, "-C", str(fw.elf)], check=True, capture_output=True, text=True).stdout
+
+    for name in ("tlm_sparse_s8_check", "tlm_conv2d_s8_sparse", "tlm_fully_connected_ref_s8_sparse"):
+        assert name in symbols(fw_sparse)
+        assert name not in symbols(fw_dense)

@@ -94,10 +94,12 @@ enum tlm_type {
 // (each filler costs 2 bytes); the converter writes, per tensor, whichever encoding is smaller.
 // The kernels (fully_connected_s8_sparse, conv2d_s8_sparse) add the same int32 products as the
 // dense kernels, minus the zeros, then requantize the same way: bit-exact outputs.
-// tlm_model_init rejects with TLM_ERR_BAD_TENSOR an encoding outside the blob, counts whose sum
-// is not n, or a row whose last position is C or more; a sparse tensor anywhere but an operand
-// listed above is TLM_ERR_SHAPE. Cores older than type 4 reject it as an unknown tensor type
-// (TLM_ERR_BAD_TENSOR), so the version stays 1.
+// tlm_model_init rejects with TLM_ERR_BAD_TENSOR an encoding outside the blob, n above R * C,
+// counts whose sum is not n, a row whose last position is C or more, C above 65535, and a sparse
+// record in the arena or of rank 1; a sparse tensor as any other operand (a depthwise filter, a
+// bias, ...) is TLM_ERR_SHAPE. Cores older than type 4, and cores built without sparse weights
+// (ops_config.h: TLM_WITH_SPARSE=0; the firmware's TL_OPS=AUTO builds them only for a model that
+// has some), reject it as an unknown tensor type (TLM_ERR_BAD_TENSOR), so the version stays 1.
 
 // Where a tensor's bytes live.
 enum tlm_storage {
