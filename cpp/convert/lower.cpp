@@ -90,6 +90,8 @@ class Lowering {
   // The blob tensor of constant int8 weights i, [rows, ...] (FULLY_CONNECTED weights, CONV_2D
   // filter): dense or sparse as encoding_ asks (see lower()).
   std::uint16_t weights_id(int i) {
+    const auto known = sparse_id_.find(i);
+    if (known != sparse_id_.end()) return known->second;
     if (blob_id_[std::size_t(i)] >= 0) return std::uint16_t(blob_id_[std::size_t(i)]);
     const QTensor& x = t(i);
     if (!x.constant || x.type != QType::Int8 || x.shape.size() < 2 || encoding_ == WeightEncoding::Dense)
@@ -102,8 +104,9 @@ class Lowering {
     if (encoding_ == WeightEncoding::Auto && e.size() >= align4(x.elements())) return id(i);
     const float scale = x.scale.size() == 1 ? x.scale[0] : 0.0f;
     const std::int32_t zp = x.zero_point.size() == 1 ? std::int32_t(x.zero_point[0]) : 0;
+    // Kept apart from blob_id_: another operator reading the same constant gets it dense.
     const std::uint16_t r = b_.add_sparse_tensor(x.shape, std::move(e), {scale, zp});
-    blob_id_[std::size_t(i)] = r;
+    sparse_id_[i] = r;
     return r;
   }
   static std::size_t align4(std::size_t n) { return (n + 3) & ~std::size_t{3}; }
@@ -402,6 +405,7 @@ class Lowering {
   std::map<int, int> last_reader_;
   std::map<int, int> group_;  // union-find parent of graph tensors that share bytes
   std::map<std::uint16_t, std::int32_t> mid_axis_;
+  std::map<int, std::uint16_t> sparse_id_;  // graph tensor -> its sparse blob tensor
 };
 
 }  // namespace
