@@ -87,6 +87,7 @@ bench: build $(VENV)/.bench
 	$(PY) benchmarks/int8_bench.py
 	$(PY) benchmarks/qat_bench.py
 	$(PY) benchmarks/distill_bench.py
+	$(PY) benchmarks/sparse_bench.py
 
 clean:
 	rm -rf build dist $(VENV) .pytest_cache

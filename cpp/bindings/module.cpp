@@ -556,16 +556,26 @@ PYBIND11_MODULE(_core, m) {
       "Post-training int8 quantization into a graph dict (see cpp/bindings/qgraph_dict.h).");
   m.def(
       "lower",
-      [](const py::dict& graph) {
+      [](const py::dict& graph, const std::string& weight_encoding) {
+        WeightEncoding e;
+        if (weight_encoding == "auto") e = WeightEncoding::Auto;
+        else if (weight_encoding == "dense") e = WeightEncoding::Dense;
+        else if (weight_encoding == "sparse") e = WeightEncoding::Sparse;
+        else
+          throw py::value_error("weight_encoding must be 'auto', 'dense' or 'sparse', got '" +
+                                weight_encoding + "'");
         const QGraph g = bindings::from_dict(graph);
         std::vector<std::uint8_t> blob;
         {
           py::gil_scoped_release release;
-          blob = lower(g);
+          blob = lower(g, e);
         }
         return py::bytes(reinterpret_cast<const char*>(blob.data()), blob.size());
       },
-      py::arg("graph"), "Serializes a graph dict into a model blob (arena planned).");
+      py::arg("graph"), py::arg("weight_encoding") = "auto",
+      "Serializes a graph dict into a model blob (arena planned); weight_encoding: 'auto' (each "
+      "FULLY_CONNECTED / CONV_2D weight tensor dense or sparse, whichever is smaller), 'dense' or "
+      "'sparse' (wherever the format allows).");
 
   m.def("inspect_blob",
         [](const py::bytes& blob) {

@@ -51,6 +51,53 @@ std::uint16_t BlobBuilder::add_const_tensor(std::uint8_t type, const std::vector
   return i;
 }
 
+std::uint16_t BlobBuilder::add_sparse_tensor(const std::vector<std::int32_t>& dims,
+                                             std::vector<std::uint8_t> encoding, QuantParams q) {
+  if (dims.size() < 2) throw std::invalid_argument("a sparse tensor has rank 2 or more");
+  const std::uint16_t i = add({TLM_TYPE_INT8_SPARSE, TLM_STORAGE_BLOB, dims, q, {}, 0});
+  tensors_[i].bytes = std::uint32_t(encoding.size());
+  tensors_[i].data = std::move(encoding);
+  return i;
+}
+
+std::vector<std::uint8_t> encode_sparse_s8(const std::int8_t* w, std::int32_t rows,
+                                           std::int32_t cols) {
+  if (rows < 1 || cols < 1 || cols > 65535)
+    throw std::invalid_argument("encode_sparse_s8: rows must be >= 1 and cols in [1, 65535], got " +
+                                std::to_string(rows) + " x " + std::to_string(cols));
+  std::vector<std::uint16_t> counts(std::size_t(rows), 0);
+  std::vector<std::uint8_t> steps;
+  std::vector<std::int8_t> values;
+  for (std::int32_t r = 0; r < rows; ++r) {
+    const std::int8_t* row = w + std::size_t(r) * std::size_t(cols);
+    std::int32_t pos = -1;
+    std::size_t before = values.size();
+    for (std::int32_t c = 0; c < cols; ++c) {
+      if (row[c] == 0) continue;
+      while (c - pos - 1 > 255) {  // a filler entry of value 0 bridges 256 positions
+        pos += 256;
+        steps.push_back(255);
+        values.push_back(0);
+      }
+      steps.push_back(std::uint8_t(c - pos - 1));
+      values.push_back(row[c]);
+      pos = c;
+    }
+    counts[std::size_t(r)] = std::uint16_t(values.size() - before);
+  }
+  const std::size_t n = values.size();
+  const std::size_t at_counts = 4, at_steps = at_counts + align4(2 * std::size_t(rows));
+  const std::size_t at_values = at_steps + align4(n);
+  std::vector<std::uint8_t> b(at_values + align4(n), 0);
+  put_u32(b, 0, std::uint32_t(n));
+  std::memcpy(b.data() + at_counts, counts.data(), 2 * counts.size());
+  if (n) {
+    std::memcpy(b.data() + at_steps, steps.data(), n);
+    std::memcpy(b.data() + at_values, values.data(), n);
+  }
+  return b;
+}
+
 std::uint16_t BlobBuilder::root(std::uint16_t t, std::int64_t* offset) const {
   std::int64_t o = 0;
   while (share_[t] != t) {

@@ -47,7 +47,8 @@ Padding padding(const QGraph& g, std::size_t k) {
 
 class Lowering {
  public:
-  Lowering(const QGraph& g, bool trailing) : g_(g), trailing_(trailing), blob_id_(g.tensors.size(), -1) {}
+  Lowering(const QGraph& g, bool trailing, WeightEncoding encoding)
+      : g_(g), trailing_(trailing), encoding_(encoding), blob_id_(g.tensors.size(), -1) {}
 
   std::vector<std::uint8_t> run() {
     validate(g_);
@@ -85,6 +86,30 @@ class Lowering {
     blob_id_[std::size_t(i)] = r;
     return r;
   }
+
+  // The blob tensor of constant int8 weights i, [rows, ...] (FULLY_CONNECTED weights, CONV_2D
+  // filter): dense or sparse as encoding_ asks (see lower()).
+  std::uint16_t weights_id(int i) {
+    const auto known = sparse_id_.find(i);
+    if (known != sparse_id_.end()) return known->second;
+    if (blob_id_[std::size_t(i)] >= 0) return std::uint16_t(blob_id_[std::size_t(i)]);
+    const QTensor& x = t(i);
+    if (!x.constant || x.type != QType::Int8 || x.shape.size() < 2 || encoding_ == WeightEncoding::Dense)
+      return id(i);
+    const std::int32_t rows = x.shape[0];
+    const std::int64_t cols = std::int64_t(x.elements()) / rows;
+    if (cols > 65535) return id(i);
+    std::vector<std::uint8_t> e =
+        encode_sparse_s8(reinterpret_cast<const std::int8_t*>(x.data.data()), rows, std::int32_t(cols));
+    if (encoding_ == WeightEncoding::Auto && e.size() >= align4(x.elements())) return id(i);
+    const float scale = x.scale.size() == 1 ? x.scale[0] : 0.0f;
+    const std::int32_t zp = x.zero_point.size() == 1 ? std::int32_t(x.zero_point[0]) : 0;
+    // Kept apart from blob_id_: another operator reading the same constant gets it dense.
+    const std::uint16_t r = b_.add_sparse_tensor(x.shape, std::move(e), {scale, zp});
+    sparse_id_[i] = r;
+    return r;
+  }
+  static std::size_t align4(std::size_t n) { return (n + 3) & ~std::size_t{3}; }
 
   std::uint16_t i32_const(const std::vector<std::int32_t>& v) {
     return b_.add_const_tensor(TLM_TYPE_INT32, {std::int32_t(v.size())}, v.data(), {0.0f, 0});
@@ -273,7 +298,7 @@ class Lowering {
     p.base.output_offset = q(out).zero_point;
     p.base.activation_min = r.min;
     p.base.activation_max = r.max;
-    std::vector<std::uint16_t> inputs{id(in), id(w), bias >= 0 ? id(bias) : std::uint16_t(TLM_NO_TENSOR)};
+    std::vector<std::uint16_t> inputs{id(in), weights_id(w), bias >= 0 ? id(bias) : std::uint16_t(TLM_NO_TENSOR)};
     if (channels == 1) {
       std::uint32_t v[3];
       split(t(w).scale[0], v);
@@ -325,7 +350,7 @@ class Lowering {
       std::memcpy(params.data(), &p.params, sizeof p.params);
       mult = p.multipliers, shift = p.shifts;
     }
-    const std::uint16_t ids[3] = {id(in), id(w), bias >= 0 ? id(bias) : std::uint16_t(TLM_NO_TENSOR)};
+    const std::uint16_t ids[3] = {id(in), depthwise ? id(w) : weights_id(w), bias >= 0 ? id(bias) : std::uint16_t(TLM_NO_TENSOR)};
     b_.add_op(opcode, {ids[0], ids[1], ids[2], i32_const(mult), i32_const(shift)}, {id(out)},
               params.data(), std::uint32_t(params.size()));
   }
@@ -374,11 +399,13 @@ class Lowering {
 
   const QGraph& g_;
   bool trailing_;  // let window operators write their output trailing their input
+  WeightEncoding encoding_;
   BlobBuilder b_;
   std::vector<int> blob_id_;
   std::map<int, int> last_reader_;
   std::map<int, int> group_;  // union-find parent of graph tensors that share bytes
   std::map<std::uint16_t, std::int32_t> mid_axis_;
+  std::map<int, std::uint16_t> sparse_id_;  // graph tensor -> its sparse blob tensor
 };
 
 }  // namespace
@@ -436,9 +463,9 @@ void validate(const QGraph& g) {
 // Plans with and without trailing outputs and keeps the smaller arena (trailing saves a whole
 // buffer on chains of convolutions, but its lead bytes live as long as the input they precede,
 // which can raise another operator's peak).
-std::vector<std::uint8_t> lower(const QGraph& graph) {
-  std::vector<std::uint8_t> plain = Lowering(graph, false).run();
-  std::vector<std::uint8_t> trailing = Lowering(graph, true).run();
+std::vector<std::uint8_t> lower(const QGraph& graph, WeightEncoding encoding) {
+  std::vector<std::uint8_t> plain = Lowering(graph, false, encoding).run();
+  std::vector<std::uint8_t> trailing = Lowering(graph, true, encoding).run();
   auto arena = [](const std::vector<std::uint8_t>& b) {
     std::uint32_t v;
     std::memcpy(&v, b.data() + 16, 4);  // format.h: header offset 16

@@ -5,11 +5,20 @@
 #include "tinylearn/micro/format.h"
 #include "tinylearn/micro/micro.h"
 #include "host_simd.h"
+#if TLM_WITH_SPARSE
+#include "sparse_s8.h"
+#endif
 #if TLM_WITH_FULLY_CONNECTED
 #include "fully_connected_s8.h"
+#if TLM_WITH_SPARSE
+#include "fully_connected_s8_sparse.h"
+#endif
 #endif
 #if TLM_WITH_CONV_2D
 #include "conv2d_s8.h"
+#if TLM_WITH_SPARSE
+#include "conv2d_s8_sparse.h"
+#endif
 #endif
 #if TLM_WITH_DEPTHWISE_CONV_2D
 #include "depthwise_conv2d_s8.h"
@@ -87,18 +96,41 @@ void read_tensor(const tlm_model* m, uint32_t i, Tensor* t) {
   t->storage = r[2];
   for (int k = 0; k < 4; ++k) t->dims[k] = rd_i32(r + 4 + 4 * k);
   t->offset = rd_u32(r + 20);
+#if TLM_WITH_SPARSE
+  if (t->type == TLM_TYPE_INT8_SPARSE) {  // the encoding's bytes (checked by check_tensor)
+    t->bytes = static_cast<uint32_t>(
+        tlm_sparse_s8_bytes(static_cast<uint32_t>(t->dims[0]), rd_u32(m->blob + t->offset)));
+    return;
+  }
+#endif
   uint32_t n = 1;
   for (int k = 0; k < t->rank; ++k) n *= static_cast<uint32_t>(t->dims[k]);
   t->bytes = n * (t->type == TLM_TYPE_INT8 ? 1u : 4u);
 }
 
+#if TLM_WITH_SPARSE
+// The sections of a sparse tensor (validated by check_tensor).
+inline tlm_sparse_s8 sparse_view(const tlm_model* m, const Tensor& t) {
+  int32_t cols = 1;
+  for (int k = 1; k < t.rank; ++k) cols *= t.dims[k];
+  return tlm_sparse_s8_view(m->blob + t.offset, t.dims[0], cols);
+}
+#endif
+
 // Validates one tensor record. `payload` is where constant data may start.
 tlm_status check_tensor(const tlm_model* m, uint32_t i, uint32_t payload) {
   const uint8_t* r = tensor_record(m, i);
   const uint8_t type = r[0], rank = r[1], storage = r[2];
-  // float32 tensors live in the arena only (no operator takes float constants).
+  // float32 tensors live in the arena only (no operator takes float constants); sparse int8
+  // tensors are constants of rank 2 or more (rows, and the rest of the dims per row).
   if ((type != TLM_TYPE_INT8 && type != TLM_TYPE_INT32 &&
-       (type != TLM_TYPE_FLOAT32 || storage != TLM_STORAGE_ARENA)) ||
+       (type != TLM_TYPE_FLOAT32 || storage != TLM_STORAGE_ARENA) &&
+#if TLM_WITH_SPARSE
+       (type != TLM_TYPE_INT8_SPARSE || storage != TLM_STORAGE_BLOB || rank < 2)
+#else
+       true
+#endif
+           ) ||
       rank < 1 || rank > 4 || (storage != TLM_STORAGE_ARENA && storage != TLM_STORAGE_BLOB) ||
       r[3] != 0)
     return TLM_ERR_BAD_TENSOR;
@@ -109,9 +141,19 @@ tlm_status check_tensor(const tlm_model* m, uint32_t i, uint32_t payload) {
     count *= static_cast<uint64_t>(d);
     if (count > 0x10000000u) return TLM_ERR_BAD_TENSOR;  // 2^28 elements: no overflow below
   }
-  const uint64_t bytes = count * (type == TLM_TYPE_INT8 ? 1u : 4u);
   const uint32_t offset = rd_u32(r + 20);
   if (offset & 3u) return TLM_ERR_BAD_TENSOR;
+#if TLM_WITH_SPARSE
+  if (type == TLM_TYPE_INT8_SPARSE) {
+    if (offset < payload || offset >= m->blob_bytes) return TLM_ERR_BAD_TENSOR;
+    const int32_t rows = rd_i32(r + 4);
+    const uint64_t cols = count / static_cast<uint64_t>(rows);
+    if (cols > TLM_SPARSE_MAX_COLS) return TLM_ERR_BAD_TENSOR;
+    return tlm_sparse_s8_check(m->blob + offset, m->blob_bytes - offset, rows,
+                               static_cast<int32_t>(cols), nullptr, nullptr);
+  }
+#endif
+  const uint64_t bytes = count * (type == TLM_TYPE_INT8 ? 1u : 4u);
   const uint64_t end = uint64_t{offset} + bytes;
   if (storage == TLM_STORAGE_ARENA ? end > m->arena_bytes
                                    : (offset < payload || end > m->blob_bytes))
@@ -128,6 +170,16 @@ tlm_status operand(const tlm_model* m, uint16_t index, uint8_t type, uint8_t sto
   if (index >= m->tensor_count) return TLM_ERR_BAD_OP;
   read_tensor(m, index, t);
   return (t->type == type && t->storage == storage) ? TLM_OK : TLM_ERR_SHAPE;
+}
+
+// Reads a weights operand: int8 constant, dense, or sparse where `sparse_ok` (and the build has
+// sparse weights).
+tlm_status weights_operand(const tlm_model* m, uint16_t index, bool sparse_ok, Tensor* t) {
+  if (index >= m->tensor_count) return TLM_ERR_BAD_OP;
+  read_tensor(m, index, t);
+  const bool type_ok = t->type == TLM_TYPE_INT8 ||
+                       (TLM_WITH_SPARSE && sparse_ok && t->type == TLM_TYPE_INT8_SPARSE);
+  return (type_ok && t->storage == TLM_STORAGE_BLOB) ? TLM_OK : TLM_ERR_SHAPE;
 }
 
 // ---- Operators ------------------------------------------------------------------------------
@@ -206,7 +258,7 @@ struct FcOp {
   tlm_fully_connected_ref_params params;  // .base only, for the fixed-point variant
   tlm_fc_dims dims;
   Tensor input, weights, bias, output, scales;
-  bool has_bias, ref, has_scales;
+  bool has_bias, ref, has_scales, sparse;
 };
 
 tlm_status read_fc(const tlm_model* m, const uint8_t* r, FcOp* op) {
@@ -220,9 +272,10 @@ tlm_status read_fc(const tlm_model* m, const uint8_t* r, FcOp* op) {
     return TLM_ERR_BAD_OP;
   tlm_status s;
   if ((s = operand(m, rd_u16(r + 4), TLM_TYPE_INT8, TLM_STORAGE_ARENA, &op->input)) != TLM_OK ||
-      (s = operand(m, rd_u16(r + 6), TLM_TYPE_INT8, TLM_STORAGE_BLOB, &op->weights)) != TLM_OK ||
+      (s = weights_operand(m, rd_u16(r + 6), true, &op->weights)) != TLM_OK ||
       (s = operand(m, rd_u16(r + 16), TLM_TYPE_INT8, TLM_STORAGE_ARENA, &op->output)) != TLM_OK)
     return s;
+  op->sparse = op->weights.type == TLM_TYPE_INT8_SPARSE;
   const uint16_t bias = rd_u16(r + 8);
   op->has_bias = bias != TLM_NO_TENSOR;
   if (op->has_bias &&
@@ -361,6 +414,24 @@ tlm_status op_fully_connected(const tlm_model* m, const uint8_t* r, int8_t* aren
   const int32_t* scales = nullptr;
 #endif
   const int8_t* w = blob_data<int8_t>(m, op.weights);
+#if TLM_WITH_SPARSE
+  // Sparse weights: the sparse reference kernels, never a host fast path (they pack dense rows).
+  if (op.sparse && arena) {
+    const tlm_sparse_s8 sw = sparse_view(m, op.weights);
+    for (int32_t k = 0; k < TLM_HOST_SAMPLES(samples); ++k) {
+      const int8_t* x = arena + k * sample_stride + op.input.offset;
+      int8_t* y = arena + k * sample_stride + op.output.offset;
+#if TLM_WITH_FULLY_CONNECTED_FIXED_POINT
+      if (!op.ref) {
+        tlm_fully_connected_s8_sparse(&op.params.base, &op.dims, x, &sw, bias, y);
+        continue;
+      }
+#endif
+      tlm_fully_connected_ref_s8_sparse(&op.params, &op.dims, x, &sw, bias, scales, y);
+    }
+    return TLM_OK;
+  }
+#endif
 #if TLM_WITH_FULLY_CONNECTED_FIXED_POINT
   if (!op.ref) {
     if (!arena) return tlm_fully_connected_s8_check(&op.params.base, &op.dims, bias);
@@ -406,7 +477,7 @@ tlm_status op_fully_connected(const tlm_model* m, const uint8_t* r, int8_t* aren
 struct ConvOp {
   tlm_conv_dims dims;
   Tensor input, filter, bias, multipliers, shifts, output;
-  bool has_bias;
+  bool has_bias, sparse;
 };
 
 tlm_status read_conv(const tlm_model* m, const uint8_t* r, bool depthwise, uint32_t params_bytes,
@@ -414,12 +485,13 @@ tlm_status read_conv(const tlm_model* m, const uint8_t* r, bool depthwise, uint3
   if (bad_record(r, 5, 1, params_bytes)) return TLM_ERR_BAD_OP;
   tlm_status s;
   if ((s = operand(m, rd_u16(r + 4), TLM_TYPE_INT8, TLM_STORAGE_ARENA, &op->input)) != TLM_OK ||
-      (s = operand(m, rd_u16(r + 6), TLM_TYPE_INT8, TLM_STORAGE_BLOB, &op->filter)) != TLM_OK ||
+      (s = weights_operand(m, rd_u16(r + 6), !depthwise, &op->filter)) != TLM_OK ||
       (s = operand(m, rd_u16(r + 10), TLM_TYPE_INT32, TLM_STORAGE_BLOB, &op->multipliers)) !=
           TLM_OK ||
       (s = operand(m, rd_u16(r + 12), TLM_TYPE_INT32, TLM_STORAGE_BLOB, &op->shifts)) != TLM_OK ||
       (s = operand(m, rd_u16(r + 16), TLM_TYPE_INT8, TLM_STORAGE_ARENA, &op->output)) != TLM_OK)
     return s;
+  op->sparse = op->filter.type == TLM_TYPE_INT8_SPARSE;
   const uint16_t bias = rd_u16(r + 8);
   op->has_bias = bias != TLM_NO_TENSOR;
   if (op->has_bias &&
@@ -494,6 +566,19 @@ void conv_host_part(const void* op, int32_t begin, int32_t end, void* scratch) {
 }
 #endif  // TLM_HOST_AVX2
 
+#if TLM_WITH_SPARSE && TLM_WITH_CONV_2D
+inline void conv_sparse(const tlm_model* m, const tlm_conv2d_params* p, const ConvOp& op,
+                        const int32_t* multipliers, const int32_t* shifts, const int32_t* bias,
+                        int8_t* arena) {
+  const tlm_sparse_s8 f = sparse_view(m, op.filter);
+  tlm_conv2d_s8_sparse(p, &op.dims, multipliers, shifts, arena + op.input.offset, &f, bias,
+                       arena + op.output.offset);
+}
+#endif
+// Depthwise filters are never sparse (read_conv).
+inline void conv_sparse(const tlm_model*, const tlm_depthwise_conv2d_params*, const ConvOp&,
+                        const int32_t*, const int32_t*, const int32_t*, int8_t*) {}
+
 template <typename P, typename Check, typename Kernel>
 tlm_status op_conv(const tlm_model* m, const uint8_t* r, int8_t* arena, bool depthwise,
                    Check check, Kernel kernel, const tlm_host* host) {
@@ -509,6 +594,12 @@ tlm_status op_conv(const tlm_model* m, const uint8_t* r, int8_t* arena, bool dep
   const int32_t* multipliers = blob_data<int32_t>(m, op.multipliers);
   const int32_t* shifts = blob_data<int32_t>(m, op.shifts);
   if (!arena) return check(&p, &op.dims, multipliers, shifts, bias);
+#if TLM_WITH_SPARSE
+  if (op.sparse) {  // the sparse reference kernel, never a host fast path
+    conv_sparse(m, &p, op, multipliers, shifts, bias, arena);
+    return TLM_OK;
+  }
+#endif
 #if TLM_HOST_AVX2
   if (host && conv_host_scratch(&p, &op.dims) <= host->scratch_bytes) {
     const ConvRun<P> a{&p, &op.dims, multipliers, shifts, bias, arena + op.input.offset,
@@ -927,7 +1018,7 @@ bool read_host_conv(const tlm_model* m, uint32_t i, bool* depthwise, ConvOp* op)
 #if TLM_WITH_CONV_2D
     case TLM_OP_CONV_2D:
       *depthwise = false;
-      return read_conv(m, r, false, sizeof(tlm_conv2d_params), op) == TLM_OK;
+      return read_conv(m, r, false, sizeof(tlm_conv2d_params), op) == TLM_OK && !op->sparse;
 #endif
 #if TLM_WITH_DEPTHWISE_CONV_2D
     case TLM_OP_DEPTHWISE_CONV_2D:
@@ -959,7 +1050,8 @@ uint64_t host_pack(const tlm_model* m, uint8_t* base) {
 #if TLM_WITH_FULLY_CONNECTED
     FcOp fc;
     const uint8_t* r = op_record(m, i);
-    if (rd_u16(r) == TLM_OP_FULLY_CONNECTED && read_fc(m, r, &fc) == TLM_OK && fc.ref) {
+    if (rd_u16(r) == TLM_OP_FULLY_CONNECTED && read_fc(m, r, &fc) == TLM_OK && fc.ref &&
+        !fc.sparse) {
       here = static_cast<uint32_t>(at);
       if (base) {
 #if TLM_WITH_FULLY_CONNECTED_PER_CHANNEL
@@ -1289,7 +1381,8 @@ uint32_t tlm_host_scratch_bytes(const tlm_model* model) {
 #if TLM_WITH_FULLY_CONNECTED
     FcOp fc;
     const uint8_t* r = op_record(model, i);
-    if (rd_u16(r) == TLM_OP_FULLY_CONNECTED && read_fc(model, r, &fc) == TLM_OK && fc.ref)
+    if (rd_u16(r) == TLM_OP_FULLY_CONNECTED && read_fc(model, r, &fc) == TLM_OK && fc.ref &&
+        !fc.sparse)
       bytes = tlm_fully_connected_ref_s8_fast_scratch_bytes(&fc.dims);
 #endif
     if (bytes > most) most = bytes;

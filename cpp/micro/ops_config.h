@@ -56,6 +56,13 @@
 #define TLM_WITH_DEQUANTIZE 1
 #endif
 
+// Sparse int8 weights (format.h, TLM_TYPE_INT8_SPARSE) for FULLY_CONNECTED and CONV_2D. Without
+// them, a blob with a sparse tensor is rejected (TLM_ERR_BAD_TENSOR) and neither the encoding's
+// check nor the sparse kernels are linked.
+#ifndef TLM_WITH_SPARSE
+#define TLM_WITH_SPARSE 1
+#endif
+
 // Checks of tlm_model_init that serve a host runner: refusing tensors no operator uses (a host
 // allocates the arena a blob claims; TLM_ERR_UNUSED_TENSOR) and saying where a blob is rejected
 // (tlm_model.error_op / error_tensor). A device's arena is a fixed array, and its firmware

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "tinylearn/convert/convert.h"
+#include "tinylearn/convert/qgraph.h"
 #include "tinylearn/micro/format.h"
 #include "tinylearn/micro/micro.h"
 #include "tinylearn/train/model.h"
@@ -823,4 +824,247 @@ TEST_CASE("tlm_model_init rejects a fully connected op whose batches * out wraps
   ok.add_op(TLM_OP_FULLY_CONNECTED, {in2, wt2, TLM_NO_TENSOR}, {out2}, &params, sizeof params);
   tlref::Rng rng(1);
   CHECK(guarded_run(ok.finish(in2, out2), rng) == TLM_OK);
+}
+
+// ---- Sparse weights (format.h, TLM_TYPE_INT8_SPARSE) ----------------------------------------
+
+namespace {
+
+// 40 -> 32 (ReLU) -> 10, each kernel with about 80% of its weights set to zero, quantized, and
+// lowered with the given weight encoding.
+struct PrunedGraph {
+  tinylearn::QGraph graph;
+  Bytes dense, sparse, automatic;
+};
+
+const PrunedGraph& pruned_graph() {
+  static const PrunedGraph pg = [] {
+    using namespace tinylearn;
+    Sequential model;
+    model.add(std::make_unique<Dense>(32, Activation::ReLU));
+    model.add(std::make_unique<Dense>(10));
+    model.build(40, 7);
+    tlref::Rng rng(8);
+    for (std::size_t l = 0; l < 2; ++l) {
+      Dense& d = dynamic_cast<Dense&>(model.layer(l));
+      for (float& w : d.kernel) w = rng.uniform() < 0.8 ? 0.0f : w;
+      for (float& b : d.bias) b = float(rng.uniform(-0.3, 0.3));
+    }
+    Matrix calib({256, 40});
+    for (float& v : calib) v = float(rng.uniform(-2, 2));
+    PrunedGraph r;
+    r.graph = quantize(model, calib);
+    r.dense = lower(r.graph, WeightEncoding::Dense);
+    r.sparse = lower(r.graph, WeightEncoding::Sparse);
+    r.automatic = lower(r.graph, WeightEncoding::Auto);
+    return r;
+  }();
+  return pg;
+}
+
+// Indices of the blob's sparse tensors.
+std::vector<std::size_t> sparse_tensors(const Parsed& p) {
+  std::vector<std::size_t> r;
+  for (std::size_t i = 0; i < p.tensors.size(); ++i)
+    if (p.tensors[i].type == TLM_TYPE_INT8_SPARSE) r.push_back(i);
+  return r;
+}
+
+// n invocations of a blob through the host runner and through tlm_invoke, outputs appended.
+std::vector<std::int8_t> run_both(const Bytes& blob, const std::vector<std::int8_t>& in,
+                                  std::size_t n) {
+  tinylearn::Int8Model q(blob.data(), blob.size());
+  const std::size_t out_n = q.output_size();
+  std::vector<std::int8_t> host(n * out_n), plain(n * out_n);
+  q.invoke(in.data(), host.data(), n);
+  HeapBlock copy(blob.size());
+  std::memcpy(copy.p, blob.data(), blob.size());
+  tlm_model m;
+  REQUIRE(tlm_model_init(&m, copy.p, blob.size()) == TLM_OK);
+  HeapBlock arena(tlm_arena_bytes(&m));
+  for (std::size_t i = 0; i < n; ++i) {
+    std::memcpy(tlm_input(&m, arena.p), in.data() + i * q.input_size(), q.input_size());
+    REQUIRE(tlm_invoke(&m, arena.p, tlm_arena_bytes(&m)) == TLM_OK);
+    std::memcpy(plain.data() + i * out_n, tlm_output(&m, arena.p), out_n);
+  }
+  CHECK(host == plain);
+  return host;
+}
+
+}  // namespace
+
+TEST_CASE("Sparse weights: lowered sparse, a pruned model runs exactly as lowered dense") {
+  const PrunedGraph& pg = pruned_graph();
+  const Parsed pd = parse(pg.dense), ps = parse(pg.sparse), pa = parse(pg.automatic);
+  CHECK(sparse_tensors(pd).empty());
+  CHECK(sparse_tensors(ps).size() == 2);
+  CHECK(sparse_tensors(pa).size() == 2);  // at ~80% zeros the encoding is the smaller
+  CHECK(pg.sparse.size() < pg.dense.size());
+  for (std::size_t i : sparse_tensors(ps)) {
+    // The record keeps the dense dims; the encoding decodes to the dense tensor's bytes.
+    const PTensor& t = ps.tensors[i];
+    CHECK(t.storage == TLM_STORAGE_BLOB);
+    CHECK(t.rank == 2);
+  }
+  tlref::Rng rng(9);
+  const std::size_t n = 300;
+  std::vector<std::int8_t> in(n * 40);
+  for (auto& v : in) v = std::int8_t(rng.range(-128, 127));
+  const std::vector<std::int8_t> want = run_both(pg.dense, in, n);
+  CHECK(run_both(pg.sparse, in, n) == want);
+  CHECK(run_both(pg.automatic, in, n) == want);
+  CHECK(std::set<std::int8_t>(want.begin(), want.end()).size() > 20);
+}
+
+TEST_CASE("Sparse weights: a CONV_2D with a sparse filter runs as with the dense filter; depthwise "
+          "and other operands refuse it") {
+  tlref::Rng rng(10);
+  const int in_c = 3, out_c = 5, k = 3;
+  std::vector<std::int8_t> f(std::size_t(out_c * k * k * in_c));
+  for (auto& v : f) v = rng.uniform() < 0.7 ? 0 : std::int8_t(rng.range(-127, 127));
+  for (int i = 0; i < k * k * in_c; ++i) f[std::size_t(2 * k * k * in_c + i)] = 0;  // an empty channel
+  std::vector<std::int32_t> mult(out_c, 1 << 30), shift(out_c, -7), bias(out_c);
+  for (auto& b : bias) b = std::int32_t(rng.range(-2000, 2000));
+  auto build = [&](bool sparse, std::uint16_t opcode) {
+    tinylearn::BlobBuilder b;
+    const std::uint16_t in = b.add_arena_tensor(TLM_TYPE_INT8, {1, 7, 6, in_c}, {0.5f, 3});
+    const std::uint16_t w =
+        sparse ? b.add_sparse_tensor({out_c, k, k, in_c},
+                                     tinylearn::encode_sparse_s8(f.data(), out_c, k * k * in_c), {0.0f, 0})
+               : b.add_const_tensor(TLM_TYPE_INT8, {out_c, k, k, in_c}, f.data(), {0.0f, 0});
+    const std::uint16_t bi = b.add_const_tensor(TLM_TYPE_INT32, {out_c}, bias.data(), {0.0f, 0});
+    const std::uint16_t mu = b.add_const_tensor(TLM_TYPE_INT32, {out_c}, mult.data(), {0.0f, 0});
+    const std::uint16_t sh = b.add_const_tensor(TLM_TYPE_INT32, {out_c}, shift.data(), {0.0f, 0});
+    // SAME padding, stride 1: border windows and inner ones.
+    const std::uint16_t out = b.add_arena_tensor(TLM_TYPE_INT8, {1, 7, 6, out_c}, {0.25f, -2});
+    const tlm_conv2d_params p{-3, -2, 1, 1, 1, 1, 1, 1, -128, 127};
+    b.add_op(opcode, {in, w, bi, mu, sh}, {out}, &p, sizeof p);
+    return b.finish(in, out);
+  };
+  const Bytes dense = build(false, TLM_OP_CONV_2D), sparse = build(true, TLM_OP_CONV_2D);
+  CHECK(sparse.size() < dense.size());
+  const std::size_t n = 20;
+  std::vector<std::int8_t> in(n * 7 * 6 * in_c);
+  for (auto& v : in) v = std::int8_t(rng.range(-128, 127));
+  const std::vector<std::int8_t> want = run_both(dense, in, n);
+  CHECK(run_both(sparse, in, n) == want);
+  CHECK(std::set<std::int8_t>(want.begin(), want.end()).size() > 20);
+  // A sparse depthwise filter is an operand of the wrong type.
+  const tlm_depthwise_conv2d_params dp{-3, -2, 1, 1, 1, 1, 1, 1, 1, -128, 127};
+  tinylearn::BlobBuilder b;
+  const std::uint16_t in_t = b.add_arena_tensor(TLM_TYPE_INT8, {1, 7, 6, 5}, {0.5f, 3});
+  const std::uint16_t w = b.add_sparse_tensor({1, k, k, 5}, tinylearn::encode_sparse_s8(f.data(), 1, k * k * 5),
+                                              {0.0f, 0});
+  const std::uint16_t mu = b.add_const_tensor(TLM_TYPE_INT32, {5}, mult.data(), {0.0f, 0});
+  const std::uint16_t sh = b.add_const_tensor(TLM_TYPE_INT32, {5}, shift.data(), {0.0f, 0});
+  const std::uint16_t out = b.add_arena_tensor(TLM_TYPE_INT8, {1, 7, 6, 5}, {0.25f, -2});
+  b.add_op(TLM_OP_DEPTHWISE_CONV_2D, {in_t, w, TLM_NO_TENSOR, mu, sh}, {out}, &dp, sizeof dp);
+  tlref::Rng r2(1);
+  CHECK(guarded_run(b.finish(in_t, out), r2) == TLM_ERR_SHAPE);
+}
+
+TEST_CASE("tlm_model_init rejects hostile sparse tensors with a status, never reading outside") {
+  const Bytes good = pruned_graph().sparse;
+  const Parsed p = parse(good);
+  const std::vector<std::size_t> sparse = sparse_tensors(p);
+  REQUIRE(sparse.size() == 2);
+  tlref::Rng rng(11);
+  REQUIRE(guarded_run(good, rng) == TLM_OK);
+  auto edited = [&](const std::function<void(Bytes&)>& edit) {
+    Bytes b = good;
+    edit(b);
+    fix_crc(b);
+    return guarded_run(b, rng);
+  };
+  const POp& fc0 = p.ops[0];
+  for (std::size_t t : sparse) {
+    CAPTURE(t);
+    const PTensor& ts = p.tensors[t];
+    const std::size_t at = ts.offset;
+    const int rows = ts.dims[0], cols = ts.dims[1];
+    std::uint32_t n;
+    std::memcpy(&n, good.data() + at, 4);
+    const std::size_t at_steps = at + 4 + ((2 * std::size_t(rows) + 3) & ~std::size_t{3});
+    // Entry count too large for the blob, too large for the dims, or not the counts' sum.
+    CHECK(edited([&](Bytes& b) { wr<std::uint32_t>(b, at, 0x7FFFFFFFu); }) == TLM_ERR_BAD_TENSOR);
+    CHECK(edited([&](Bytes& b) { wr<std::uint32_t>(b, at, std::uint32_t(rows * cols + 1)); }) == TLM_ERR_BAD_TENSOR);
+    CHECK(edited([&](Bytes& b) { wr<std::uint32_t>(b, at, n - 1); }) == TLM_ERR_BAD_TENSOR);
+    // A row's count over its width, or counts adding up past n.
+    CHECK(edited([&](Bytes& b) { wr<std::uint16_t>(b, at + 4, std::uint16_t(cols + 1)); }) == TLM_ERR_BAD_TENSOR);
+    CHECK(edited([&](Bytes& b) {
+            wr<std::uint16_t>(b, at + 4, std::uint16_t(rd<std::uint16_t>(b, at + 4) + 1));
+          }) == TLM_ERR_BAD_TENSOR);
+    // A step past the row's end.
+    CHECK(edited([&](Bytes& b) { b[at_steps + n - 1] = 255; }) == TLM_ERR_BAD_TENSOR);
+    // Dims that disagree with the encoding: a narrower row than its positions reach; a row count
+    // whose counts section overruns (the encoding then claims bytes the blob lacks, or its counts
+    // do not add up); rank 1.
+    CHECK(edited([&](Bytes& b) { wr<std::int32_t>(b, tensor_field(t, 8), 1); }) == TLM_ERR_BAD_TENSOR);
+    CHECK(edited([&](Bytes& b) { wr<std::int32_t>(b, tensor_field(t, 4), 1 << 20); }) == TLM_ERR_BAD_TENSOR);
+    CHECK(edited([&](Bytes& b) { b[tensor_field(t, 1)] = 1; wr<std::int32_t>(b, tensor_field(t, 8), 1); }) ==
+          TLM_ERR_BAD_TENSOR);
+    // The encoding moved to the last word of the blob, or past it; in the arena.
+    CHECK(edited([&](Bytes& b) { wr<std::uint32_t>(b, tensor_field(t, 20), std::uint32_t(b.size() - 4)); }) ==
+          TLM_ERR_BAD_TENSOR);
+    CHECK(edited([&](Bytes& b) { wr<std::uint32_t>(b, tensor_field(t, 20), std::uint32_t(b.size())); }) ==
+          TLM_ERR_BAD_TENSOR);
+    CHECK(edited([&](Bytes& b) { b[tensor_field(t, 2)] = TLM_STORAGE_ARENA; }) == TLM_ERR_BAD_TENSOR);
+  }
+  // Type 4 on an int32 bias (rank 1) or an arena tensor; a sparse tensor as a bias operand.
+  CHECK(edited([&](Bytes& b) { b[tensor_field(fc0.inputs[2], 0)] = TLM_TYPE_INT8_SPARSE; }) == TLM_ERR_BAD_TENSOR);
+  CHECK(edited([&](Bytes& b) { b[tensor_field(fc0.inputs[0], 0)] = TLM_TYPE_INT8_SPARSE; }) == TLM_ERR_BAD_TENSOR);
+  CHECK(edited([&](Bytes& b) { wr<std::uint16_t>(b, op_field(p, 0, 8), fc0.inputs[1]); }) == TLM_ERR_SHAPE);
+  // A dense weight tensor relabelled sparse: its bytes read as an encoding, checked as one.
+  const Parsed pd = parse(pruned_graph().dense);
+  for (std::size_t k = 0; k < 2; ++k) {
+    Bytes b = pruned_graph().dense;
+    b[tensor_field(pd.ops[k].inputs[1], 0)] = TLM_TYPE_INT8_SPARSE;
+    fix_crc(b);
+    CHECK(guarded_run(b, rng) != TLM_OK);
+  }
+  // Random bytes in the sparse sections (CRC recomputed): a status or a run, nothing outside.
+  RunStats stats;
+  for (int trial = 0; trial < 3000; ++trial) {
+    Bytes b = good;
+    const std::size_t t = sparse[std::size_t(trial % 2)];
+    const std::size_t begin = p.tensors[t].offset;
+    const std::size_t span = t == sparse.back() ? b.size() - begin : std::size_t(64);
+    for (int e = int(rng.range(1, 3)); e > 0; --e)
+      b[begin + std::size_t(rng.range(0, std::int64_t(std::min<std::size_t>(span, b.size() - begin)) - 1))] =
+          std::uint8_t(rng.range(0, 255));
+    fix_crc(b);
+    guarded_run(b, rng, &stats);
+  }
+  CHECK(stats.status_counts[TLM_ERR_BAD_TENSOR] > 100);
+  CHECK(stats.invoked > 100);
+}
+
+TEST_CASE("Sparse weights: the fixed-point FULLY_CONNECTED variant runs them as dense weights") {
+  tlref::Rng rng(12);
+  const int in_n = 37, out_n = 11;  // odd sizes
+  std::vector<std::int8_t> w(std::size_t(in_n * out_n));
+  for (auto& v : w) v = rng.uniform() < 0.75 ? 0 : std::int8_t(rng.range(-127, 127));
+  for (int i = 0; i < in_n; ++i) w[std::size_t(4 * in_n + i)] = 0;  // an all-zero output channel
+  std::vector<std::int32_t> bias(out_n);
+  for (auto& b : bias) b = std::int32_t(rng.range(-3000, 3000));
+  const tlm_fully_connected_params params{5, -3, 1 << 30, -6, -128, 127};
+  auto build = [&](bool sparse) {
+    tinylearn::BlobBuilder b;
+    const std::uint16_t in = b.add_arena_tensor(TLM_TYPE_INT8, {1, in_n}, {0.5f, -5});
+    const std::uint16_t wt =
+        sparse ? b.add_sparse_tensor({out_n, in_n}, tinylearn::encode_sparse_s8(w.data(), out_n, in_n), {0.01f, 0})
+               : b.add_const_tensor(TLM_TYPE_INT8, {out_n, in_n}, w.data(), {0.01f, 0});
+    const std::uint16_t bi = b.add_const_tensor(TLM_TYPE_INT32, {out_n}, bias.data(), {0.0f, 0});
+    const std::uint16_t out = b.add_arena_tensor(TLM_TYPE_INT8, {1, out_n}, {0.25f, -3});
+    b.add_op(TLM_OP_FULLY_CONNECTED, {in, wt, bi}, {out}, &params, sizeof params);
+    return b.finish(in, out);
+  };
+  const Bytes dense = build(false), sparse = build(true);
+  CHECK(parse(sparse).tensors[1].type == TLM_TYPE_INT8_SPARSE);
+  const std::size_t n = 50;
+  std::vector<std::int8_t> in(n * in_n);
+  for (auto& v : in) v = std::int8_t(rng.range(-128, 127));
+  const std::vector<std::int8_t> want = run_both(dense, in, n);
+  CHECK(run_both(sparse, in, n) == want);
+  CHECK(std::set<std::int8_t>(want.begin(), want.end()).size() > 20);
 }

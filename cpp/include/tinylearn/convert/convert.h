@@ -57,6 +57,9 @@ class BlobBuilder {
                                  QuantParams q);
   std::uint16_t add_const_tensor(std::uint8_t type, const std::vector<std::int32_t>& dims,
                                  const void* data, QuantParams q);
+  // A TLM_TYPE_INT8_SPARSE constant of (dense) `dims` stored as `encoding` (encode_sparse_s8).
+  std::uint16_t add_sparse_tensor(const std::vector<std::int32_t>& dims,
+                                  std::vector<std::uint8_t> encoding, QuantParams q);
   // Places arena tensor `b` at `a`'s offset plus `delta` (a multiple of 4; 0: the same bytes),
   // overlapping it: a reshape's output, an operator computed in place, or a window operator
   // whose output trails its input. The caller guarantees that this is exact (the kernel allows

@@ -69,7 +69,19 @@ void validate(const QGraph& graph);
 // Serializes a graph into a model blob (tinylearn/micro/format.h): requantization parameters
 // computed as TFLite's kernels do, arena planned. Throws std::invalid_argument on a graph the
 // core cannot run (naming the operator).
-std::vector<std::uint8_t> lower(const QGraph& graph);
+//
+// Weights: `encoding` Auto writes each FULLY_CONNECTED weights and CONV_2D filter dense or sparse
+// (format.h, TLM_TYPE_INT8_SPARSE), whichever takes fewer bytes (dense on a tie); Dense writes
+// every one dense; Sparse writes every one the encoding can describe sparse (rows of at most
+// 65535 weights), whatever its size (for tests of the sparse kernels).
+enum class WeightEncoding { Auto, Dense, Sparse };
+std::vector<std::uint8_t> lower(const QGraph& graph, WeightEncoding encoding = WeightEncoding::Auto);
+
+// The sparse encoding (format.h) of int8 weights [rows, cols] in row-major order, cols in
+// [1, 65535]: u32 entries, u16 counts, u8 steps, int8 values, each section 4-byte aligned; zero
+// gaps over 255 bridged by filler entries of value 0.
+std::vector<std::uint8_t> encode_sparse_s8(const std::int8_t* weights, std::int32_t rows,
+                                           std::int32_t cols);
 
 }  // namespace tinylearn
 

@@ -62,7 +62,44 @@
 // Tensor element types. float32 tensors live in the arena only (QUANTIZE's input, DEQUANTIZE's
 // output; the model's input and output may be float32 when the graph starts with QUANTIZE or ends
 // with DEQUANTIZE).
-enum tlm_type { TLM_TYPE_INT8 = 1, TLM_TYPE_INT32 = 2, TLM_TYPE_FLOAT32 = 3 };
+// TLM_TYPE_INT8_SPARSE: an int8 constant whose zeros are left out (see "Sparse int8 weights"
+// below); only as FULLY_CONNECTED weights and CONV_2D filters.
+enum tlm_type {
+  TLM_TYPE_INT8 = 1,
+  TLM_TYPE_INT32 = 2,
+  TLM_TYPE_FLOAT32 = 3,
+  TLM_TYPE_INT8_SPARSE = 4,
+};
+
+// Sparse int8 weights (TLM_TYPE_INT8_SPARSE). The record is an int8 weight tensor's (dims the
+// dense [out, in] or [out_c, kh, kw, in_c], scale and zero point as the dense tensor's), storage
+// TLM_STORAGE_BLOB; `offset` points at the encoding instead of the dense bytes. The tensor is
+// seen as R = dims[0] rows (output channels) of C = dims[1] * ... * dims[rank - 1] weights, the
+// dense row-major order (for a filter, C = kh * kw * in_c in OHWI order); 1 <= C <= 65535.
+//
+//   offset  size                 field
+//        0  4                    u32 n: entries of all rows (nonzero weights plus fillers)
+//        4  align4(2 R)          u16 count[R]: entries of each row, in row order; sum = n
+//        .  align4(n)            u8  step[n]: each entry's position gap (below)
+//        .  align4(n)            i8  value[n]: each entry's weight
+//   total  4 + align4(2 R) + 2 align4(n) bytes (padding bytes 0); the record's byte count
+//
+// Row r owns the count[r] entries after those of rows 0..r-1. Its position starts at -1 and each
+// entry moves it by step + 1: the entry is the weight at that column, every column no entry
+// names is 0. Positions thus strictly increase by construction, and the last must be < C. A gap
+// of more than 255 zeros is bridged by filler entries of value 0 (a zero product, the same sum).
+// Why u8 steps: at density d a row costs 2 d C bytes plus 2 (count), 1 byte per weight dense,
+// so the encoding pays below d = 0.5 (0.4x at 80% sparsity), where u16 indices (3 d C) would pay
+// below d = 0.33 only (0.6x at 80%). Zero gaps over 255 are rare at the sparsities that pay
+// (each filler costs 2 bytes); the converter writes, per tensor, whichever encoding is smaller.
+// The kernels (fully_connected_s8_sparse, conv2d_s8_sparse) add the same int32 products as the
+// dense kernels, minus the zeros, then requantize the same way: bit-exact outputs.
+// tlm_model_init rejects with TLM_ERR_BAD_TENSOR an encoding outside the blob, n above R * C,
+// counts whose sum is not n, a row whose last position is C or more, C above 65535, and a sparse
+// record in the arena or of rank 1; a sparse tensor as any other operand (a depthwise filter, a
+// bias, ...) is TLM_ERR_SHAPE. Cores older than type 4, and cores built without sparse weights
+// (ops_config.h: TLM_WITH_SPARSE=0; the firmware's TL_OPS=AUTO builds them only for a model that
+// has some), reject it as an unknown tensor type (TLM_ERR_BAD_TENSOR), so the version stays 1.
 
 // Where a tensor's bytes live.
 enum tlm_storage {
@@ -126,7 +163,8 @@ enum tlm_opcode {
 //     tinylearn's converter writes this variant.
 //   inputs:  [0] input  int8 arena  [batches, in]: any shape of batches * in elements (TFLite
 //                                     flattens a FULLY_CONNECTED input to [-1, in])
-//            [1] weights int8 blob  [out, in], symmetric (zero point 0)
+//            [1] weights int8 blob  [out, in], symmetric (zero point 0); dense or sparse
+//                (TLM_TYPE_INT8_SPARSE)
 //            [2] bias   int32 blob  [out], or TLM_NO_TENSOR
 //            [3] (36-byte params only, optional) scales int32 blob [out, 3]: per output channel
 //                {mantissa_lo, mantissa_hi, exponent} (weights per channel); when absent, the
@@ -150,7 +188,8 @@ typedef struct tlm_fully_connected_ref_params {
 
 // TLM_OP_CONV_2D (follows integer_ops/conv.h ConvPerChannel; TFLite CONV_2D, int8)
 //   inputs:  [0] input       int8 arena  [n, h, w, in_c]
-//            [1] filter      int8 blob   [out_c, kh, kw, in_c], symmetric per channel (zp 0)
+//            [1] filter      int8 blob   [out_c, kh, kw, in_c], symmetric per channel (zp 0);
+//                                        dense or sparse (TLM_TYPE_INT8_SPARSE)
 //            [2] bias        int32 blob  [out_c], or TLM_NO_TENSOR
 //            [3] multipliers int32 blob  [out_c]  per-channel Q31 multipliers
 //            [4] shifts      int32 blob  [out_c]  per-channel shifts
