@@ -80,11 +80,16 @@ def test_sparse_blob_predicts_bit_for_bit_as_dense(pruned):
     x_q = np.concatenate([auto.quantize_input(pruned["x"][128:]),
                           rng.integers(-128, 128, (64, 12, 12, 2), dtype=np.int8)])
     y = dense.invoke(x_q)
-    np.testing.assert_array_equal(auto.invoke(x_q), y)
-    for k in (0, 5, 17):  # one sample at a time (the plain kernels) as well as batched
-        np.testing.assert_array_equal(auto.invoke(x_q[k:k + 1]), y[k:k + 1])
+    # The sparse kernels (host_sparse: as the firmware runs them) and the default, where the host
+    # unpacks the sparse weights once for its fast dense kernels.
+    kernels = tl.Int8Model(auto.to_bytes(), host_sparse=True)
+    for q in (kernels, auto):
+        np.testing.assert_array_equal(q.invoke(x_q), y)
+        for k in (0, 5, 17):  # one sample at a time (the plain kernels) as well as batched
+            np.testing.assert_array_equal(q.invoke(x_q[k:k + 1]), y[k:k + 1])
+        np.testing.assert_array_equal(q.predict(pruned["x"][:32]), dense.predict(pruned["x"][:32]))
+    assert auto.to_bytes() == kernels.to_bytes() != dense.to_bytes()  # the blob stays sparse
     assert len(np.unique(y)) > 20  # the outputs really vary
-    np.testing.assert_array_equal(auto.predict(pruned["x"][:32]), dense.predict(pruned["x"][:32]))
 
 
 def test_unpruned_model_stays_dense_and_forced_sparse_still_equals_dense():
@@ -98,6 +103,8 @@ def test_unpruned_model_stays_dense_and_forced_sparse_still_equals_dense():
     assert sparse.size_bytes > dense.size_bytes  # 2 bytes per nonzero weight
     x_q = np.random.default_rng(2).integers(-128, 128, (40, 12, 12, 2), dtype=np.int8)
     np.testing.assert_array_equal(sparse.invoke(x_q), dense.invoke(x_q))
+    np.testing.assert_array_equal(tl.Int8Model(sparse.to_bytes(), host_sparse=True).invoke(x_q),
+                                  dense.invoke(x_q))
 
 
 def test_summary_shows_each_layers_encoding_density_and_bytes(pruned):

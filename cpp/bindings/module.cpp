@@ -594,11 +594,11 @@ PYBIND11_MODULE(_core, m) {
   m.def("status_str", [](int s) { return std::string(tlm_status_str(tlm_status(s))); });
 
   py::class_<Int8Model>(m, "Int8Model")
-      .def(py::init([](const py::bytes& blob) {
+      .def(py::init([](const py::bytes& blob, bool host_sparse) {
              const std::string_view v(blob);
-             return Int8Model(reinterpret_cast<const std::uint8_t*>(v.data()), v.size());
+             return Int8Model(reinterpret_cast<const std::uint8_t*>(v.data()), v.size(), host_sparse);
            }),
-           py::arg("blob"))
+           py::arg("blob"), py::arg("host_sparse") = false)
       .def_property_readonly("input", [](const Int8Model& q) { return tensor_dict(q.input_info()); })
       .def_property_readonly("output", [](const Int8Model& q) { return tensor_dict(q.output_info()); })
       .def_property_readonly("arena_bytes", [](const Int8Model& q) { return tlm_arena_bytes(&q.model()); })

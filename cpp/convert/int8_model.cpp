@@ -7,6 +7,7 @@
 
 #include "tinylearn/convert/convert.h"
 #include "tinylearn/micro/format.h"
+#include "../micro/sparse_s8.h"
 
 #include <pthread.h>
 
@@ -15,7 +16,7 @@
 
 namespace tinylearn {
 
-Int8Model::Int8Model(const std::uint8_t* blob, std::size_t bytes) : bytes_(bytes) {
+Int8Model::Int8Model(const std::uint8_t* blob, std::size_t bytes, bool host_sparse) : bytes_(bytes) {
   if (!blob || bytes == 0) throw std::invalid_argument("model blob is empty");
   // Version first, so that a newer file says so rather than "checksum mismatch".
   if (bytes >= 6 && std::memcmp(blob, "TLMB", 4) == 0) {
@@ -30,10 +31,16 @@ Int8Model::Int8Model(const std::uint8_t* blob, std::size_t bytes) : bytes_(bytes
   chooser_ = std::make_unique<SplitChooser>();
   storage_.assign((bytes + 3) / 4, 0);
   std::memcpy(storage_.data(), blob, bytes);
-  const tlm_status s = tlm_model_init(&model_, storage_.data(), bytes);
+  tlm_status s = tlm_model_init(&model_, storage_.data(), bytes);
   if (s != TLM_OK)
     throw std::invalid_argument(std::string("invalid tinylearn model: ") + tlm_status_str(s) +
                                 " (status " + std::to_string(int(s)) + ")");
+  if (!host_sparse && unpack_sparse()) {  // the validated blob, its sparse weights unpacked
+    s = tlm_model_init(&model_, host_.data(), host_bytes_);
+    if (s != TLM_OK)
+      throw std::logic_error(std::string("unpacking the sparse weights gave an invalid model: ") +
+                             tlm_status_str(s));
+  }
   arena_.assign((tlm_arena_bytes(&model_) + 3) / 4 + 1, 0);
   scratch_bytes_ = (tlm_host_scratch_bytes(&model_) + 63) / 64 * 64;
   staging_words_ = (tlm_host_staging_bytes(&model_) + 3) / 4;
@@ -43,6 +50,55 @@ Int8Model::Int8Model(const std::uint8_t* blob, std::size_t bytes) : bytes_(bytes
                                        ~std::uintptr_t{31});
     if (tlm_host_pack(&model_, at, packed) == TLM_OK) packed_at_ = at;
   }
+}
+
+// A copy of the (validated) blob in host_ whose sparse weight tensors (TLM_TYPE_INT8_SPARSE) are
+// dense int8 tensors appended at its end: the host's fast kernels take dense weights only, and
+// the sparse and dense kernels compute the same bits (tests/cpp/test_sparse_s8.cpp). False, and
+// nothing made, when the blob has no sparse tensor.
+bool Int8Model::unpack_sparse() {
+  const auto* blob = reinterpret_cast<const std::uint8_t*>(storage_.data());
+  std::uint16_t tensors;
+  std::memcpy(&tensors, blob + 20, 2);
+  std::vector<std::uint8_t> out(blob, blob + bytes_);
+  bool any = false;
+  for (std::uint32_t t = 0; t < tensors; ++t) {
+    const std::size_t at = TLM_HEADER_BYTES + std::size_t(t) * TLM_TENSOR_RECORD_BYTES;
+    if (blob[at] != TLM_TYPE_INT8_SPARSE) continue;
+    any = true;
+    const int rank = blob[at + 1];
+    std::int32_t dims[4];
+    std::uint32_t offset;
+    std::memcpy(dims, blob + at + 4, sizeof dims);
+    std::memcpy(&offset, blob + at + 20, 4);
+    std::int64_t cols = 1;
+    for (int d = 1; d < rank; ++d) cols *= dims[d];
+    const tlm_sparse_s8 v = tlm_sparse_s8_view(blob + offset, dims[0], std::int32_t(cols));
+    out.resize((out.size() + 3) / 4 * 4, 0);
+    const std::size_t dense_at = out.size();
+    out.resize(dense_at + std::size_t(dims[0]) * std::size_t(cols), 0);
+    std::uint32_t e = 0;
+    for (std::int32_t r = 0; r < dims[0]; ++r) {
+      std::int64_t pos = -1;
+      for (std::uint32_t k = 0; k < v.counts[r]; ++k, ++e) {
+        pos += std::int64_t(v.steps[e]) + 1;
+        out[dense_at + std::size_t(r) * std::size_t(cols) + std::size_t(pos)] = std::uint8_t(v.values[e]);
+      }
+    }
+    out[at] = TLM_TYPE_INT8;
+    const auto dense_offset = std::uint32_t(dense_at);
+    std::memcpy(out.data() + at + 20, &dense_offset, 4);
+  }
+  if (!any) return false;
+  out.resize((out.size() + 3) / 4 * 4, 0);
+  const auto total = std::uint32_t(out.size());
+  std::memcpy(out.data() + 8, &total, 4);
+  const std::uint32_t crc = crc32(out.data() + 16, out.size() - 16);
+  std::memcpy(out.data() + 12, &crc, 4);
+  host_.assign(out.size() / 4, 0);
+  std::memcpy(host_.data(), out.data(), out.size());
+  host_bytes_ = out.size();
+  return true;
 }
 
 namespace {

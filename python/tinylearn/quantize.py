@@ -39,9 +39,14 @@ class Int8Model:
 
     ``max_arena_bytes`` (default ``MAX_ARENA_BYTES``, 256 MiB; None for no limit) refuses, before
     any allocation, a model that needs a larger arena.
+
+    Sparse weights (a pruned model's, format.h) are unpacked once for the host's fast dense
+    kernels, which compute the same bits; ``host_sparse=True`` runs them with the sparse kernels,
+    as the firmware does. The blob (to_bytes, save, export_c, firmware) stays as given.
     """
 
-    def __init__(self, blob: bytes, graph=None, *, max_arena_bytes: int | None = MAX_ARENA_BYTES):
+    def __init__(self, blob: bytes, graph=None, *, max_arena_bytes: int | None = MAX_ARENA_BYTES,
+                 host_sparse: bool = False):
         if not isinstance(blob, (bytes, bytearray, memoryview)):
             raise TypeError(f"expected the model as bytes, got {type(blob).__name__}")
         if max_arena_bytes is not None and (isinstance(max_arena_bytes, bool) or
@@ -60,7 +65,7 @@ class Int8Model:
             raise ValueError(f"max_arena_bytes: the model needs an arena of {arena:,} bytes, above "
                              f"the limit of {int(max_arena_bytes):,}; pass a larger "
                              "max_arena_bytes (or None) to load it")
-        self._m = _core.Int8Model(blob)
+        self._m = _core.Int8Model(blob, bool(host_sparse))
         self._in = self._m.input
         self._out = self._m.output
         self._in_dtype = np.dtype(_NP_DTYPES[self._in["dtype"]])

@@ -106,7 +106,10 @@ class SplitChooser;
 
 class Int8Model {
  public:
-  Int8Model(const std::uint8_t* blob, std::size_t bytes);
+  // host_sparse: run sparse weights (TLM_TYPE_INT8_SPARSE) with the sparse reference kernels, as
+  // the firmware does; by default they are unpacked once into a dense copy of the blob that the
+  // host's fast kernels run (the same outputs, bit for bit). blob() is the given blob either way.
+  Int8Model(const std::uint8_t* blob, std::size_t bytes, bool host_sparse = false);
   ~Int8Model();
   Int8Model(Int8Model&&) noexcept;
   Int8Model& operator=(Int8Model&&) noexcept;
@@ -133,8 +136,11 @@ class Int8Model {
   static std::uint32_t elements(const tlm_tensor_info& t) {
     return t.type == TLM_TYPE_FLOAT32 ? t.bytes / 4 : t.bytes;
   }
+  bool unpack_sparse();
   std::vector<std::uint32_t> storage_;  // 4-byte aligned copy of the blob
   std::size_t bytes_;
+  std::vector<std::uint32_t> host_;     // the blob with its sparse weights unpacked (or empty)
+  std::size_t host_bytes_ = 0;
   tlm_model model_;
   std::vector<std::uint32_t> arena_;
   std::size_t scratch_bytes_;          // host fast-path scratch per worker (tlm_host_scratch_bytes)
