@@ -259,3 +259,18 @@ def test_prune_filters_to_a_mac_budget_and_errors():
         opt.prune_filters(m, fraction=1.0)
     with pytest.raises(ValueError, match="no uniform fraction"):
         opt.prune_filters(m, target_macs=10)
+
+
+def test_report_rows_for_pruned_variants():
+    x, y = _data()
+    p = _compile(opt.prune_low_magnitude(_model(), pruning_schedule=opt.ConstantSparsity(0.8, 0, frequency=4)))
+    p.fit(x, y, epochs=2, batch_size=32, seed=SEED, verbose=0)
+    stripped = opt.strip_pruning(p)
+    dense_q = tl.convert(stripped, x[:64], weight_encoding="dense")
+    sparse_q = tl.convert(stripped, x[:64])
+    rows = {r["variant"]: r for r in tl.report({"pruned": p, "stripped": stripped, "int8 dense": dense_q,
+                                                "int8 sparse": sparse_q}, x, y).rows}
+    assert rows["pruned"]["params"] == rows["stripped"]["params"] == stripped.count_params()
+    assert rows["int8 sparse"]["model_bytes"] == len(sparse_q.to_bytes()) < rows["int8 dense"]["model_bytes"]
+    assert rows["int8 sparse"]["accuracy"] == rows["int8 dense"]["accuracy"]
+    assert rows["pruned"]["accuracy"] == rows["stripped"]["accuracy"]

@@ -10,7 +10,8 @@ Per variant (a tl.Model, float or QAT, or a tl.Int8Model):
 - ``accuracy`` (classification) or ``mse`` (regression) on (x_test, y_test). Int8 variants are
   run by the host's int8 core, which computes what the firmware computes bit for bit.
 - ``params``: a tl.Model's count_params() (as Keras: every weight, BatchNormalization's
-  statistics included); an Int8Model's elements of its constant weight and bias tensors
+  statistics included), without pruning masks and QAT ranges (bookkeeping that stripping and
+  conversion drop); an Int8Model's elements of its constant weight and bias tensors
   (BatchNormalization folded into them).
 - ``model_bytes``: 4 bytes per parameter (float32) for a tl.Model; the blob's length for an
   Int8Model (what goes into flash).
@@ -118,6 +119,21 @@ def model_macs(model) -> int | None:
         out_shape = tuple(core.node_shape(ids[id(t)]))
         total += _layer_macs(kind, t.layer, in_shape, out_shape)
     return int(total)
+
+
+def _float_params(model) -> int:
+    """count_params() without the bookkeeping of compression: a pruned layer's mask, threshold
+    and step (tl.optimize.prune_low_magnitude) and a FakeQuant's range and step (QAT), which the
+    model would not keep once stripped or converted."""
+    total = 0
+    for layer in model._leaves():
+        w = layer.get_weights()
+        if getattr(layer, "pruning", None) is not None:
+            w = w[:len(w) - 3]
+        if layer.kind == "FakeQuant":
+            w = []
+        total += sum(int(a.size) for a in w)
+    return total
 
 
 def _int8_params(q: Int8Model) -> int | None:
@@ -449,7 +465,7 @@ def report(variants, x_test, y_test, board: str | None = None, *, metric: str | 
                        "model_bytes": len(m.to_bytes()), "arena_bytes": m.arena_bytes,
                        "macs": model_macs(m)}
             else:
-                params = m.count_params()
+                params = _float_params(m)
                 row = {"variant": name, metric: _score(pred, y, metric, how), "params": params,
                        "model_bytes": 4 * params, "arena_bytes": None, "macs": model_macs(m)}
             rows.append(row)
