@@ -7,7 +7,8 @@
 // Parts are fixed by the batch and the thread count, and partial sums are added in part order,
 // so a run is deterministic for a given thread count whichever thread runs which part. The
 // threads claim the parts as they go (the caller too), so a core that another process keeps busy
-// takes fewer of them, and a waiting thread sleeps instead of spinning (parallel.cpp says why).
+// takes fewer of them, and a waiting thread sleeps after a short poll that is off whenever
+// another process competes for the cores (parallel.cpp says why).
 #ifndef TINYLEARN_TRAIN_PARALLEL_H
 #define TINYLEARN_TRAIN_PARALLEL_H
 
