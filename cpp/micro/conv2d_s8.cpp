@@ -32,17 +32,8 @@ tlm_status tlm_conv2d_s8_check(const tlm_conv2d_params* p, const tlm_conv_dims* 
 
 namespace {
 
-// acc (the window's sum) + bias, requantized per channel, plus the output offset, clamped.
-// TFLite adds the offset in int32; |acc| <= 2^31 - 1 can only wrap there for absurd scales
-// (undefined behaviour in TFLite): in 64 bits the clamp stays exact.
-inline int8_t requantize(const tlm_conv2d_params* p, int32_t acc, int32_t multiplier,
-                         int32_t shift) {
-  acc = tlm_detail::multiply_by_quantized_multiplier(acc, multiplier, shift);
-  int64_t out = int64_t{acc} + p->output_offset;
-  if (out < p->activation_min) out = p->activation_min;
-  if (out > p->activation_max) out = p->activation_max;
-  return static_cast<int8_t>(out);
-}
+using tlm_detail::conv2d_requantize;
+
 
 }  // namespace
 
@@ -89,8 +80,8 @@ TLM_HOST_CLONES void tlm_conv2d_s8(const tlm_conv2d_params* p, const tlm_conv_di
             }
             const int32_t acc[4] = {a0, a1, a2, a3};
             for (int32_t k = 0; k < 4; ++k)
-              out[o + k] = requantize(p, acc[k] + (bias ? bias[o + k] : 0), multipliers[o + k],
-                                      shifts[o + k]);
+              out[o + k] = conv2d_requantize(p, acc[k] + (bias ? bias[o + k] : 0),
+                                             multipliers[o + k], shifts[o + k]);
           }
           for (; o < out_c; ++o) {
             int32_t acc = 0;
@@ -100,7 +91,7 @@ TLM_HOST_CLONES void tlm_conv2d_s8(const tlm_conv2d_params* p, const tlm_conv_di
               const int8_t* w = filter + ((o * f_h + f_y) * f_w + x0) * in_c;
               for (int32_t i = 0; i < run; ++i) acc += w[i] * (x[i] + input_offset);
             }
-            out[o] = requantize(p, acc + (bias ? bias[o] : 0), multipliers[o], shifts[o]);
+            out[o] = conv2d_requantize(p, acc + (bias ? bias[o] : 0), multipliers[o], shifts[o]);
           }
           continue;
         }
@@ -117,7 +108,7 @@ TLM_HOST_CLONES void tlm_conv2d_s8(const tlm_conv2d_params* p, const tlm_conv_di
               for (int32_t i = 0; i < in_c; ++i) acc += w[i] * (x[i] + input_offset);
             }
           }
-          out[o] = requantize(p, acc + (bias ? bias[o] : 0), multipliers[o], shifts[o]);
+          out[o] = conv2d_requantize(p, acc + (bias ? bias[o] : 0), multipliers[o], shifts[o]);
         }
       }
     }
@@ -205,8 +196,8 @@ TLM_AVX2_TARGET inline void store_channels(const tlm_conv2d_params* p, __m256i a
   alignas(32) int32_t lanes[8];
   _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), acc);
   for (int32_t j = 0; j < n; ++j)
-    out[o + j] = requantize(p, lanes[j] + (bias ? bias[o + j] : 0), multipliers[o + j],
-                            shifts[o + j]);
+    out[o + j] = tlm_detail::conv2d_requantize(p, lanes[j] + (bias ? bias[o + j] : 0),
+                                               multipliers[o + j], shifts[o + j]);
 }
 
 // Where a tile reads: pixel q's window run for filter row f_y starts at base[q] + f_y * line.

@@ -6,8 +6,26 @@
 #include <stdint.h>
 
 #include "nn_types.h"
+#include "requantize.h"
 #include "tinylearn/micro/format.h"
 #include "tinylearn/micro/micro.h"
+
+namespace tlm_detail {
+
+// acc (the window's sum) + bias, requantized per channel, plus the output offset, clamped: the
+// last step of every conv2d kernel (dense and sparse filters alike).
+// TFLite adds the offset in int32; |acc| <= 2^31 - 1 can only wrap there for absurd scales
+// (undefined behaviour in TFLite): in 64 bits the clamp stays exact.
+inline int8_t conv2d_requantize(const tlm_conv2d_params* p, int32_t acc, int32_t multiplier,
+                                int32_t shift) {
+  acc = multiply_by_quantized_multiplier(acc, multiplier, shift);
+  int64_t out = int64_t{acc} + p->output_offset;
+  if (out < p->activation_min) out = p->activation_min;
+  if (out > p->activation_max) out = p->activation_max;
+  return static_cast<int8_t>(out);
+}
+
+}  // namespace tlm_detail
 
 // Checks parameters, dims, per-channel multipliers/shifts and biases before the kernel may run;
 // TLM_OK when it may.

@@ -27,14 +27,8 @@
 
 namespace {
 
-inline int8_t requantize(const tlm_conv2d_params* p, int32_t acc, int32_t multiplier,
-                         int32_t shift) {
-  acc = tlm_detail::multiply_by_quantized_multiplier(acc, multiplier, shift);
-  int64_t out = int64_t{acc} + p->output_offset;
-  if (out < p->activation_min) out = p->activation_min;
-  if (out > p->activation_max) out = p->activation_max;
-  return static_cast<int8_t>(out);
-}
+using tlm_detail::conv2d_requantize;
+
 
 struct Geometry {
   int32_t in_c, f_w, out_c;
@@ -182,7 +176,7 @@ TLM_HOST_CLONES void tlm_conv2d_s8_sparse(const tlm_conv2d_params* p, const tlm_
             steps += count;
             values += count;
             out_row[out_x * out_c + o] =
-                requantize(p, acc + (bias ? bias[o] : 0), multipliers[o], shifts[o]);
+                conv2d_requantize(p, acc + (bias ? bias[o] : 0), multipliers[o], shifts[o]);
           }
         }
         continue;
@@ -213,9 +207,9 @@ TLM_HOST_CLONES void tlm_conv2d_s8_sparse(const tlm_conv2d_params* p, const tlm_
                                         : sums<1>(g, e, input, first, y0, y1 - y0, pitch, acc);
             const int32_t base = input_offset * wsum + bias_o;
             for (int32_t k = 0; k < n; ++k)
-              out[k * out_c + o] = requantize(p, acc[k] + base, multipliers[o], shifts[o]);
+              out[k * out_c + o] = conv2d_requantize(p, acc[k] + base, multipliers[o], shifts[o]);
           } else {
-            out[o] = requantize(
+            out[o] = conv2d_requantize(
                 p, edge_sum(g, e, input, first, y0, y1 - y0, x0, x1, input_offset) + bias_o,
                 multipliers[o], shifts[o]);
           }
