@@ -58,13 +58,7 @@ TLM_HOST_CLONES void tlm_fully_connected_s8(const tlm_fully_connected_params* p,
       const int8_t* w = weights + o * in_n;
       int32_t acc = bias ? bias[o] : 0;
       for (int32_t i = 0; i < in_n; ++i) acc += (x[i] + p->input_offset) * w[i];
-      acc = tlm_detail::multiply_by_quantized_multiplier(acc, p->output_multiplier,
-                                                         p->output_shift);
-      // |acc| <= 2^31 - 1 and |offset| <= 128: add in 64 bits so no case can wrap.
-      int64_t out = int64_t{acc} + p->output_offset;
-      if (out < p->activation_min) out = p->activation_min;
-      if (out > p->activation_max) out = p->activation_max;
-      output[b * out_n + o] = static_cast<int8_t>(out);
+      output[b * out_n + o] = tlm_detail::fc_requantize(p, acc);
     }
   }
 }
@@ -110,19 +104,7 @@ TLM_HOST_CLONES void tlm_fully_connected_ref_s8(const tlm_fully_connected_ref_pa
       const int8_t* w = weights + o * in_n;
       int32_t acc = bias ? bias[o] : 0;
       for (int32_t i = 0; i < in_n; ++i) acc += (x[i] + input_offset) * w[i];
-      uint64_t m;
-      int32_t e;
-      if (scales) {
-        m = uint64_t(uint32_t(scales[3 * o])) | (uint64_t(uint32_t(scales[3 * o + 1])) << 32);
-        e = scales[3 * o + 2];
-      } else {
-        m = uint64_t(p->scale_mantissa_lo) | (uint64_t(p->scale_mantissa_hi) << 32);
-        e = p->scale_exponent;
-      }
-      int64_t out = tlm_detail::requantize_fp64(acc, m, e) + p->base.output_offset;
-      if (out < p->base.activation_min) out = p->base.activation_min;
-      if (out > p->base.activation_max) out = p->base.activation_max;
-      output[b * out_n + o] = static_cast<int8_t>(out);
+      output[b * out_n + o] = tlm_detail::fc_ref_requantize(p, scales, o, acc);
     }
   }
 }

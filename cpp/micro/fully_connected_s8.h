@@ -4,8 +4,44 @@
 
 #include <stdint.h>
 
+#include "requantize.h"
+#include "requantize_fp64.h"
 #include "tinylearn/micro/format.h"
 #include "tinylearn/micro/micro.h"
+
+namespace tlm_detail {
+
+// The last step of the fully connected kernels (dense and sparse weights alike): the int32 sum
+// requantized, plus the output offset (in 64 bits: |acc| <= 2^31 - 1 and |offset| <= 128, so
+// no case can wrap), clamped to the activation range.
+inline int8_t fc_clamp(int64_t out, int32_t lo, int32_t hi) {
+  if (out < lo) out = lo;
+  if (out > hi) out = hi;
+  return static_cast<int8_t>(out);
+}
+// Fixed point (tlm_fully_connected_params): MultiplyByQuantizedMultiplier.
+inline int8_t fc_requantize(const tlm_fully_connected_params* p, int32_t acc) {
+  acc = multiply_by_quantized_multiplier(acc, p->output_multiplier, p->output_shift);
+  return fc_clamp(int64_t{acc} + p->output_offset, p->activation_min, p->activation_max);
+}
+// TFLite's reference (tlm_fully_connected_ref_params): round(double(acc) * scale) exactly, with
+// output channel o's scale from `scales` [out, 3] when given, else the params' one.
+inline int8_t fc_ref_requantize(const tlm_fully_connected_ref_params* p, const int32_t* scales,
+                                int32_t o, int32_t acc) {
+  uint64_t m;
+  int32_t e;
+  if (scales) {
+    m = uint64_t(uint32_t(scales[3 * o])) | (uint64_t(uint32_t(scales[3 * o + 1])) << 32);
+    e = scales[3 * o + 2];
+  } else {
+    m = uint64_t(p->scale_mantissa_lo) | (uint64_t(p->scale_mantissa_hi) << 32);
+    e = p->scale_exponent;
+  }
+  return fc_clamp(requantize_fp64(acc, m, e) + p->base.output_offset, p->base.activation_min,
+                  p->base.activation_max);
+}
+
+}  // namespace tlm_detail
 
 typedef struct tlm_fc_dims {
   int32_t batches;       // rows of input and output

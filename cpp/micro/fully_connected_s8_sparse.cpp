@@ -30,12 +30,6 @@ __attribute__((noinline)) int32_t sparse_row(const int8_t* x, int32_t input_offs
   return acc;
 }
 
-inline int8_t clamp_out(int64_t out, int32_t lo, int32_t hi) {
-  if (out < lo) out = lo;
-  if (out > hi) out = hi;
-  return static_cast<int8_t>(out);
-}
-
 }  // namespace
 
 void tlm_fully_connected_s8_sparse(const tlm_fully_connected_params* p, const tlm_fc_dims* d,
@@ -47,11 +41,9 @@ void tlm_fully_connected_s8_sparse(const tlm_fully_connected_params* p, const tl
     const uint8_t* steps = w->steps;
     const int8_t* values = w->values;
     for (int32_t o = 0; o < out_n; ++o) {
-      int32_t acc = sparse_row(x, p->input_offset, w->counts[o], steps, values, bias ? bias[o] : 0);
-      acc = tlm_detail::multiply_by_quantized_multiplier(acc, p->output_multiplier,
-                                                         p->output_shift);
-      output[b * out_n + o] =
-          clamp_out(int64_t{acc} + p->output_offset, p->activation_min, p->activation_max);
+      const int32_t acc =
+          sparse_row(x, p->input_offset, w->counts[o], steps, values, bias ? bias[o] : 0);
+      output[b * out_n + o] = tlm_detail::fc_requantize(p, acc);
     }
   }
 }
@@ -68,18 +60,7 @@ void tlm_fully_connected_ref_s8_sparse(const tlm_fully_connected_ref_params* p,
     for (int32_t o = 0; o < out_n; ++o) {
       const int32_t acc =
           sparse_row(x, p->base.input_offset, w->counts[o], steps, values, bias ? bias[o] : 0);
-      uint64_t m;
-      int32_t e;
-      if (scales) {
-        m = uint64_t(uint32_t(scales[3 * o])) | (uint64_t(uint32_t(scales[3 * o + 1])) << 32);
-        e = scales[3 * o + 2];
-      } else {
-        m = uint64_t(p->scale_mantissa_lo) | (uint64_t(p->scale_mantissa_hi) << 32);
-        e = p->scale_exponent;
-      }
-      output[b * out_n + o] =
-          clamp_out(tlm_detail::requantize_fp64(acc, m, e) + p->base.output_offset,
-                    p->base.activation_min, p->base.activation_max);
+      output[b * out_n + o] = tlm_detail::fc_ref_requantize(p, scales, o, acc);
     }
   }
 }
