@@ -183,20 +183,15 @@ class _Plan:
         from ..layers import Input
         from ..models import Model
 
-        g, keep = self.groups, self.keep(fraction)
-        self.keep_now = keep
+        self.keep_now = self.keep(fraction)
         value, copies = {}, {}
-
-        def kept(space):
-            return keep.get(g.find(space))
-
         for t in self.model._order:
             layer = t.layer
             if layer is None:
                 value[id(t)] = Input(t.shape)
                 continue
             config = layer.get_config()
-            out_keep = kept(self.space[id(t)])
+            out_keep = self._kept(self.space[id(t)])
             if isinstance(layer, L.Conv2D) and out_keep is not None:
                 config["filters"] = len(out_keep)
             if isinstance(layer, L.Dense) and out_keep is not None:
@@ -216,23 +211,25 @@ class _Plan:
             new.set_weights(self._slice(t, w))
         return small
 
+    def _kept(self, space):
+        """Kept channels of a channel space (sorted indices), or None where it stays whole."""
+        return self.keep_now.get(self.groups.find(space))
+
     def _in_keep(self, t):
         """Kept input channels of node t's (single) input, as indices into its last axis."""
-        g = self.groups
         p = t.inputs[0]
         if id(p) in self.flat:
             space, positions = self.flat[id(p)]
-            ch = self.channels[g.find(space)]
-            kk = self.keep_now.get(g.find(space))
+            kk = self._kept(space)
             if kk is None:
                 return None
+            ch = self.channels[self.groups.find(space)]
             return (np.arange(positions)[:, None] * ch + kk[None, :]).ravel()
-        return self.keep_now.get(g.find(self.space[id(p)]))
+        return self._kept(self.space[id(p)])
 
     def _slice(self, t, w):
         layer = t.layer
-        g = self.groups
-        out_keep = self.keep_now.get(g.find(self.space[id(t)]))
+        out_keep = self._kept(self.space[id(t)])
         if isinstance(layer, L.BatchNormalization):
             return [a if out_keep is None else a[out_keep] for a in w]
         in_keep = self._in_keep(t)
